@@ -1,0 +1,3 @@
+from lifelora.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Data: raw sources → canonical tables → prepared samples with per-user histories."""

@@ -1,0 +1,1 @@
+"""One loader per public file layout; each returns a validated `RawDataset`."""

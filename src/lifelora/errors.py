@@ -1,0 +1,5 @@
+"""One exception type for every problem a user can fix; the CLI prints it as one line and exits 2."""
+
+
+class LifeloraError(Exception):
+    """A user-facing error: the message names the file or argument and what is wrong with it."""
