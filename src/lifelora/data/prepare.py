@@ -115,7 +115,9 @@ def prepare(raw: RawDataset, preset: Preset) -> dict[str, pl.DataFrame | dict]:
     return {"samples": samples, "sequences": sequences, "users": users, "items": items, "meta": meta}
 
 
-def statistics(samples: pl.DataFrame, sequences: pl.DataFrame, users: pl.DataFrame, items: pl.DataFrame) -> dict:
+def statistics(
+    samples: pl.DataFrame, sequences: pl.DataFrame, users: pl.DataFrame, items: pl.DataFrame
+) -> dict:
     stats = {
         "interactions": sequences.height,
         "samples": samples.height,

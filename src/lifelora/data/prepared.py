@@ -37,7 +37,9 @@ class PreparedData:
     def load(cls, directory: str | Path) -> PreparedData:
         directory = Path(directory)
         if not (directory / "meta.json").is_file():
-            raise LifeloraError(f"{directory}: not a prepared dataset (no meta.json); run `lifelora data prepare`")
+            raise LifeloraError(
+                f"{directory}: not a prepared dataset (no meta.json); run `lifelora data prepare`"
+            )
         tables = {}
         for name in TABLES:
             path = directory / f"{name}.parquet"

@@ -72,8 +72,5 @@ def catalogue_from_keys(keys: pl.Series, name: str) -> pl.DataFrame:
     """A catalogue for keys with no feature file: numeric keys in numeric order, others lexically."""
     unique = keys.unique()
     numeric = unique.cast(pl.Int64, strict=False)
-    if numeric.null_count() == 0:
-        order = numeric.arg_sort()
-    else:
-        order = unique.arg_sort()
+    order = numeric.arg_sort() if numeric.null_count() == 0 else unique.arg_sort()
     return pl.DataFrame({name: unique.gather(order)})

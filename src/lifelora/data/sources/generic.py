@@ -53,7 +53,9 @@ def load_table(path: Path, name: str, columns: str | None, fmt: str) -> RawDatas
             raise LifeloraError(f"{path}: not a readable Parquet file ({exc})") from None
         missing = [c for c in mapping.values() if c not in frame.columns]
         if missing:
-            raise LifeloraError(f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(frame.columns)})")
+            raise LifeloraError(
+                f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(frame.columns)})"
+            )
         frame = frame.select(mapping.values()).cast({c: pl.Utf8 for c in mapping.values()})
         header = True
     else:

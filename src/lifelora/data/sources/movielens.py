@@ -89,7 +89,9 @@ def _ml100k_users(frame: pl.DataFrame, path: Path, header: bool) -> pl.DataFrame
     return _users(frame, ages.map_elements(age_bucket, return_dtype=pl.Utf8), frame["occupation"])
 
 
-def _items(keys: list[str], titles: list[str], years: list[int | None], genres: list[list[str]]) -> pl.DataFrame:
+def _items(
+    keys: list[str], titles: list[str], years: list[int | None], genres: list[list[str]]
+) -> pl.DataFrame:
     return pl.DataFrame(
         {"item": keys, "title": titles, "year": years, "genres": genres},
         schema={"item": pl.Utf8, "title": pl.Utf8, "year": pl.Int32, "genres": pl.List(pl.Utf8)},
@@ -99,7 +101,9 @@ def _items(keys: list[str], titles: list[str], years: list[int | None], genres: 
 def _sorted_by_numeric_key(frame: pl.DataFrame, key: str, path: Path) -> pl.DataFrame:
     numeric = frame[key].cast(pl.Int64, strict=False)
     if numeric.null_count():
-        raise LifeloraError(f"{path}: {key} id {frame[key][int(numeric.is_null().arg_max())]!r} is not an integer")
+        raise LifeloraError(
+            f"{path}: {key} id {frame[key][int(numeric.is_null().arg_max())]!r} is not an integer"
+        )
     return frame.with_columns(numeric.alias("_order")).sort("_order", maintain_order=True).drop("_order")
 
 
@@ -147,7 +151,8 @@ def load_recbole(directory: Path, name: str) -> RawDataset:
 
     user_path = find_file(directory, [f"{name}.user"])
     user_frame = _recbole_table(
-        user_path, {"user": "user_id", "age": "age", "gender": "gender", "occupation": "occupation", "zip": "zip_code"}
+        user_path,
+        {"user": "user_id", "age": "age", "gender": "gender", "occupation": "occupation", "zip": "zip_code"},
     )
     if prefix:
         interactions = interactions.with_columns(pl.col("user").str.strip_prefix(prefix))

@@ -122,11 +122,15 @@ def check_complete(frame: pl.DataFrame, path: Path, *, header: bool = False) -> 
         nulls = frame[column].is_null()
         if nulls.any():
             row = int(nulls.arg_max()) + (2 if header else 1)
-            raise LifeloraError(f"{path}: line {row} has no value for {column!r}; truncated or malformed file?")
+            raise LifeloraError(
+                f"{path}: line {row} has no value for {column!r}; truncated or malformed file?"
+            )
     return frame
 
 
-def to_number(frame: pl.DataFrame, column: str, dtype: type[pl.DataType], path: Path, header: bool) -> pl.Series:
+def to_number(
+    frame: pl.DataFrame, column: str, dtype: type[pl.DataType], path: Path, header: bool
+) -> pl.Series:
     """Cast a string column to a number, naming the first offending line and value."""
     text = frame[column].str.strip_chars()
     values = text.cast(pl.Float64, strict=False)
@@ -148,7 +152,9 @@ def read_json_lines(path: Path, schema: dict[str, type[pl.DataType] | pl.DataTyp
         frame = pl.read_ndjson(io.BytesIO(data), schema=schema)
     except pl.exceptions.PolarsError as exc:
         message = str(exc).strip().splitlines()[0]
-        raise LifeloraError(f"{path}: could not parse JSON lines ({message}); truncated or malformed file?") from None
+        raise LifeloraError(
+            f"{path}: could not parse JSON lines ({message}); truncated or malformed file?"
+        ) from None
     for field in schema:
         if frame[field].null_count() == frame.height:
             raise LifeloraError(f"{path}: no record has the field {field!r}; wrong file?")

@@ -1,0 +1,52 @@
+"""Typed configs from YAML files plus `key=value` overrides; errors name the key and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from lifelora.errors import LifeloraError
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+def apply_override(tree: dict, assignment: str) -> None:
+    """`train.lr=5e-4` sets tree['train']['lr'] = 0.0005 (the value is parsed as YAML)."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key.strip():
+        raise LifeloraError(f"override {assignment!r} is not KEY=VALUE (e.g. train.lr=5e-4)")
+    *parents, leaf = key.strip().split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise LifeloraError(f"override {assignment!r}: {part!r} is not a section")
+        node = child
+    node[leaf] = yaml.safe_load(value) if value.strip() else None
+
+
+def load_config(
+    model: type[ConfigT], path: Path | None = None, overrides: list[str] | None = None
+) -> ConfigT:
+    tree: dict = {}
+    if path is not None:
+        if not Path(path).is_file():
+            raise LifeloraError(f"{path}: config file not found")
+        try:
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise LifeloraError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(tree, dict):
+            raise LifeloraError(f"{path}: the top level must be a mapping")
+    for assignment in overrides or []:
+        apply_override(tree, assignment)
+    try:
+        return model.model_validate(tree)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        source = f"{path}: " if path else ""
+        raise LifeloraError(f"{source}{where}: {first['msg']}") from None
