@@ -29,18 +29,23 @@ def apply_override(tree: dict, assignment: str) -> None:
 
 
 def load_config(
-    model: type[ConfigT], path: Path | None = None, overrides: list[str] | None = None
+    model: type[ConfigT],
+    path: Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict | None = None,
 ) -> ConfigT:
-    tree: dict = {}
+    """`base` (e.g. a named preset), then the YAML file, then the overrides, validated by `model`."""
+    tree: dict = dict(base or {})
     if path is not None:
         if not Path(path).is_file():
             raise LifeloraError(f"{path}: config file not found")
         try:
-            tree = yaml.safe_load(Path(path).read_text()) or {}
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
         except yaml.YAMLError as exc:
             raise LifeloraError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(tree, dict):
+        if not isinstance(loaded, dict):
             raise LifeloraError(f"{path}: the top level must be a mapping")
+        tree.update(loaded)
     for assignment in overrides or []:
         apply_override(tree, assignment)
     try:

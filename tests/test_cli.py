@@ -1,0 +1,106 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def lifelora(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lifelora", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["data"],
+        ["data", "fetch"],
+        ["data", "prepare"],
+        ["data", "info"],
+        ["lens"],
+        ["lens", "train"],
+        ["lens", "evaluate"],
+        ["lens", "export"],
+        ["bench"],
+        ["demo"],
+    ],
+    ids=lambda c: " ".join(c) or "lifelora",
+)
+def test_every_command_has_help(command):
+    result = lifelora(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout
+
+
+def test_readme_commands_match_ci():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_command = "bash scripts/setup.sh && .venv/bin/python -m pytest -q"
+    assert test_command in readme
+    assert test_command in ci
+    assert "bash scripts/setup.sh && .venv/bin/lifelora demo" in readme
+
+
+def test_lens_train_on_unprepared_data_is_a_clear_error(tmp_path):
+    env = {**_env(tmp_path)}
+    result = lifelora("lens", "train", "dataset=ml-25m", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "not prepared yet" in result.stderr and "lifelora data prepare ml-25m" in result.stderr
+
+
+def test_lens_train_bad_override_is_a_clear_error(tmp_path):
+    result = lifelora("lens", "train", "train.lr=fast", cwd=tmp_path, env=_env(tmp_path))
+    assert result.returncode == 2
+    assert "train.lr" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_benchmark_is_a_clear_error(tmp_path):
+    result = lifelora("bench", "nope", cwd=tmp_path, env=_env(tmp_path))
+    assert result.returncode == 2
+    assert "unknown benchmark 'nope'" in result.stderr
+
+
+def _env(tmp_path: Path) -> dict:
+    import os
+
+    return {**os.environ, "LIFELORA_HOME": str(tmp_path / "home"), "LIFELORA_RUNS": str(tmp_path / "runs")}
+
+
+@pytest.mark.integration
+def test_demo_quick_prints_the_comparison_table(tmp_path):
+    result = lifelora("demo", "--quick", "--run-dir", str(tmp_path / "demo"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "DIN w/o history ratings" in result.stdout
+    rows = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert set(rows) == {"DIN", "DIN w/o history ratings"}
+    for metrics in rows.values():
+        assert 0.5 < metrics["AUC"] < 1.0
+    assert (tmp_path / "demo" / "din" / "lens" / "model.safetensors").is_file()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["prepare", "lens"])
+def test_quick_benchmarks_print_json_and_append_results(tmp_path, name):
+    results = tmp_path / "results"
+    for _ in range(2):
+        result = lifelora("bench", name, "--quick", "--results-dir", str(results), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = {"prepare": {"seconds", "peak_rss_gb"}, "lens": {"samples_per_s", "auc", "logloss"}}[name]
+    assert expected <= set(figures)
+    history = json.loads((results / f"{name}.json").read_text())
+    assert len(history) == 2
+    assert {"command", "machine", "date", "figures"} <= set(history[-1])
+    assert history[-1]["command"] == f"lifelora bench {name} --quick"

@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lifelora.config import load_config
+from lifelora.data.prepare import Preset
+from lifelora.errors import LifeloraError
+from lifelora.lens.config import LensConfig
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_parses(path):
+    section = path.parent.name
+    model = {"lens": LensConfig}[section]
+    config = load_config(model, path)
+    assert isinstance(config, model)
+
+
+def test_shipped_configs_exist():
+    assert list((CONFIG_DIR / "lens").glob("*.yaml"))
+
+
+def test_overrides_are_parsed_as_yaml_and_nested(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"dataset": "ml-1m", "train": {"lr": 0.01}}))
+    config = load_config(
+        LensConfig, path, ["train.lr=5e-4", "model.use_ratings=false", "model.mlp_units=[128,64]"]
+    )
+    assert config.dataset == "ml-1m"
+    assert config.train.lr == pytest.approx(5e-4)
+    assert config.model.use_ratings is False
+    assert config.model.mlp_units == [128, 64]
+
+
+def test_base_then_overrides():
+    preset = load_config(Preset, overrides=["min_history=10"], base=Preset().model_dump())
+    assert preset.min_history == 10
+    assert preset.label_threshold == 3.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.lr=-1"], "train.lr"),
+        (["train.nope=1"], "train.nope"),
+        (["lr"], "not KEY=VALUE"),
+        (["kind=sim"], "history_index"),
+        (["train.precision=fp8"], "train.precision"),
+    ],
+)
+def test_bad_config_values_name_the_key(overrides, message):
+    with pytest.raises(LifeloraError, match=message):
+        load_config(LensConfig, None, overrides)
+
+
+def test_missing_and_malformed_config_files(tmp_path):
+    with pytest.raises(LifeloraError, match="config file not found"):
+        load_config(LensConfig, tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(LifeloraError, match="not valid YAML"):
+        load_config(LensConfig, bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(LifeloraError, match="top level must be a mapping"):
+        load_config(LensConfig, bad)

@@ -1,0 +1,52 @@
+import math
+
+import numpy as np
+import pytest
+
+from lifelora.errors import LifeloraError
+from lifelora.metrics import ctr_metrics, group_auc
+
+
+def test_auc_logloss_acc_match_hand_computed_values():
+    labels = np.array([1, 0, 1, 0])
+    scores = np.array([0.9, 0.6, 0.4, 0.1])
+    metrics = ctr_metrics(labels, scores)
+    # Positive/negative pairs: (0.9>0.6) (0.9>0.1) (0.4<0.6) (0.4>0.1) → 3 of 4 ordered correctly.
+    assert metrics["AUC"] == pytest.approx(0.75)
+    expected_logloss = -(math.log(0.9) + math.log(0.4) + math.log(0.4) + math.log(0.9)) / 4
+    assert metrics["LogLoss"] == pytest.approx(expected_logloss)
+    assert metrics["ACC"] == pytest.approx(0.5)  # 0.9 ✓, 0.6 ✗, 0.4 ✗, 0.1 ✓
+
+
+def test_auc_counts_ties_as_half():
+    assert ctr_metrics(np.array([1, 0]), np.array([0.5, 0.5]))["AUC"] == pytest.approx(0.5)
+
+
+def test_gauc_weights_users_by_samples_and_skips_single_class_users():
+    labels = np.array([1, 0, 0, 1, 0, 1, 1])
+    scores = np.array([0.8, 0.2, 0.3, 0.1, 0.9, 0.5, 0.6])
+    users = np.array([1, 1, 2, 2, 2, 3, 3])
+    # user 1: AUC 1.0 over 2 samples; user 2: positive 0.1 below both negatives → 0.0 over 3 samples;
+    # user 3 has positives only and is skipped.
+    assert group_auc(labels, scores, users) == pytest.approx((1.0 * 2 + 0.0 * 3) / 5)
+    assert ctr_metrics(labels, scores, groups=users)["gAUC"] == pytest.approx(0.4)
+
+
+def test_logloss_clips_certain_wrong_predictions():
+    metrics = ctr_metrics(np.array([1, 0]), np.array([0.0, 0.0]))
+    assert math.isfinite(metrics["LogLoss"])
+    assert metrics["LogLoss"] == pytest.approx(-math.log(1e-7) / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("labels", "scores", "message"),
+    [
+        ([1, 0], [0.5], "2 labels but 1 scores"),
+        ([], [], "no samples"),
+        ([1, 1], [0.3, 0.4], "both positive and negative"),
+        ([1, 0], [1.5, 0.2], "probabilities"),
+    ],
+)
+def test_bad_metric_inputs_raise_clear_errors(labels, scores, message):
+    with pytest.raises(LifeloraError, match=message):
+        ctr_metrics(np.array(labels), np.array(scores))
