@@ -407,3 +407,51 @@ def recbole_ml100k_members(
         f"{prefix}/ml-100k.{ext}": (scratch / f"ml-100k.{ext}").read_bytes()
         for ext in ("inter", "item", "user")
     }
+
+
+# --- damage: turn a good file into a bad one ------------------------------------------------------
+
+
+def truncate_last_line(path: Path, keep: int) -> Path:
+    """Cut the file inside its last line: keep that line's first `keep` bytes, and no newline."""
+    data = path.read_bytes().rstrip(b"\r\n")
+    start = data.rfind(b"\n") + 1
+    path.write_bytes(data[: start + keep])
+    return path
+
+
+def replace_field(
+    path: Path, line: int, field: int, value: str, separator: str, encoding: str = "utf-8"
+) -> Path:
+    """Set field `field` (0-based) of line `line` (1-based) to `value`."""
+    lines = path.read_bytes().decode(encoding).split("\n")
+    parts = lines[line - 1].split(separator)
+    parts[field] = value
+    lines[line - 1] = separator.join(parts)
+    path.write_bytes("\n".join(lines).encode(encoding))
+    return path
+
+
+def duplicate_line(path: Path, line: int) -> Path:
+    """Append a copy of line `line` (1-based) at the end of the file."""
+    lines = path.read_bytes().split(b"\n")
+    copy = lines[line - 1]
+    path.write_bytes(path.read_bytes().rstrip(b"\n") + b"\n" + copy + b"\n")
+    return path
+
+
+def change_separator(path: Path, old: str, new: str, encoding: str = "utf-8") -> Path:
+    path.write_bytes(path.read_bytes().decode(encoding).replace(old, new).encode(encoding))
+    return path
+
+
+def reencode(path: Path, source: str, target: str) -> Path:
+    path.write_bytes(path.read_bytes().decode(source).encode(target))
+    return path
+
+
+def keep_lines(path: Path, count: int) -> Path:
+    """Keep only the first `count` lines (e.g. 1: the header alone)."""
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\n".join(lines[:count]) + b"\n")
+    return path

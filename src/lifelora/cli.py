@@ -92,11 +92,11 @@ def _print_stats(meta: dict) -> None:
         part = stats[split]
         table.add_row(split, f"{part['samples']:,}", f"{part['users']:,}", f"{part['positive_rate']}")
     table.add_row("all", f"{stats['samples']:,}", f"{stats['users']:,}", f"{stats['positive_rate']}")
-    table.caption = (
-        f"{stats['interactions']:,} interactions · {stats['items']:,} items · "
-        f"user features: {', '.join(stats['user_features']) or 'none'} · fingerprint {meta['fingerprint']}"
-    )
     Console().print(table)
+    typer.echo(
+        f"{stats['interactions']:,} interactions, {stats['items']:,} items, "
+        f"user features: {', '.join(stats['user_features']) or 'none'}, fingerprint {meta['fingerprint']}"
+    )
 
 
 @data_app.command("info")
@@ -218,8 +218,7 @@ def demo(
     quick: bool = typer.Option(False, help="one short epoch per model (a smoke test)"),
     run_dir: Path | None = typer.Option(None),
 ) -> None:
-    """The main job on the embedded default: prepare ML-100K, train the lens with and without
-    history ratings, and print the comparison table."""
+    """Main job on the embedded default: prepare ML-100K, train the lens with and without ratings."""
     from lifelora.demo import run_demo
 
     run_demo(quick=quick, run_dir=run_dir, log=_log)

@@ -11,7 +11,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lifelora import __version__
-from lifelora.data.raw import RawDataset, drop_duplicate_interactions
+from lifelora.data.raw import RawDataset, without_duplicates
 from lifelora.errors import LifeloraError
 from lifelora.io import atomic_dir, lifelora_home, write_json, write_parquet
 
@@ -57,9 +57,7 @@ def _index_of(keys: pl.Series, catalogue: pl.DataFrame, key: str) -> np.ndarray:
 
 def prepare(raw: RawDataset, preset: Preset) -> dict[str, pl.DataFrame | dict]:
     """Label, sort by (timestamp, user, item) in catalogue order, cut histories and split by global time."""
-    interactions = raw.interactions
-    if preset.drop_duplicates:
-        interactions = drop_duplicate_interactions(interactions)
+    interactions = without_duplicates(raw.interactions, raw.source, preset.drop_duplicates)
     user_idx = _index_of(interactions["user"], raw.users, "user").astype(np.int32)
     item_idx = _index_of(interactions["item"], raw.items, "item").astype(np.int32)
     timestamp = interactions["timestamp"].to_numpy()

@@ -39,14 +39,6 @@ def _check_interactions(frame: pl.DataFrame, source: str) -> None:
         raise LifeloraError(f"{source}: interactions lack column(s) {', '.join(missing)}")
     if frame.height == 0:
         raise LifeloraError(f"{source}: no interactions (empty file?)")
-    dupes = frame.select("user", "item", "timestamp").is_duplicated()
-    if dupes.any():
-        row = frame.filter(dupes).row(0, named=True)
-        raise LifeloraError(
-            f"{source}: {int(dupes.sum())} duplicate rows (same user, item and timestamp), e.g. "
-            f"user {row['user']!r} item {row['item']!r} at {row['timestamp']}; "
-            "remove them or prepare with drop_duplicates=true"
-        )
 
 
 def _check_catalogue(table: pl.DataFrame, key: str, interactions: pl.DataFrame, source: str) -> None:
@@ -63,9 +55,19 @@ def _check_catalogue(table: pl.DataFrame, key: str, interactions: pl.DataFrame, 
         )
 
 
-def drop_duplicate_interactions(frame: pl.DataFrame) -> pl.DataFrame:
-    """Keep the first of rows sharing (user, item, timestamp), as LC-Rec style pipelines do."""
-    return frame.unique(subset=["user", "item", "timestamp"], keep="first", maintain_order=True)
+def without_duplicates(frame: pl.DataFrame, source: str, drop: bool) -> pl.DataFrame:
+    """Rows sharing (user, item, timestamp) are an error, or with `drop` all but the first are removed."""
+    dupes = frame.select("user", "item", "timestamp").is_duplicated()
+    if not dupes.any():
+        return frame
+    if drop:
+        return frame.unique(subset=["user", "item", "timestamp"], keep="first", maintain_order=True)
+    row = frame.filter(dupes).row(0, named=True)
+    raise LifeloraError(
+        f"{source}: {int(dupes.sum())} duplicate rows (same user, item and timestamp), e.g. "
+        f"user {row['user']!r} item {row['item']!r} at {row['timestamp']}; "
+        "remove them or prepare with drop_duplicates=true"
+    )
 
 
 def catalogue_from_keys(keys: pl.Series, name: str) -> pl.DataFrame:

@@ -13,11 +13,12 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from lifelora.data.prepared import PreparedData
-from lifelora.io import atomic_path, write_json, write_parquet
+from lifelora.io import atomic_path, read_json, write_json, write_parquet
 from lifelora.lens.config import LensConfig
 from lifelora.lens.features import EncodedSplit
 from lifelora.lens.model import Lens, autocast
 from lifelora.metrics import ctr_metrics
+from lifelora.report import plot_curve
 from lifelora.run import seed_everything
 
 
@@ -135,4 +136,6 @@ def train_run(config: LensConfig, data: PreparedData, run_dir: Path, log=print) 
         "metrics": metrics,
     }
     write_json(run_dir / "metrics.json", result)
+    curve = read_json(run_dir / "curve.json")
+    plot_curve(curve, run_dir / "curve.png", f"{config.kind.upper()} on {data.name}")
     return result

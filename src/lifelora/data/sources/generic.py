@@ -27,20 +27,20 @@ def parse_column_map(text: str | None) -> dict[str, str]:
     return mapping
 
 
-def _timestamps(values: pl.Series, path: Path, header: bool, frame: pl.DataFrame, column: str) -> pl.Series:
-    """Numbers are epoch seconds; anything else must parse as an ISO date/time."""
-    if values.dtype.is_numeric():
+def _timestamps(values: pl.Series, path: Path, column: str) -> pl.Series:
+    """Epoch seconds if the first value is a number (then all must be), else ISO dates/times."""
+    if values.dtype.is_numeric() or values.len() == 0:
         return values.cast(pl.Int64)
-    as_number = values.cast(pl.Float64, strict=False)
-    if as_number.null_count() == 0:
-        return as_number.cast(pl.Int64)
-    parsed = values.str.to_datetime(strict=False, time_zone="UTC")
+    text = values.str.strip_chars()
+    as_number = text.cast(pl.Float64, strict=False)
+    if as_number[0] is not None:
+        parsed, kind = as_number.cast(pl.Int64), "a number"
+    else:
+        parsed, kind = text.str.to_datetime(strict=False, time_zone="UTC").dt.epoch("s"), "an ISO date"
     if parsed.null_count():
         index = int(parsed.is_null().arg_max())
-        raise LifeloraError(
-            f"{path}: line {index + (2 if header else 1)}: {column} {values[index]!r} is not a number or an ISO date"
-        )
-    return parsed.dt.epoch("s")
+        raise LifeloraError(f"{path}: line {index + 2}: {column} {values[index]!r} is not {kind}")
+    return parsed
 
 
 def load_table(path: Path, name: str, columns: str | None, fmt: str) -> RawDataset:
@@ -72,7 +72,7 @@ def load_table(path: Path, name: str, columns: str | None, fmt: str) -> RawDatas
             "user": frame["user"],
             "item": frame["item"],
             "rating": to_number(frame, "rating", pl.Float64, path, header),
-            "timestamp": _timestamps(frame["timestamp"], path, header, frame, mapping["timestamp"]),
+            "timestamp": _timestamps(frame["timestamp"], path, mapping["timestamp"]),
         }
     )
     catalogue = catalogue_from_keys(interactions["item"], "item")

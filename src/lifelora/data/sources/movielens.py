@@ -75,8 +75,11 @@ def _ml1m_users(frame: pl.DataFrame, path: Path, header: bool) -> pl.DataFrame:
     jobs = to_number(frame, "occupation", pl.Int64, path, header)
     if not ages.is_in(list(ML1M_AGES)).all():
         raise LifeloraError(f"{path}: unknown ML-1M age code {ages.filter(~ages.is_in(list(ML1M_AGES)))[0]}")
-    if not jobs.is_between(0, len(ML1M_JOBS) - 1).all():
-        raise LifeloraError(f"{path}: unknown ML-1M occupation code {jobs.filter(jobs > 20)[0]}")
+    known_job = jobs.is_between(0, len(ML1M_JOBS) - 1)
+    if not known_job.all():
+        raise LifeloraError(
+            f"{path}: unknown ML-1M occupation code {jobs.filter(~known_job)[0]} (expected 0-20)"
+        )
     return _users(
         frame,
         ages.replace_strict(ML1M_AGES, return_dtype=pl.Utf8),
@@ -189,7 +192,7 @@ def _load_ml100k(directory: Path) -> RawDataset:
     item_path = directory / "u.item"
     item_frame = read_delimited(
         item_path, "|", ["item", "title", "date", "video_date", "url", *ML100K_GENRES], header=False,
-        encoding="latin-1",
+        encoding="latin-1", may_be_empty=("date", "video_date", "url"),
     )  # fmt: skip
     titles, years = zip(*(split_title(t) for t in item_frame["title"].to_list()), strict=True)
     flags = item_frame.select(ML100K_GENRES).to_numpy() == "1"

@@ -74,19 +74,21 @@ def read_delimited(
     header: bool,
     encoding: str = "utf-8",
     quoted: bool = False,
+    may_be_empty: Sequence[str] = (),
 ) -> pl.DataFrame:
     """Read a delimited file as all-string columns, checking the number of fields on every line.
 
     With `header`, `columns` are the names required in the header (others are ignored); without it,
-    they name the leading fields in order.
+    they name the leading fields in order. Fields in `may_be_empty` read empty as "" (others must be
+    present: an empty one marks a truncated file).
     """
     text = decode(path, read_bytes(path), encoding).replace("\r\n", "\n")
+    shown = "TAB" if separator == "\t" else repr(separator)
     if len(separator) > 1:
         text = text.replace(separator, _UNIT_SEPARATOR)
         separator = _UNIT_SEPARATOR
     n_fields = text.split("\n", 1)[0].count(separator) + 1
     if n_fields < (1 if header else len(columns)) or (n_fields == 1 and len(columns) > 1):
-        shown = "TAB" if separator == "\t" else repr(separator)
         raise LifeloraError(
             f"{path}: line 1 has {n_fields} field(s) with separator {shown}, expected {len(columns)}; "
             "wrong separator or format?"
@@ -113,6 +115,8 @@ def read_delimited(
     else:
         frame = frame.select(frame.columns[: len(columns)])
         frame.columns = list(columns)
+    if may_be_empty:
+        frame = frame.with_columns(pl.col(list(may_be_empty)).fill_null(""))
     return check_complete(frame, path, header=header)
 
 
