@@ -61,8 +61,36 @@ def bench_prepare(quick: bool, dataset: str | None, log) -> dict:
     return {"dataset": dataset, **json.loads(result.stdout.strip().splitlines()[-1])}
 
 
+def _step_seconds(config, data, steps: int = 4) -> float:
+    """Median seconds of one training step (batch of `config.train.batch_size`), after a warm-up step."""
+    import time
+
+    import torch
+
+    from lifelora.lens.model import Lens, autocast
+
+    lens = Lens.create(config, data)
+    train = lens.encode(data, "train", limit=20 * config.train.batch_size)
+    optimizer = torch.optim.AdamW(lens.model.parameters(), lr=config.train.lr)
+    labels = torch.from_numpy(train.labels)
+    times = []
+    for step in range(steps + 1):
+        idx = torch.randint(
+            0, len(train), (config.train.batch_size,), generator=torch.Generator().manual_seed(step)
+        )
+        start = time.perf_counter()
+        with autocast(config.train.precision):
+            logits, _ = lens.model(train.batch(idx))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
 def bench_lens(quick: bool, dataset: str | None, log) -> dict:
-    """Lens training throughput and test quality (DIN, default config)."""
+    """Lens training throughput and test quality (DIN, default config), and bf16 ÷ fp32 step time."""
     from lifelora.demo import ensure_prepared
     from lifelora.lens.config import LensConfig
     from lifelora.lens.train import train_run
@@ -74,6 +102,10 @@ def bench_lens(quick: bool, dataset: str | None, log) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         result = train_run(config, data, Path(tmp), log=log)
     test = result["metrics"]["test"]
+    fp32 = _step_seconds(config, data)
+    bf16 = _step_seconds(
+        config.model_copy(update={"train": config.train.model_copy(update={"precision": "bf16"})}), data
+    )
     return {
         "dataset": dataset,
         "samples_per_s": round(result["samples_per_s"], 1),
@@ -82,6 +114,7 @@ def bench_lens(quick: bool, dataset: str | None, log) -> dict:
         "gauc": round(test["gAUC"], 4),
         "best_epoch": result["best_epoch"],
         "train_seconds": result["seconds"],
+        "bf16_vs_fp32_step_time": round(bf16 / fp32, 2),
     }
 
 

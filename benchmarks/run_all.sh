@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Re-run every benchmark quoted in BENCHMARKS.md; each appends to benchmarks/results/NAME.json.
+# Run on a quiet machine: figures from a loaded machine are not comparable.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LIFELORA=${LIFELORA:-.venv/bin/lifelora}
+$LIFELORA bench prepare                      # ML-1M preparation: seconds, peak_rss_gb
+$LIFELORA bench lens                         # ML-100K lens: samples_per_s, auc, logloss, bf16 ratio
+$LIFELORA bench lens --dataset ml-1m         # ML-1M lens (about 20 minutes on 2 cores)
+$LIFELORA lens train -c configs/lens/din-ml1m-no-ratings.yaml   # the ratings ablation
