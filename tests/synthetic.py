@@ -12,7 +12,9 @@ from lifelora.data.raw import RawDataset
 GENRES = ["Action", "Comedy", "Drama"]
 
 
-def synthetic_raw(n_users: int = 60, n_items: int = 40, per_user: int = 30, seed: int = 0) -> RawDataset:
+def synthetic_raw(
+    n_users: int = 60, n_items: int = 40, per_user: int = 30, seed: int = 0, name: str = "synthetic"
+) -> RawDataset:
     rng = np.random.default_rng(seed)
     item_genre = rng.integers(0, len(GENRES), n_items)
     user_genre = rng.integers(0, len(GENRES), n_users)
@@ -45,7 +47,7 @@ def synthetic_raw(n_users: int = 60, n_items: int = 40, per_user: int = 30, seed
             "zip": ["00000"] * n_users,
         }
     )
-    return RawDataset("synthetic", interactions, items, users, source="synthetic").validate()
+    return RawDataset(name, interactions, items, users, source=name).validate()
 
 
 def synthetic_prepared(directory, **raw_kwargs) -> PreparedData:

@@ -284,9 +284,7 @@ def test_non_numeric_timestamp_in_recbole_inter(tmp_path, prepare_fails):
 
 def test_non_numeric_timestamp_in_generic_csv(tmp_path, prepare_fails):
     source = replace_field(write_generic_csv(tmp_path / "mine.csv"), 7, 5, "yesterday", ",")
-    generic(
-        prepare_fails, source, expect=("mine.csv", "line 7", "line 7: when 'yesterday' is not a number")
-    )
+    generic(prepare_fails, source, expect=("mine.csv", "line 7", "line 7: when 'yesterday' is not a number"))
 
 
 def test_unknown_ml1m_age_code(tmp_path, prepare_fails):

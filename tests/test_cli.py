@@ -82,12 +82,20 @@ def _env(tmp_path: Path) -> dict:
 def test_demo_quick_prints_the_comparison_table(tmp_path):
     result = lifelora("demo", "--quick", "--run-dir", str(tmp_path / "demo"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "DIN w/o history ratings" in result.stdout
+    assert "DIN w/o history ratings" in result.stdout and "zero-shot" in result.stdout
     rows = json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert set(rows) == {"DIN", "DIN w/o history ratings"}
-    for metrics in rows.values():
-        assert 0.5 < metrics["AUC"] < 1.0
+    assert set(rows) == {
+        "DIN",
+        "DIN w/o history ratings",
+        "DIN (same rows)",
+        "smollm2-135m zero-shot",
+        "smollm2-135m + shared LoRA (16 train samples)",
+    }
+    for name in ("DIN", "DIN w/o history ratings"):
+        assert 0.5 < rows[name]["AUC"] < 1.0
+    assert rows["DIN (same rows)"]["samples"] == rows["smollm2-135m zero-shot"]["samples"] == 48
     assert (tmp_path / "demo" / "din" / "lens" / "model.safetensors").is_file()
+    assert (tmp_path / "demo" / "shared-lora" / "adapter" / "adapter_config.json").is_file()
 
 
 @pytest.mark.integration

@@ -7,6 +7,7 @@ from lifelora.config import load_config
 from lifelora.data.prepare import Preset
 from lifelora.errors import LifeloraError
 from lifelora.lens.config import LensConfig
+from lifelora.llm.config import CTRConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -14,13 +15,18 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_parses(path):
     section = path.parent.name
-    model = {"lens": LensConfig}[section]
+    model = {"lens": LensConfig, "llm": CTRConfig}[section]
     config = load_config(model, path)
     assert isinstance(config, model)
 
 
 def test_shipped_configs_exist():
     assert list((CONFIG_DIR / "lens").glob("*.yaml"))
+    assert list((CONFIG_DIR / "llm").glob("*.yaml"))
+
+
+def test_zero_shot_config_has_no_adapter():
+    assert load_config(CTRConfig, CONFIG_DIR / "llm" / "zero-shot-ml1m.yaml").adapter is None
 
 
 def test_overrides_are_parsed_as_yaml_and_nested(tmp_path):
@@ -66,3 +72,10 @@ def test_missing_and_malformed_config_files(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(LifeloraError, match="top level must be a mapping"):
         load_config(LensConfig, bad)
+
+
+def test_demo_llm_settings_match_the_shipped_demo_config():
+    from lifelora.demo import LLM_SETTINGS
+
+    shipped = load_config(CTRConfig, CONFIG_DIR / "llm" / "lora-ml100k-demo.yaml")
+    assert shipped == CTRConfig.model_validate(LLM_SETTINGS)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 
+from lifelora.bench_llm import bench_ranking, bench_scoring, bench_train_step
 from lifelora.errors import LifeloraError
 from lifelora.io import write_json
 
@@ -67,7 +68,8 @@ def _step_seconds(config, data, steps: int = 4) -> float:
 
     import torch
 
-    from lifelora.lens.model import Lens, autocast
+    from lifelora.lens.model import Lens
+    from lifelora.precision import autocast
 
     lens = Lens.create(config, data)
     train = lens.encode(data, "train", limit=20 * config.train.batch_size)
@@ -118,7 +120,13 @@ def bench_lens(quick: bool, dataset: str | None, log) -> dict:
     }
 
 
-BENCHMARKS = {"prepare": bench_prepare, "lens": bench_lens}
+BENCHMARKS = {
+    "prepare": bench_prepare,
+    "lens": bench_lens,
+    "scoring": bench_scoring,
+    "ranking": bench_ranking,
+    "train-step": bench_train_step,
+}
 
 
 def run_benchmark(name: str, quick: bool, dataset: str | None, results_dir: Path, log=print) -> dict:

@@ -196,12 +196,148 @@ def lens_export(
     typer.echo(str(export_hidden(lens, data, split, out or run_dir / "hidden" / f"{split}.safetensors")))
 
 
+# --- LLM ------------------------------------------------------------------------------------------
+
+
+def _ctr_setup(cfg, log=_log):
+    from lifelora.llm.run import CTRSetup
+
+    return CTRSetup(cfg, _load_data(cfg.dataset, cfg.preset, cfg.data_dir), log=log)
+
+
+@app.command("train")
+def train(
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (see configs/llm/)"),
+    adapter: str | None = typer.Option(None, help="adapter kind: lora (overrides adapter.kind)"),
+    run_dir: Path | None = typer.Option(None, help="where to write the run (default: runs/train-...)"),
+    resume: Path | None = typer.Option(
+        None, help="continue a killed run from its latest checkpoint (its run directory)"
+    ),
+    overrides: list[str] | None = typer.Argument(None, help="KEY=VALUE overrides (e.g. subset.train=10000)"),
+) -> None:
+    """Train an LLM CTR adapter on a fixed few-shot subset, then evaluate it; writes a run directory."""
+    from lifelora.config import load_config
+    from lifelora.io import read_yaml
+    from lifelora.llm.config import CTRConfig
+    from lifelora.llm.run import train_ctr
+    from lifelora.report import metrics_table, print_table
+    from lifelora.run import new_run_dir, record_run
+
+    if resume is not None:
+        if not (resume / "config.yaml").is_file():
+            raise LifeloraError(f"--resume {resume}: not a run directory (no config.yaml)")
+        cfg = load_config(CTRConfig, base=read_yaml(resume / "config.yaml"))
+        run_dir = resume
+    else:
+        extra = [f"adapter.kind={adapter}"] if adapter else []
+        cfg = load_config(CTRConfig, config, [*(overrides or []), *extra])
+        if cfg.adapter is None:
+            raise LifeloraError("adapter: null means zero-shot; use `lifelora evaluate` for that")
+        run_dir = run_dir or new_run_dir("train", f"{cfg.dataset}-{cfg.name}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record_run(run_dir, cfg, " ".join(["lifelora", *sys.argv[1:]]))
+    summary = train_ctr(_ctr_setup(cfg), run_dir, resume=resume is not None)
+    split = cfg.eval.split
+    print_table(metrics_table(f"{cfg.name} on {cfg.dataset}", [(split, summary["metrics"][split])]))
+    typer.echo(str(run_dir))
+
+
+@app.command("evaluate")
+def evaluate(
+    run: Path | None = typer.Option(None, help="a `lifelora train` run directory (its adapter is used)"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config; without --run: zero-shot"),
+    run_dir: Path | None = typer.Option(
+        None, help="where to write (default: RUN/eval-SPLIT or runs/eval-...)"
+    ),
+    overrides: list[str] | None = typer.Argument(None, help="KEY=VALUE overrides (e.g. subset.eval=null)"),
+) -> None:
+    """Score the eval split (subset) with a trained adapter, or zero-shot with the bare backbone."""
+    from lifelora.config import load_config
+    from lifelora.io import read_yaml
+    from lifelora.llm.config import CTRConfig
+    from lifelora.llm.run import evaluate_ctr
+    from lifelora.report import metrics_table, print_table
+    from lifelora.run import new_run_dir, record_run
+
+    if run is not None:
+        if not (run / "adapter" / "adapter_config.json").is_file():
+            raise LifeloraError(f"--run {run}: not a trained run (no adapter/adapter_config.json)")
+        cfg = load_config(CTRConfig, None, overrides, base=read_yaml(run / "config.yaml"))
+        out = run_dir or run / f"eval-{cfg.eval.split}"
+    else:
+        cfg = load_config(CTRConfig, config, overrides, base={"adapter": None})
+        out = run_dir or new_run_dir("eval", f"{cfg.dataset}-{cfg.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    record_run(out, cfg, " ".join(["lifelora", *sys.argv[1:]]))
+    summary = evaluate_ctr(_ctr_setup(cfg), out, adapter_dir=run / "adapter" if run else None)
+    split = cfg.eval.split
+    name = "zero-shot" if run is None else cfg.name
+    print_table(metrics_table(f"{name} on {cfg.dataset}", [(split, summary["metrics"][split])]))
+    typer.echo(str(out))
+
+
+@app.command("recommend")
+def recommend(
+    user: str = typer.Argument(..., help="the user's id as in the raw data (e.g. 1)"),
+    run: Path | None = typer.Option(None, help="a `lifelora train` run (default: zero-shot backbone)"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config when no --run is given"),
+    k: int = typer.Option(10, min=1, help="how many to return"),
+    candidates: int = typer.Option(100, min=1, help="random items the user has not rated, to rank"),
+    items: str | None = typer.Option(None, help="comma-separated raw item ids to rank instead"),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json", help="print JSON lines instead of a table"),
+) -> None:
+    """Rank candidate items for one user: the shared prompt prefix is computed once for all of them."""
+    import numpy as np
+
+    from lifelora.adapters.lora import load_adapter
+    from lifelora.config import load_config
+    from lifelora.io import read_yaml
+    from lifelora.llm.config import CTRConfig
+    from lifelora.llm.run import recommend as rank
+
+    if run is not None and not (run / "adapter" / "adapter_config.json").is_file():
+        raise LifeloraError(f"--run {run}: not a trained run (no adapter/adapter_config.json)")
+    base = read_yaml(run / "config.yaml") if run else {"adapter": None}
+    cfg = load_config(CTRConfig, None if run else config, base=base)
+    setup = _ctr_setup(cfg)
+    data = setup.data
+    matches = data.users.filter(data.users["user"] == user)["user_idx"]
+    if matches.is_empty():
+        raise LifeloraError(f"user {user!r} is not in {data.name}")
+    user_idx = int(matches[0])
+    if items:
+        keys = [key.strip() for key in items.split(",") if key.strip()]
+        found = data.items.filter(data.items["item"].is_in(keys))
+        missing = sorted(set(keys) - set(found["item"].to_list()))
+        if missing:
+            raise LifeloraError(f"--items: {missing[0]!r} is not an item of {data.name}")
+        pool = found["item_idx"].to_numpy()
+    else:
+        row = data.users.row(user_idx, named=True)
+        seen = data.sequences["item_idx"].slice(row["seq_offset"], row["seq_len"]).to_numpy()
+        unseen = np.setdiff1d(np.arange(len(data.items)), seen)
+        pool = np.random.default_rng(seed).choice(unseen, size=min(candidates, len(unseen)), replace=False)
+    model = load_adapter(setup.backbone.model, run / "adapter") if run else setup.backbone.model
+    top = rank(setup, model, user_idx, pool, k)
+    if as_json:
+        for record in top.iter_rows(named=True):
+            typer.echo(json.dumps(record))
+    else:
+        table = Table(title=f"top {k} of {len(pool)} for user {user} ({data.name})")
+        for column in ("rank", "title", "score"):
+            table.add_column(column, justify="left" if column == "title" else "right")
+        for record in top.iter_rows(named=True):
+            table.add_row(str(record["rank"]), record["title"], f"{record['score']:.4f}")
+        Console().print(table)
+
+
 # --- bench and demo ------------------------------------------------------------------------------
 
 
 @app.command("bench")
 def bench(
-    name: str = typer.Argument(..., help="prepare or lens"),
+    name: str = typer.Argument(..., help="prepare, lens, scoring, ranking or train-step"),
     quick: bool = typer.Option(False, help="a reduced run that finishes in under a minute"),
     dataset: str | None = typer.Option(None, help="override the benchmark's dataset"),
     results_dir: Path = typer.Option(Path("benchmarks/results"), help="where NAME.json collects results"),
@@ -215,10 +351,10 @@ def bench(
 
 @app.command("demo")
 def demo(
-    quick: bool = typer.Option(False, help="one short epoch per model (a smoke test)"),
+    quick: bool = typer.Option(False, help="tiny budgets everywhere (a smoke test of the pipeline)"),
     run_dir: Path | None = typer.Option(None),
 ) -> None:
-    """Main job on the embedded default: prepare ML-100K, train the lens with and without ratings."""
+    """Main job on the embedded defaults: ML-100K lens (DIN ± ratings), SmolLM2 zero-shot and shared LoRA."""
     from lifelora.demo import run_demo
 
     run_demo(quick=quick, run_dir=run_dir, log=_log)

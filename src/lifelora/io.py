@@ -69,6 +69,10 @@ def write_yaml(path: str | Path, obj: Any) -> None:
         tmp.write_text(yaml.safe_dump(obj, sort_keys=False))
 
 
+def read_yaml(path: str | Path) -> Any:
+    return yaml.safe_load(Path(path).read_text())
+
+
 def write_parquet(path: str | Path, frame: pl.DataFrame) -> None:
     with atomic_path(path) as tmp:
         frame.write_parquet(tmp)

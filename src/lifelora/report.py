@@ -13,6 +13,13 @@ from lifelora.io import atomic_path
 METRIC_ORDER = ("AUC", "gAUC", "LogLoss", "ACC")
 
 
+def _cell(values: dict, column: str) -> str:
+    value = values.get(column)
+    if value is None:
+        return "–"
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
+
+
 def metrics_table(
     title: str, rows: Sequence[tuple[str, dict[str, float]]], columns: Sequence[str] = METRIC_ORDER
 ):
@@ -21,7 +28,7 @@ def metrics_table(
     for column in columns:
         table.add_column(column, justify="right")
     for name, values in rows:
-        table.add_row(name, *(f"{values[c]:.4f}" if c in values else "–" for c in columns))
+        table.add_row(name, *(_cell(values, c) for c in columns))
     return table
 
 
@@ -30,7 +37,7 @@ def markdown_table(
 ) -> str:
     lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, values in rows:
-        cells = (f"{values[c]:.4f}" if c in values else "–" for c in columns)
+        cells = (_cell(values, c) for c in columns)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -39,19 +46,26 @@ def print_table(table: Table) -> None:
     Console().print(table)
 
 
-def plot_curve(curve: Sequence[dict], path: Path, title: str) -> Path:
-    """Training loss and validation AUC per epoch, side by side, as a PNG."""
+def plot_curve(
+    curve: Sequence[dict],
+    path: Path,
+    title: str,
+    x: str = "epoch",
+    series: Sequence[tuple[str, str]] = (("train_loss", "train loss (BCE)"), ("valid_AUC", "valid AUC")),
+) -> Path:
+    """One panel per (key, label) in `series` against `x`, side by side, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    epochs = [row["epoch"] for row in curve]
-    figure, (loss_axis, auc_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
-    loss_axis.plot(epochs, [row["train_loss"] for row in curve], marker="o")
-    loss_axis.set(xlabel="epoch", ylabel="train loss (BCE)")
-    auc_axis.plot(epochs, [row["valid_AUC"] for row in curve], marker="o", color="tab:orange")
-    auc_axis.set(xlabel="epoch", ylabel="valid AUC")
+    figure, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.5), squeeze=False)
+    xs = [row[x] for row in curve]
+    for axis, (key, label), color in zip(
+        axes[0], series, ("tab:blue", "tab:orange", "tab:green"), strict=False
+    ):
+        axis.plot(xs, [row[key] for row in curve], marker="o" if len(xs) < 30 else None, color=color)
+        axis.set(xlabel=x, ylabel=label)
     figure.suptitle(title)
     figure.tight_layout()
     with atomic_path(path) as tmp:

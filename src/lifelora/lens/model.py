@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +15,7 @@ from lifelora.io import atomic_dir, read_json, write_json
 from lifelora.lens.config import LensConfig
 from lifelora.lens.din import DIN
 from lifelora.lens.features import EncodedSplit, FieldEncoder
-
-
-def autocast(precision: str):
-    """bf16 autocast on CPU (about 2-4× faster matmuls here); fp32 otherwise."""
-    if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return nullcontext()
+from lifelora.precision import autocast
 
 
 def load_history_index(path: Path, split: str, n_rows: int) -> np.ndarray:

@@ -1,0 +1,65 @@
+"""The shared LoRA (TALLRec/ReLLa baseline), built on PEFT and saved in PEFT's own format, so
+`peft.PeftModel.from_pretrained` and multi-LoRA servers load it as is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lifelora.errors import LifeloraError
+from lifelora.io import atomic_dir
+
+
+class AdapterConfig(BaseModel):
+    """PEFT-shaped settings; `target_modules` follows PEFT's matching rules (names or a regex)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["lora"] = "lora"
+    r: int = Field(8, ge=1)
+    lora_alpha: float = Field(16, gt=0)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | str = ["q_proj", "v_proj"]
+    modules_to_save: list[str] | None = None
+
+
+def attach_lora(model, config: AdapterConfig):
+    """Wrap the backbone in a PeftModel whose only trainable weights are the LoRA factors."""
+    from peft import LoraConfig, get_peft_model
+
+    peft_config = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=config.r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules,
+        modules_to_save=config.modules_to_save,
+    )
+    try:
+        return get_peft_model(model, peft_config)
+    except ValueError as exc:
+        raise LifeloraError(
+            f"adapter.target_modules {config.target_modules!r}: {str(exc).splitlines()[0]}"
+        ) from None
+
+
+def save_adapter(model, directory: Path) -> Path:
+    """A plain PEFT directory (adapter_config.json + adapter_model.safetensors), written atomically."""
+    with atomic_dir(directory) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+    return directory
+
+
+def load_adapter(model, directory: Path, trainable: bool = False):
+    from peft import PeftModel
+
+    if not (Path(directory) / "adapter_config.json").is_file():
+        raise LifeloraError(f"{directory}: not a PEFT adapter directory (no adapter_config.json)")
+    try:
+        return PeftModel.from_pretrained(model, str(directory), is_trainable=trainable)
+    except (ValueError, RuntimeError) as exc:
+        raise LifeloraError(
+            f"{directory}: cannot load onto this backbone ({str(exc).splitlines()[0]})"
+        ) from None

@@ -1,0 +1,1 @@
+"""The language-model side: backbone loading, prompts, CTR scoring and candidate ranking."""

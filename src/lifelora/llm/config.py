@@ -1,0 +1,54 @@
+"""Configuration of an LLM CTR run (`lifelora train` / `evaluate`), PEFT- and transformers-shaped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lifelora.adapters.lora import AdapterConfig
+from lifelora.training import TrainSettings
+
+
+class PromptSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    history: int = Field(10, ge=0, description="history items shown in the text prompt (K)")
+    retriever: Literal["semantic", "recent"] = "semantic"
+    pca_dim: int = Field(512, ge=1)
+
+
+class SubsetSettings(BaseModel):
+    """Few-shot training subset and fixed evaluation subset (None = the whole split)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: int | None = Field(70_000, ge=1)
+    eval: int | None = Field(10_000, ge=1)
+    seed: int = 42
+
+
+class EvalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    split: Literal["valid", "test"] = "test"
+    batch_size: int = Field(32, ge=1)
+
+
+class CTRConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = "ml-1m"
+    preset: str = "rella"
+    data_dir: Path | None = None
+    model: str = Field("smollm2-135m", description="embedded name, Hugging Face id or local directory")
+    adapter: AdapterConfig | None = Field(default_factory=AdapterConfig, description="null = zero-shot")
+    prompt: PromptSettings = Field(default_factory=PromptSettings)
+    subset: SubsetSettings = Field(default_factory=SubsetSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+
+    @property
+    def name(self) -> str:
+        return self.adapter.kind if self.adapter else "zero-shot"

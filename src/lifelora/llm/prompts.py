@@ -1,0 +1,237 @@
+"""CTR prompts in ReLLa's wording, wrapped in the model's chat template.
+
+A prompt is three token segments: a prefix (wrapper head, user profile, history, question), the target
+item, and a suffix (the closing instructions and the wrapper tail, ending where the answer starts).
+Everything before the target is shared by all candidates of a user, which is what candidate ranking
+reuses. The segments are always tokenized apart and concatenated, so scoring, training and ranking
+see exactly the same ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from lifelora.errors import LifeloraError
+
+# ReLLa's wrapper for models without a chat template (Vicuna's system line).
+PLAIN_WRAPPER = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the user's questions. USER: ",
+    " ASSISTANT:",
+)
+ANSWER_WORDS = ("No", "Yes")  # index 1 = the positive class
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """One dataset's wording. `{he}`/`{his}` and the capitalised forms follow the user's gender."""
+
+    noun: str  # "movie"
+    profile: str  # user features; empty when the dataset has none
+    history: str
+    question: str  # ends right before the target title
+    closing: str  # starts right after the target title
+    item_text: str  # the short description whose LLM embedding drives semantic retrieval
+    profile_fields: tuple[str, ...] = ()
+
+
+MOVIE = dict(
+    noun="movie",
+    history="{He} watched the following movies in order in the past, and rated them:\n",
+    question="Based on the movies {he} has watched, deduce if {he} will like the movie ***",
+    closing="***.\nNote that more stars the user rated the movie, the more the user liked the movie.\n"
+    "You should ONLY tell me yes or no.",
+    item_text="Here is a movie. Its title is {title}. The movie's genre is {genres}.",
+)
+
+TEMPLATES: dict[str, PromptTemplate] = {
+    "movielens": PromptTemplate(
+        profile="The user is a {gender_word}. {His} job is {occupation}. {His} age is {age}.\n",
+        profile_fields=("gender", "occupation", "age"),
+        **MOVIE,
+    ),
+    "movielens-no-profile": PromptTemplate(profile="", **MOVIE),
+    "books": PromptTemplate(
+        noun="book",
+        profile="",
+        history="{He} read the following books in the past and rated them:\n",
+        question="Based on the books {he} has read, deduce if {he} will like the book ***",
+        closing="***.\nNote that more stars the user rated the book, the more the user liked the book.\n"
+        "You should ONLY tell me yes or no.",
+        item_text="Here is a book. Its title is {title}. The book's genre is {genres}.",
+    ),
+    "products": PromptTemplate(
+        noun="product",
+        profile="",
+        history="{He} bought the following products in the past and rated them:\n",
+        question="Based on the products {he} has rated, deduce if {he} will like the product ***",
+        closing="***.\nNote that more stars the user rated the product, the more the user liked the product.\n"
+        "You should ONLY tell me yes or no.",
+        item_text="Here is a product. Its title is {title}. Its category is {genres}.",
+    ),
+}
+
+
+def template_for(dataset: str, users: pl.DataFrame | None = None) -> PromptTemplate:
+    """The wording for a dataset name; MovieLens without user features (ml-25m) gets no profile."""
+    if dataset.startswith("ml-"):
+        has_profile = users is not None and all(c in users.columns for c in ("gender", "occupation", "age"))
+        return TEMPLATES["movielens" if has_profile else "movielens-no-profile"]
+    if dataset.startswith(("goodreads", "book")):
+        return TEMPLATES["books"]
+    return TEMPLATES["products"]
+
+
+PRONOUNS = {
+    "F": {"he": "she", "He": "She", "his": "her", "His": "Her", "gender_word": "female"},
+    "M": {"he": "he", "He": "He", "his": "his", "His": "His", "gender_word": "male"},
+}
+NEUTRAL = {
+    "he": "the user",
+    "He": "The user",
+    "his": "the user's",
+    "His": "The user's",
+    "gender_word": "person",
+}
+
+
+def item_titles(items: pl.DataFrame) -> list[str]:
+    """Display titles: "Toy Story (1995)"; the raw key is never shown (it may be an id)."""
+    titles = items["title"].to_list() if "title" in items.columns else items["item"].to_list()
+    years = items["year"].to_list() if "year" in items.columns else [None] * len(titles)
+    return [
+        f"{t} ({y})" if y and f"({y})" not in str(t) else str(t) for t, y in zip(titles, years, strict=True)
+    ]
+
+
+def item_descriptions(items: pl.DataFrame, template: PromptTemplate) -> list[str]:
+    genres = (
+        items["genres"].list.join(", ").fill_null("unknown").to_list()
+        if "genres" in items.columns
+        else ["unknown"] * items.height
+    )
+    return [
+        template.item_text.format(title=t, genres=g or "unknown")
+        for t, g in zip(item_titles(items), genres, strict=True)
+    ]
+
+
+def _words(row: dict) -> dict:
+    return PRONOUNS.get(str(row.get("gender", "")).upper()[:1], NEUTRAL)
+
+
+def user_texts(users: pl.DataFrame, template: PromptTemplate) -> list[tuple[str, str, str]]:
+    """Per user: (profile, history intro, question) with the right pronouns."""
+    out = []
+    for row in users.iter_rows(named=True):
+        words = _words(row)
+        fields = {f: row.get(f) or "unknown" for f in template.profile_fields}
+        profile = template.profile.format(**words, **fields) if template.profile else ""
+        out.append((profile, template.history.format(**words), template.question.format(**words)))
+    return out
+
+
+def format_stars(rating: float) -> str:
+    value = int(rating) if float(rating).is_integer() else rating
+    return f"{value} star" if value == 1 else f"{value} stars"
+
+
+def history_text(titles: list[str], item_idx: np.ndarray, ratings: np.ndarray) -> str:
+    """ReLLa's list literal: ['0. Toy Story (1995) (4 stars)', '1. ...']."""
+    entries = [
+        f"'{i}. {titles[it]} ({format_stars(r)})'"
+        for i, (it, r) in enumerate(zip(item_idx, ratings, strict=True))
+    ]
+    return "[" + ", ".join(entries) + "]\n"
+
+
+class PromptBuilder:
+    """Token segments of CTR prompts for one tokenizer and one prepared dataset."""
+
+    def __init__(self, tokenizer, dataset: str, users: pl.DataFrame, items: pl.DataFrame):
+        self.tokenizer = tokenizer
+        self.template = template_for(dataset, users)
+        self.titles = item_titles(items)
+        self.users = user_texts(users, self.template)
+        self.head, self.tail = chat_wrapper(tokenizer)
+        self.answer_ids = answer_token_ids(tokenizer, self.tail)
+        self.bos = _leading_bos(tokenizer, self.head)
+
+    def prefix_text(self, user: int, hist_items: np.ndarray, hist_ratings: np.ndarray) -> str:
+        profile, intro, question = self.users[user]
+        return self.head + profile + intro + history_text(self.titles, hist_items, hist_ratings) + question
+
+    def encode(
+        self,
+        users: np.ndarray,
+        targets: np.ndarray,
+        hist_items: list[np.ndarray],
+        hist_ratings: list[np.ndarray],
+    ) -> list[list[int]]:
+        """Whole prompts (prefix + target + suffix) as token ids, a batch at a time."""
+        prefixes = self.encode_prefixes(users, hist_items, hist_ratings)
+        targets_ids = self.encode_targets(targets)
+        suffix = self.suffix_ids
+        return [p + t + suffix for p, t in zip(prefixes, targets_ids, strict=True)]
+
+    def encode_prefixes(
+        self, users: np.ndarray, hist_items: list[np.ndarray], hist_ratings: list[np.ndarray]
+    ) -> list[list[int]]:
+        texts = [
+            self.prefix_text(int(u), i, r) for u, i, r in zip(users, hist_items, hist_ratings, strict=True)
+        ]
+        return [self.bos + ids for ids in self._ids(texts)]
+
+    def encode_targets(self, targets: np.ndarray) -> list[list[int]]:
+        return self._ids([self.titles[int(t)] for t in targets])
+
+    @property
+    def suffix_ids(self) -> list[int]:
+        if not hasattr(self, "_suffix"):
+            self._suffix = self._ids([self.template.closing + self.tail])[0]
+        return self._suffix
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def chat_wrapper(tokenizer) -> tuple[str, str]:
+    """The text before and after the user's message, ending where the assistant's answer starts."""
+    if getattr(tokenizer, "chat_template", None):
+        marker = "\x1fLIFELORA\x1f"
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "user", "content": marker}], tokenize=False, add_generation_prompt=True
+        )
+        if rendered.count(marker) == 1:
+            head, tail = rendered.split(marker)
+            return head, tail
+    return PLAIN_WRAPPER
+
+
+def _leading_bos(tokenizer, head: str) -> list[int]:
+    """The BOS id when the tokenizer adds one and the wrapper does not already start with it."""
+    bos = tokenizer.bos_token_id
+    if bos is None or (tokenizer.bos_token and head.startswith(tokenizer.bos_token)):
+        return []
+    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return [bos] if probe and probe[0] == bos else []
+
+
+def answer_token_ids(tokenizer, tail: str) -> tuple[int, int]:
+    """("No", "Yes") token ids as they follow the prompt: with a leading space unless the prompt ends in
+    whitespace. A multi-token answer is scored by its first token, which must differ between the two."""
+    space = "" if tail[-1:].isspace() else " "
+    first = []
+    for word in ANSWER_WORDS:
+        ids = tokenizer(space + word, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise LifeloraError(f"the tokenizer encodes the answer {word!r} to no tokens")
+        first.append(ids[0])
+    if first[0] == first[1]:
+        raise LifeloraError(
+            "the tokenizer's first tokens of 'Yes' and 'No' are the same; answers cannot be scored by one token"
+        )
+    return first[0], first[1]

@@ -1,0 +1,116 @@
+"""P(yes) for CTR prompts, and candidate ranking that computes a user's shared prompt prefix once.
+
+Only the answer position's logits are asked for (`logits_to_keep=1`), never the full-vocabulary
+logits of every position; prompts are left-padded so the answer position is the last column.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lifelora.precision import autocast
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if seq:
+            ids[row, width - len(seq) :] = torch.as_tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+    return ids, mask
+
+
+def positions_of(mask: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """Position ids that ignore left padding: every prompt's first real token sits at `start`."""
+    return (mask.cumsum(-1) - 1).clamp(min=0) + start
+
+
+def answer_logits(model, input_ids, attention_mask, answer_ids: tuple[int, int], **forward) -> torch.Tensor:
+    """[batch, 2] float logits of ("No", "Yes") at the last position."""
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=forward.pop("position_ids", positions_of(attention_mask)),
+        logits_to_keep=1,
+        use_cache=forward.pop("use_cache", False),
+        **forward,
+    )
+    return out.logits[:, -1, list(answer_ids)].float()
+
+
+def yes_probability(logits: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(logits, dim=-1)[:, 1]
+
+
+@torch.no_grad()
+def score_prompts(
+    model,
+    prompts: Sequence[Sequence[int]],
+    pad_id: int,
+    answer_ids: tuple[int, int],
+    batch_size: int = 16,
+    precision: str = "auto",
+    progress: bool = True,
+) -> np.ndarray:
+    """P(yes) per prompt; prompts are batched by length to waste little on padding."""
+    order = np.argsort([len(p) for p in prompts], kind="stable")
+    out = np.empty(len(prompts), dtype=np.float32)
+    device = next(model.parameters()).device
+    starts = range(0, len(prompts), batch_size)
+    for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress, leave=False):
+        rows = order[start : start + batch_size]
+        ids, mask = left_pad([prompts[r] for r in rows], pad_id)
+        with autocast(precision, device):
+            logits = answer_logits(model, ids.to(device), mask.to(device), answer_ids)
+        out[rows] = yes_probability(logits).cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def score_candidates(
+    model,
+    prefix: Sequence[int],
+    continuations: Sequence[Sequence[int]],
+    pad_id: int,
+    answer_ids: tuple[int, int],
+    batch_size: int = 32,
+    precision: str = "auto",
+) -> np.ndarray:
+    """P(yes) of prefix + each continuation, running the shared prefix through the model once.
+
+    The prefix's key/value cache is copied and repeated for each batch of continuations; those are
+    left-padded (padding masked out between prefix and continuation) so the answer is the last column.
+    """
+    device = next(model.parameters()).device
+    prefix_ids = torch.as_tensor([list(prefix)], dtype=torch.long, device=device)
+    with autocast(precision, device):
+        cache = model(input_ids=prefix_ids, use_cache=True).past_key_values
+    out = np.empty(len(continuations), dtype=np.float32)
+    for start in range(0, len(continuations), batch_size):
+        chunk = continuations[start : start + batch_size]
+        ids, mask = left_pad(chunk, pad_id)
+        ids, mask = ids.to(device), mask.to(device)
+        past = copy.deepcopy(cache)
+        past.batch_repeat_interleave(len(chunk))
+        full_mask = torch.cat(
+            [torch.ones(len(chunk), prefix_ids.shape[1], dtype=mask.dtype, device=device), mask], 1
+        )
+        with autocast(precision, device):
+            logits = answer_logits(
+                model,
+                ids,
+                full_mask,
+                answer_ids,
+                position_ids=positions_of(mask, start=prefix_ids.shape[1]),
+                past_key_values=past,
+                use_cache=True,
+            )
+        out[start : start + len(chunk)] = yes_probability(logits).cpu().numpy()
+    return out

@@ -1,0 +1,255 @@
+"""The LLM side on tiny random models: prompts, retrieval, scoring, ranking, training and resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from synthetic import synthetic_prepared
+from tiny_llm import save_tiny, tiny_tokenizer
+
+from lifelora.errors import LifeloraError
+from lifelora.llm.backbone import load_backbone
+from lifelora.llm.config import CTRConfig
+from lifelora.llm.prompts import PromptBuilder, answer_token_ids, chat_wrapper, history_text
+from lifelora.llm.run import CTRSetup, answer_loss, evaluate_ctr, recommend, train_ctr
+from lifelora.llm.scoring import answer_logits, score_candidates, score_prompts
+from lifelora.retrieval import recent_positions, reduce, semantic_positions
+from lifelora.training import TrainSettings, latest_checkpoint, train_loop
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        home = tmp_path_factory.mktemp("home")
+        patch.setenv("LIFELORA_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(scope="module")
+def data(home, tmp_path_factory):
+    return synthetic_prepared(tmp_path_factory.mktemp("prepared") / "ml-synthetic", name="ml-synthetic")
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def model_dir(request, tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp(request.param), request.param)
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("llama"), "llama")
+
+
+def config(model_dir, **sections) -> CTRConfig:
+    tree = {
+        "dataset": "ml-synthetic",
+        "model": str(model_dir),
+        "prompt": {"history": 5, "pca_dim": 16},
+        "subset": {"train": 48, "eval": 120, "seed": 1},
+        "train": {"batch_size": 8, "grad_accum": 2, "lr": 5e-3, "checkpoint_every": 2, "precision": "fp32"},
+        "eval": {"batch_size": 16},
+    }
+    for key, value in sections.items():
+        tree[key] = {**tree.get(key, {}), **value} if isinstance(value, dict) else value
+    return CTRConfig.model_validate(tree)
+
+
+# --- prompts -------------------------------------------------------------------------------------
+
+
+def test_prompt_follows_rella_wording_with_no_raw_ids(data):
+    tokenizer = tiny_tokenizer()
+    builder = PromptBuilder(tokenizer, "ml-synthetic", data.users, data.items)
+    user = 1  # user_idx 1 is raw user "2", gender F
+    text = builder.prefix_text(user, np.array([3, 7]), np.array([5.0, 2.0]))
+    assert "The user is a female. Her job is writer. Her age is 25-34." in text
+    assert "She watched the following movies in order in the past, and rated them:" in text
+    assert "['0. Movie 4 (1993) (5 stars)', '1. Movie 8 (1997) (2 stars)']" in text
+    assert text.endswith("deduce if she will like the movie ***")
+    assert "user 2" not in text.lower()
+    whole = tokenizer.decode(
+        builder.encode(np.array([user]), np.array([0]), [np.array([3])], [np.array([4.0])])[0]
+    )
+    assert "***Movie 1 (1990)***.\nNote that more stars" in whole
+    assert whole.endswith("You should ONLY tell me yes or no.<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_history_text_shows_half_stars():
+    assert history_text(["A", "B"], np.array([1]), np.array([3.5])) == "['0. B (3.5 stars)']\n"
+
+
+def test_answer_ids_come_from_the_tokenizer():
+    tokenizer = tiny_tokenizer()
+    head, tail = chat_wrapper(tokenizer)
+    assert tail.endswith("assistant\n")
+    no, yes = answer_token_ids(tokenizer, tail)
+    assert tokenizer.decode([yes]) == "Yes" and tokenizer.decode([no]) == "No"
+    plain = tiny_tokenizer(chat=False)
+    head, tail = chat_wrapper(plain)
+    assert head.startswith("A chat between") and tail == " ASSISTANT:"
+    no, yes = answer_token_ids(plain, tail)
+    assert plain.decode([yes]) == " Yes" and plain.decode([no]) == " No"
+
+
+def test_answers_sharing_a_first_token_are_refused():
+    class OneToken:
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [7, 8]}
+
+    with pytest.raises(LifeloraError, match="first tokens of 'Yes' and 'No' are the same"):
+        answer_token_ids(OneToken(), "\n")
+
+
+# --- retrieval -----------------------------------------------------------------------------------
+
+
+def test_recent_positions_are_left_padded_in_time_order():
+    samples = pl.DataFrame({"hist_len": [2, 6]})
+    assert recent_positions(samples, 4).tolist() == [[-1, -1, 0, 1], [2, 3, 4, 5]]
+
+
+def test_semantic_positions_pick_similar_past_items_in_time_order(data):
+    rng = np.random.default_rng(0)
+    embeddings = reduce(rng.normal(size=(len(data.items), 12)), 8)
+    samples = data.split("test").head(50)
+    positions = semantic_positions(data, samples, embeddings, k=3)
+    sequences = data.sequences["item_idx"].to_numpy()
+    for row, sample in enumerate(samples.iter_rows(named=True)):
+        offset = data.users["seq_offset"][sample["user_idx"]]
+        past = sequences[offset : offset + sample["hist_len"]]
+        sims = embeddings[past] @ embeddings[sample["item_idx"]]
+        expected = np.sort(np.argsort(-sims, kind="stable")[:3])
+        assert positions[row].tolist() == expected.tolist()
+        assert (positions[row] < sample["hist_len"]).all()
+
+
+def test_semantic_retrieval_checks_the_embedding_table(data):
+    with pytest.raises(LifeloraError, match="item embeddings cover 3 items"):
+        semantic_positions(data, data.split("test").head(2), np.ones((3, 4), dtype=np.float32), k=2)
+
+
+# --- scoring and ranking -------------------------------------------------------------------------
+
+
+def test_batched_scoring_equals_one_prompt_at_a_time(model_dir):
+    backbone = load_backbone(str(model_dir))
+    rng = np.random.default_rng(0)
+    prompts = [list(rng.integers(5, 300, n)) for n in (9, 4, 13, 7, 11)]
+    batched = score_prompts(
+        backbone.model, prompts, 0, (260, 261), batch_size=3, precision="fp32", progress=False
+    )
+    for prompt, score in zip(prompts, batched, strict=True):
+        ids = torch.tensor([prompt])
+        with torch.no_grad():
+            single = torch.softmax(answer_logits(backbone.model, ids, torch.ones_like(ids), (260, 261)), -1)[
+                0, 1
+            ]
+        assert score == pytest.approx(single.item(), abs=1e-5)
+
+
+def test_prefix_shared_ranking_equals_independent_prompts(model_dir):
+    backbone = load_backbone(str(model_dir))
+    rng = np.random.default_rng(1)
+    prefix = list(rng.integers(5, 300, 40))
+    continuations = [list(rng.integers(5, 300, n)) for n in (3, 8, 5, 2, 6, 4, 7)]
+    independent = score_prompts(
+        backbone.model, [prefix + c for c in continuations], 0, (260, 261), precision="fp32", progress=False
+    )
+    shared = score_candidates(
+        backbone.model, prefix, continuations, 0, (260, 261), batch_size=3, precision="fp32"
+    )
+    np.testing.assert_allclose(shared, independent, atol=1e-5)
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def test_shared_lora_trains_saves_a_peft_adapter_and_evaluates(home, data, llama_dir, tmp_path):
+    from peft import PeftModel
+
+    setup = CTRSetup(config(llama_dir), data)
+    summary = train_ctr(setup, tmp_path)
+    curve = summary["train"]
+    assert summary["train_samples"] == 48 and curve["steps"] == 3
+    assert {"AUC", "LogLoss", "ACC", "gAUC"} <= set(summary["metrics"]["test"])
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "predictions_test.parquet").is_file() and (tmp_path / "curve.png").is_file()
+    fresh = load_backbone(str(llama_dir))
+    reloaded = PeftModel.from_pretrained(fresh.model, str(tmp_path / "adapter"))
+    again = evaluate_ctr(
+        CTRSetup(config(llama_dir), data, backbone=fresh), tmp_path / "again", tmp_path / "adapter"
+    )
+    assert again["metrics"]["test"]["AUC"] == pytest.approx(summary["metrics"]["test"]["AUC"], abs=1e-6)
+    assert isinstance(reloaded, PeftModel)
+
+
+def test_training_lowers_the_answer_loss(home, data, llama_dir, tmp_path):
+    setup = CTRSetup(config(llama_dir, train={"lr": 2e-2, "epochs": 4}, subset={"train": 32}), data)
+    summary = train_ctr(setup, tmp_path)
+    losses = [row["loss"] for row in __import__("json").loads((tmp_path / "curve.json").read_text())]
+    assert np.mean(losses[-2:]) < losses[0] - 0.1, losses
+    assert summary["train"]["steps"] == 8
+
+
+class Killed(Exception):
+    pass
+
+
+def _params(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_resume_after_a_kill_reaches_the_same_weights(home, data, llama_dir, tmp_path):
+    from lifelora.adapters.lora import attach_lora
+
+    def run(run_dir, resume=False, kill_at=None):
+        setup = CTRSetup(config(llama_dir, adapter={"lora_dropout": 0.1}), data)
+        torch.manual_seed(0)
+        model = attach_lora(setup.backbone.model, setup.cfg.adapter)
+        examples = setup.examples("train", 48)
+        calls = []
+
+        def kill(model, batch):
+            calls.append(1)
+            if kill_at is not None and len(calls) > kill_at:
+                raise Killed
+            return torch.zeros(())
+
+        settings = setup.cfg.train.model_copy(update={"epochs": 2})
+        result = train_loop(model, examples, examples.collate, answer_loss, settings, run_dir, resume, [kill])
+        return _params(result["model"])
+
+    straight = run(tmp_path / "straight")
+    with pytest.raises(Killed):
+        run(tmp_path / "killed", kill_at=9)  # after the step-4 checkpoint, mid-way through epoch 2
+    assert latest_checkpoint(tmp_path / "killed").name == "step-4"
+    resumed = run(tmp_path / "killed", resume=True)
+    assert straight.keys() == resumed.keys()
+    for name, value in straight.items():
+        assert torch.equal(resumed[name], value), name
+
+
+def test_recommend_returns_the_top_k_of_the_candidates(home, data, llama_dir):
+    setup = CTRSetup(config(llama_dir, adapter=None), data)
+    candidates = np.arange(12)
+    top = recommend(setup, setup.backbone.model, 3, candidates, k=5)
+    assert top["rank"].to_list() == [1, 2, 3, 4, 5]
+    assert sorted(top["score"].to_list(), reverse=True) == top["score"].to_list()
+    assert set(top["item_idx"].to_list()) <= set(candidates.tolist())
+
+
+def test_train_settings_reject_an_unknown_precision():
+    with pytest.raises(ValueError):
+        TrainSettings(precision="fp8")
+
+
+def test_item_embeddings_are_cached_exactly(home, data, llama_dir):
+    from lifelora.retrieval import embeddings_path, item_embeddings
+
+    backbone = load_backbone(str(llama_dir))
+    first = item_embeddings(backbone, data, pca_dim=8)
+    assert embeddings_path(backbone.name, data, 8).is_file()
+    np.testing.assert_array_equal(item_embeddings(backbone, data, pca_dim=8), first)
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-5)
