@@ -63,6 +63,37 @@ def test_train_evaluate_and_recommend(setup, run_cli, tmp_path):
     assert "top 2 of 3 for user 3" in result.stdout
 
 
+def test_retrieved_history_feeds_a_sim_lens(setup, run_cli, tmp_path):
+    from safetensors.numpy import load_file
+
+    config, model_dir = setup
+    data_dir = tmp_path / "prepared"
+    index = tmp_path / "sim-6.safetensors"
+    args = ["--data-dir", data_dir, "--model", model_dir, "--k", "6", "--pca-dim", "8", "--out", index]
+    result = run_cli("retrieve", "ml-synthetic", *args)
+    assert result.code == 0, result.stderr
+    positions = load_file(str(index))
+    assert set(positions) == {"train", "valid", "test"} and positions["test"].shape[1] == 6
+    result = run_cli(
+        "lens",
+        "train",
+        "--run-dir",
+        tmp_path / "sim",
+        "dataset=ml-synthetic",
+        f"data_dir={data_dir}",
+        "kind=sim",
+        f"history_index={index}",
+        "model.history_length=6",
+        "model.embed_dim=8",
+        "model.mlp_units=[16]",
+        "train.max_epochs=1",
+    )
+    assert result.code == 0, result.stderr
+    assert (tmp_path / "sim" / "metrics.json").is_file()
+    result = run_cli("retrieve", "ml-synthetic", "--data-dir", data_dir, "--retriever", "bm25")
+    assert result.code == 2 and "unknown retriever 'bm25'" in result.error_lines[-1]
+
+
 def test_resume_continues_from_the_latest_checkpoint(setup, run_cli, tmp_path):
     config, _ = setup
     run = tmp_path / "run"
@@ -97,3 +128,30 @@ def test_bad_input_is_one_clear_line(setup, run_cli, tmp_path, args, message):
     errors = [line for line in result.error_lines if line.startswith("lifelora: error: ")]
     assert len(errors) == 1 and errors[0] == result.error_lines[-1], result.stderr
     assert message in errors[0]
+
+
+def test_two_process_cpu_training_through_accelerate(setup, tmp_path):
+    """The multi-process path (DDP over gloo, as `accelerate launch`/`torchrun` start it) on a CPU."""
+    import os
+    import subprocess
+    import sys
+
+    config, _ = setup
+    run = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+    ]
+    command += ["-m", "lifelora", "train", "-c", str(config), "--run-dir", str(run)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["train"]["processes"] == 2
+    assert summary["train"]["steps"] == 1  # 32 samples / (8 per process × 2 processes × 2 accumulation)
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()

@@ -43,7 +43,7 @@ def bench_scoring(quick: bool, dataset: str | None, log, model: str | None = Non
     """Naive fp32 forward with full logits at every position vs `logits_to_keep=1` under `auto` precision."""
     backbone, n_params = _backbone(model, log)
     lm = backbone.model
-    batch, length = (8, 256) if quick else (16, 256)
+    batch, length = (4, 128) if quick else (16, 256)
     ids = torch.randint(
         100, lm.config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(0)
     )

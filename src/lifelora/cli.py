@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -205,6 +206,37 @@ def _ctr_setup(cfg, log=_log):
     return CTRSetup(cfg, _load_data(cfg.dataset, cfg.preset, cfg.data_dir), log=log)
 
 
+@app.command("retrieve")
+def retrieve(
+    dataset: str = typer.Argument(..., help="a prepared dataset"),
+    k: int = typer.Option(60, min=1, help="history items per sample"),
+    retriever: str = typer.Option("semantic", help="semantic (ReLLa's SUBR) or recent"),
+    model: str = typer.Option("smollm2-135m", help="backbone whose item embeddings drive semantic retrieval"),
+    pca_dim: int = typer.Option(512, min=1),
+    preset: str = typer.Option("rella"),
+    data_dir: Path | None = typer.Option(None),
+    out: Path | None = typer.Option(
+        None, help="default: $LIFELORA_HOME/retrieval/DATASET-RETRIEVER-K.safetensors"
+    ),
+) -> None:
+    """Write per-split history positions (the SIM lens's `history_index`, K = 60 in the papers)."""
+    from lifelora.io import lifelora_home
+    from lifelora.retrieval import RETRIEVERS, item_embeddings, save_history_index
+
+    if retriever not in RETRIEVERS:
+        raise LifeloraError(
+            f"--retriever: unknown retriever {retriever!r}; choose one of {', '.join(RETRIEVERS)}"
+        )
+    data = _load_data(dataset, preset, data_dir)
+    embeddings = None
+    if retriever == "semantic":
+        from lifelora.llm.backbone import load_backbone
+
+        embeddings = item_embeddings(load_backbone(model, log=_log), data, pca_dim, log=_log)
+    target = out or lifelora_home() / "retrieval" / f"{dataset}-{retriever}-{k}.safetensors"
+    typer.echo(str(save_history_index(retriever, data, k, target, embeddings)))
+
+
 @app.command("train")
 def train(
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (see configs/llm/)"),
@@ -233,13 +265,16 @@ def train(
         cfg = load_config(CTRConfig, config, [*(overrides or []), *extra])
         if cfg.adapter is None:
             raise LifeloraError("adapter: null means zero-shot; use `lifelora evaluate` for that")
+        if run_dir is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise LifeloraError("--run-dir is required with several processes (they must share one)")
         run_dir = run_dir or new_run_dir("train", f"{cfg.dataset}-{cfg.name}")
         run_dir.mkdir(parents=True, exist_ok=True)
         record_run(run_dir, cfg, " ".join(["lifelora", *sys.argv[1:]]))
     summary = train_ctr(_ctr_setup(cfg), run_dir, resume=resume is not None)
-    split = cfg.eval.split
-    print_table(metrics_table(f"{cfg.name} on {cfg.dataset}", [(split, summary["metrics"][split])]))
-    typer.echo(str(run_dir))
+    if summary:
+        split = cfg.eval.split
+        print_table(metrics_table(f"{cfg.name} on {cfg.dataset}", [(split, summary["metrics"][split])]))
+        typer.echo(str(run_dir))
 
 
 @app.command("evaluate")

@@ -135,3 +135,18 @@ def history_positions(
             raise LifeloraError("semantic retrieval needs item embeddings")
         return semantic_positions(data, samples, embeddings, k)
     raise LifeloraError(f"unknown retriever {retriever!r}; choose one of {', '.join(RETRIEVERS)}")
+
+
+def save_history_index(
+    retriever: str, data: PreparedData, k: int, path: Path, embeddings: np.ndarray | None = None
+) -> Path:
+    """Positions for every split in one safetensors file: what a SIM lens reads as `history_index`."""
+    from lifelora.data.prepare import SPLITS
+
+    tensors = {
+        split: np.ascontiguousarray(history_positions(retriever, data, data.split(split), k, embeddings))
+        for split in SPLITS
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"retriever": retriever, "k": str(k), "dataset": data.name})
+    return path

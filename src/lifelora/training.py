@@ -131,6 +131,7 @@ def train_loop(
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     accelerator = Accelerator(
+        cpu=device == "cpu",  # also what makes several CPU processes (torchrun, accelerate launch) use gloo
         mixed_precision="bf16" if resolve(settings.precision, device) == "bf16" else "no",
         gradient_accumulation_steps=settings.grad_accum,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=settings.seed),
@@ -219,7 +220,9 @@ def train_loop(
         skip = 0
     seconds = time.perf_counter() - started
     model.eval()
+    accelerator.wait_for_everyone()
     return {
+        "is_main_process": accelerator.is_main_process,
         "model": accelerator.unwrap_model(model),
         "steps": step,
         "curve": curve,

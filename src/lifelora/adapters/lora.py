@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +27,14 @@ class AdapterConfig(BaseModel):
     modules_to_save: list[str] | None = None
 
 
+@contextmanager
+def _without_peft_deprecation_notice():
+    """transformers warns about a call PEFT makes internally; users cannot act on it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        yield
+
+
 def attach_lora(model, config: AdapterConfig):
     """Wrap the backbone in a PeftModel whose only trainable weights are the LoRA factors."""
     from peft import LoraConfig, get_peft_model
@@ -38,7 +48,8 @@ def attach_lora(model, config: AdapterConfig):
         modules_to_save=config.modules_to_save,
     )
     try:
-        return get_peft_model(model, peft_config)
+        with _without_peft_deprecation_notice():
+            return get_peft_model(model, peft_config)
     except ValueError as exc:
         raise LifeloraError(
             f"adapter.target_modules {config.target_modules!r}: {str(exc).splitlines()[0]}"
@@ -58,7 +69,8 @@ def load_adapter(model, directory: Path, trainable: bool = False):
     if not (Path(directory) / "adapter_config.json").is_file():
         raise LifeloraError(f"{directory}: not a PEFT adapter directory (no adapter_config.json)")
     try:
-        return PeftModel.from_pretrained(model, str(directory), is_trainable=trainable)
+        with _without_peft_deprecation_notice():
+            return PeftModel.from_pretrained(model, str(directory), is_trainable=trainable)
     except (ValueError, RuntimeError) as exc:
         raise LifeloraError(
             f"{directory}: cannot load onto this backbone ({str(exc).splitlines()[0]})"

@@ -105,6 +105,8 @@ def train_ctr(setup: CTRSetup, run_dir: Path, resume: bool = False) -> dict:
         model, examples, examples.collate, answer_loss, cfg.train, run_dir, resume=resume, log=setup.log
     )
     model = result.pop("model")
+    if not result.pop("is_main_process"):
+        return {}  # other processes only helped train; the main one saves and evaluates
     save_adapter(model, run_dir / "adapter")
     write_json(run_dir / "curve.json", result["curve"])
     plot_curve(
