@@ -8,3 +8,6 @@ $LIFELORA bench prepare                      # ML-1M preparation: seconds, peak_
 $LIFELORA bench lens                         # ML-100K lens: samples_per_s, auc, logloss, bf16 ratio
 $LIFELORA bench lens --dataset ml-1m         # ML-1M lens (about 20 minutes on 2 cores)
 $LIFELORA lens train -c configs/lens/din-ml1m-no-ratings.yaml   # the ratings ablation
+$LIFELORA bench scoring                      # SmolLM2: logits_to_keep=1 + auto precision vs naive fp32
+$LIFELORA bench ranking                      # 20 candidates: shared prefix vs independent prompts
+$LIFELORA bench train-step                   # SmolLM2 + LoRA step: samples/s, memory, bf16 ÷ fp32

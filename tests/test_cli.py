@@ -99,16 +99,25 @@ def test_demo_quick_prints_the_comparison_table(tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("name", ["prepare", "lens"])
+@pytest.mark.parametrize("name", ["prepare", "lens", "scoring", "ranking", "train-step"])
 def test_quick_benchmarks_print_json_and_append_results(tmp_path, name):
     results = tmp_path / "results"
-    for _ in range(2):
+    runs = 2 if name == "prepare" else 1  # appending is checked once; the LLM ones take ~a minute each
+    for _ in range(runs):
         result = lifelora("bench", name, "--quick", "--results-dir", str(results), cwd=tmp_path)
         assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    expected = {"prepare": {"seconds", "peak_rss_gb"}, "lens": {"samples_per_s", "auc", "logloss"}}[name]
+    expected = {
+        "prepare": {"seconds", "peak_rss_gb"},
+        "lens": {"samples_per_s", "auc", "logloss"},
+        "scoring": {"speedup", "tokens_per_s", "fraction_of_bf16_peak"},
+        "ranking": {"speedup", "max_abs_diff"},
+        "train-step": {"samples_per_s", "peak_rss_gb", "bf16_vs_fp32_time"},
+    }[name]
     assert expected <= set(figures)
     history = json.loads((results / f"{name}.json").read_text())
-    assert len(history) == 2
+    assert len(history) == runs
+    if name == "ranking":
+        assert figures["max_abs_diff"] <= 1e-4
     assert {"command", "machine", "date", "figures"} <= set(history[-1])
     assert history[-1]["command"] == f"lifelora bench {name} --quick"

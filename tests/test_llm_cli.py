@@ -66,7 +66,7 @@ def test_train_evaluate_and_recommend(setup, run_cli, tmp_path):
 def test_retrieved_history_feeds_a_sim_lens(setup, run_cli, tmp_path):
     from safetensors.numpy import load_file
 
-    config, model_dir = setup
+    _, model_dir = setup
     data_dir = tmp_path / "prepared"
     index = tmp_path / "sim-6.safetensors"
     args = ["--data-dir", data_dir, "--model", model_dir, "--k", "6", "--pca-dim", "8", "--out", index]

@@ -23,6 +23,14 @@ def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return float(np.median(times))
 
 
+def _fp32_and_bf16(fn: Callable[[str], object], repeats: int, bf16_repeats: int) -> dict:
+    """Median seconds of `fn(precision)` in fp32 and bf16, and which of the two `auto` picks here."""
+    fp32 = _median_seconds(lambda: fn("fp32"), repeats)
+    bf16 = _median_seconds(lambda: fn("bf16"), bf16_repeats)
+    chosen = resolve("auto")
+    return {"fp32": fp32, "bf16": bf16, "auto": chosen, "auto_s": bf16 if chosen == "bf16" else fp32}
+
+
 def matmul_peak_gflops(dtype: torch.dtype, size: int = 1024, repeats: int = 3) -> float:
     """Measured GEMM throughput of this machine for `dtype` (the roofline the model is compared to)."""
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
@@ -59,10 +67,8 @@ def bench_scoring(quick: bool, dataset: str | None, log, model: str | None = Non
 
     log(f"timing {backbone.name} scoring forward, batch {batch} × {length} tokens")
     naive_s = _median_seconds(naive, repeats)
-    fast_fp32_s = _median_seconds(lambda: fast("fp32"), repeats)
-    bf16_s = _median_seconds(lambda: fast("bf16"), 1 if quick else 2)
-    chosen = resolve("auto")
-    fast_s = bf16_s if chosen == "bf16" else fast_fp32_s
+    timed = _fp32_and_bf16(fast, repeats, 1 if quick else 2)
+    fast_s, fast_fp32_s = timed["auto_s"], timed["fp32"]
     tokens = batch * length
     flops = 2 * n_params * tokens  # matmul parameters only (the embedding lookup does no FLOPs)
     peak_fp32 = matmul_peak_gflops(torch.float32)
@@ -71,12 +77,12 @@ def bench_scoring(quick: bool, dataset: str | None, log, model: str | None = Non
         "model": backbone.name,
         "batch": batch,
         "seq_len": length,
-        "auto_precision": chosen,
+        "auto_precision": timed["auto"],
         "speedup": round(naive_s / fast_s, 2),
         "tokens_per_s": round(tokens / fast_s, 1),
         "naive_fp32_tokens_per_s": round(tokens / naive_s, 1),
         "logits_to_keep_speedup_fp32": round(naive_s / fast_fp32_s, 2),
-        "bf16_vs_fp32_time": round(bf16_s / fast_fp32_s, 2),
+        "bf16_vs_fp32_time": round(timed["bf16"] / fast_fp32_s, 2),
         "achieved_gflops": round(flops / fast_s / 1e9, 1),
         "matmul_peak_fp32_gflops": round(peak_fp32, 1),
         "matmul_peak_bf16_gflops": round(peak_bf16, 1),
@@ -158,19 +164,17 @@ def bench_train_step(quick: bool, dataset: str | None, log, model: str | None = 
         optimizer.zero_grad()
 
     log(f"timing a LoRA training step of {backbone.name}, batch {batch} × {length} tokens")
-    fp32_s = _median_seconds(lambda: step("fp32"), 1 if quick else 3)
-    bf16_s = _median_seconds(lambda: step("bf16"), 1)
-    chosen = resolve("auto")
-    chosen_s = bf16_s if chosen == "bf16" else fp32_s
+    timed = _fp32_and_bf16(step, 1 if quick else 3, 1)
+    chosen_s = timed["auto_s"]
     return {
         "model": backbone.name,
         "batch": batch,
         "seq_len": length,
-        "auto_precision": chosen,
+        "auto_precision": timed["auto"],
         "samples_per_s": round(batch / chosen_s, 3),
         "tokens_per_s": round(batch * length / chosen_s, 1),
         "step_seconds": round(chosen_s, 2),
-        "bf16_vs_fp32_time": round(bf16_s / fp32_s, 2),
+        "bf16_vs_fp32_time": round(timed["bf16"] / timed["fp32"], 2),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
         "trainable_params": sum(p.numel() for p in lm.parameters() if p.requires_grad),
     }
