@@ -59,9 +59,10 @@ def config(model_dir, **sections) -> CTRConfig:
 # --- prompts -------------------------------------------------------------------------------------
 
 
-def test_prompt_follows_rella_wording_with_no_raw_ids(data):
+@pytest.mark.parametrize("layout", ["rella", "target-last"])
+def test_prompt_follows_rella_wording_with_no_raw_ids(data, layout):
     tokenizer = tiny_tokenizer()
-    builder = PromptBuilder(tokenizer, "ml-synthetic", data.users, data.items)
+    builder = PromptBuilder(tokenizer, "ml-synthetic", data.users, data.items, layout=layout)
     user = 1  # user_idx 1 is raw user "2", gender F
     text = builder.prefix_text(user, np.array([3, 7]), np.array([5.0, 2.0]))
     assert "The user is a female. Her job is writer. Her age is 25-34." in text
@@ -72,8 +73,18 @@ def test_prompt_follows_rella_wording_with_no_raw_ids(data):
     whole = tokenizer.decode(
         builder.encode(np.array([user]), np.array([0]), [np.array([3])], [np.array([4.0])])[0]
     )
-    assert "***Movie 1 (1990)***.\nNote that more stars" in whole
-    assert whole.endswith("You should ONLY tell me yes or no.<|im_end|>\n<|im_start|>assistant\n")
+    instructions = "Note that more stars the user rated the movie, the more the user liked the movie.\n"
+    instructions += "You should ONLY tell me yes or no."
+    if layout == "rella":
+        assert whole.endswith(f"***Movie 1 (1990)***.\n{instructions}<|im_end|>\n<|im_start|>assistant\n")
+    else:
+        assert f"{instructions}\nBased on the movies she has watched" in whole
+        assert whole.endswith("***Movie 1 (1990)***.<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_unknown_layout_is_refused(data):
+    with pytest.raises(LifeloraError, match=r"prompt\.layout: unknown layout 'x'"):
+        PromptBuilder(tiny_tokenizer(), "ml-synthetic", data.users, data.items, layout="x")
 
 
 def test_history_text_shows_half_stars():
@@ -253,3 +264,15 @@ def test_item_embeddings_are_cached_exactly(home, data, llama_dir):
     assert embeddings_path(backbone.name, data, 8).is_file()
     np.testing.assert_array_equal(item_embeddings(backbone, data, pca_dim=8), first)
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-5)
+
+
+def test_ml25m_has_no_profile_and_neutral_words():
+    from lifelora.llm.prompts import template_for, user_texts
+
+    users = pl.DataFrame({"user": ["1"]})
+    template = template_for("ml-25m", users)
+    profile, intro, question = user_texts(users, template)[0]
+    assert profile == ""
+    assert intro.startswith("The user watched the following movies")
+    assert question == "Based on the movies the user has watched, deduce if the user will like the movie ***"
+    assert template_for("goodreads-comics").noun == "book"

@@ -16,6 +16,9 @@ class PromptSettings(BaseModel):
 
     history: int = Field(10, ge=0, description="history items shown in the text prompt (K)")
     retriever: Literal["semantic", "recent"] = "semantic"
+    layout: Literal["target-last", "rella"] = Field(
+        "target-last", description="target-last: instructions before the question (shareable prefix)"
+    )
     pca_dim: int = Field(512, ge=1)
 
 

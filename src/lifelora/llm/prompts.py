@@ -1,10 +1,14 @@
 """CTR prompts in ReLLa's wording, wrapped in the model's chat template.
 
 A prompt is three token segments: a prefix (wrapper head, user profile, history, question), the target
-item, and a suffix (the closing instructions and the wrapper tail, ending where the answer starts).
-Everything before the target is shared by all candidates of a user, which is what candidate ranking
-reuses. The segments are always tokenized apart and concatenated, so scoring, training and ranking
-see exactly the same ids.
+item, and a suffix (ending where the answer starts). Everything before the target is shared by all
+candidates of a user, which is what candidate ranking reuses. The segments are always tokenized apart
+and concatenated, so scoring, training and ranking see exactly the same ids.
+
+Two layouts (`prompt.layout`): `target-last` (default) puts ReLLa's two instruction sentences before
+the question, so only the target title and the wrapper tail follow the shared prefix; `rella` keeps
+ReLLa's exact order (question, target, instructions), whose longer per-candidate suffix makes ranking
+slower (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ PLAIN_WRAPPER = (
     " ASSISTANT:",
 )
 ANSWER_WORDS = ("No", "Yes")  # index 1 = the positive class
+AFTER_TARGET = "***."
+LAYOUTS = ("target-last", "rella")
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,7 @@ class PromptTemplate:
     profile: str  # user features; empty when the dataset has none
     history: str
     question: str  # ends right before the target title
-    closing: str  # starts right after the target title
+    instructions: str  # ReLLa's closing sentences
     item_text: str  # the short description whose LLM embedding drives semantic retrieval
     profile_fields: tuple[str, ...] = ()
 
@@ -42,7 +48,7 @@ MOVIE = dict(
     noun="movie",
     history="{He} watched the following movies in order in the past, and rated them:\n",
     question="Based on the movies {he} has watched, deduce if {he} will like the movie ***",
-    closing="***.\nNote that more stars the user rated the movie, the more the user liked the movie.\n"
+    instructions="Note that more stars the user rated the movie, the more the user liked the movie.\n"
     "You should ONLY tell me yes or no.",
     item_text="Here is a movie. Its title is {title}. The movie's genre is {genres}.",
 )
@@ -59,7 +65,7 @@ TEMPLATES: dict[str, PromptTemplate] = {
         profile="",
         history="{He} read the following books in the past and rated them:\n",
         question="Based on the books {he} has read, deduce if {he} will like the book ***",
-        closing="***.\nNote that more stars the user rated the book, the more the user liked the book.\n"
+        instructions="Note that more stars the user rated the book, the more the user liked the book.\n"
         "You should ONLY tell me yes or no.",
         item_text="Here is a book. Its title is {title}. The book's genre is {genres}.",
     ),
@@ -68,7 +74,7 @@ TEMPLATES: dict[str, PromptTemplate] = {
         profile="",
         history="{He} bought the following products in the past and rated them:\n",
         question="Based on the products {he} has rated, deduce if {he} will like the product ***",
-        closing="***.\nNote that more stars the user rated the product, the more the user liked the product.\n"
+        instructions="Note that more stars the user rated the product, the more the user liked the product.\n"
         "You should ONLY tell me yes or no.",
         item_text="Here is a product. Its title is {title}. Its category is {genres}.",
     ),
@@ -151,8 +157,15 @@ def history_text(titles: list[str], item_idx: np.ndarray, ratings: np.ndarray) -
 class PromptBuilder:
     """Token segments of CTR prompts for one tokenizer and one prepared dataset."""
 
-    def __init__(self, tokenizer, dataset: str, users: pl.DataFrame, items: pl.DataFrame):
+    def __init__(
+        self, tokenizer, dataset: str, users: pl.DataFrame, items: pl.DataFrame, layout: str = "target-last"
+    ):
+        if layout not in LAYOUTS:
+            raise LifeloraError(
+                f"prompt.layout: unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}"
+            )
         self.tokenizer = tokenizer
+        self.layout = layout
         self.template = template_for(dataset, users)
         self.titles = item_titles(items)
         self.users = user_texts(users, self.template)
@@ -162,7 +175,10 @@ class PromptBuilder:
 
     def prefix_text(self, user: int, hist_items: np.ndarray, hist_ratings: np.ndarray) -> str:
         profile, intro, question = self.users[user]
-        return self.head + profile + intro + history_text(self.titles, hist_items, hist_ratings) + question
+        history = history_text(self.titles, hist_items, hist_ratings)
+        if self.layout == "target-last":
+            question = self.template.instructions + "\n" + question
+        return self.head + profile + intro + history + question
 
     def encode(
         self,
@@ -191,7 +207,12 @@ class PromptBuilder:
     @property
     def suffix_ids(self) -> list[int]:
         if not hasattr(self, "_suffix"):
-            self._suffix = self._ids([self.template.closing + self.tail])[0]
+            after = (
+                AFTER_TARGET
+                if self.layout == "target-last"
+                else f"{AFTER_TARGET}\n{self.template.instructions}"
+            )
+            self._suffix = self._ids([after + self.tail])[0]
         return self._suffix
 
     def _ids(self, texts: list[str]) -> list[list[int]]:

@@ -29,7 +29,9 @@ class CTRSetup:
     def __init__(self, cfg: CTRConfig, data: PreparedData, backbone: Backbone | None = None, log=print):
         self.cfg, self.data, self.log = cfg, data, log
         self.backbone = backbone or load_backbone(cfg.model, log=log)
-        self.builder = PromptBuilder(self.backbone.tokenizer, data.name, data.users, data.items)
+        self.builder = PromptBuilder(
+            self.backbone.tokenizer, data.name, data.users, data.items, layout=cfg.prompt.layout
+        )
         self.embeddings = (
             item_embeddings(self.backbone, data, cfg.prompt.pca_dim, log=log)
             if cfg.prompt.retriever == "semantic" and cfg.prompt.history > 0
