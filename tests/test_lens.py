@@ -133,6 +133,17 @@ def test_ablation_without_ratings_has_no_rating_embedding(data):
     assert hasattr(lens_with.model, "rating_embedding")
 
 
+def test_history_by_all_item_fields_learns_and_reads_the_history_genres(data, tmp_path):
+    result = train_run(small_config(**{"model.history_fields": "all"}), data, tmp_path, log=lambda _: None)
+    assert result["metrics"]["test"]["AUC"] > 0.75
+    lens = Lens.load(tmp_path)
+    assert lens.model.history_proj[0].in_features == 8 * 4  # id, genre, decade, rating
+    batch = lens.encode(data, "test").batch(torch.arange(16))
+    base = lens.model.hidden(batch)
+    batch.history_items[..., 1] = torch.where(batch.history_mask, 1, 0)  # every history genre → one
+    assert not torch.allclose(lens.model.hidden(batch), base)
+
+
 def _write_index(data, path: Path, k: int = 5, future: bool = False) -> Path:
     """Most recent k positions, per split, as a retriever would write them (time order, -1 padded)."""
     tensors = {}

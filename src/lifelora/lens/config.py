@@ -14,6 +14,11 @@ class LensModelConfig(BaseModel):
     embed_dim: int = Field(64, ge=1)
     history_length: int = Field(60, ge=1)
     use_ratings: bool = Field(True, description="embed the ratings of history items (ablation: false)")
+    history_fields: Literal["id", "all"] = Field(
+        "id",
+        description="history items by their id embedding (ReLLa's DIN) or by all item fields "
+        "(id, genre, decade), the attention query then projected into the same space",
+    )
     attention_units: list[int] = [64]
     mlp_units: list[int] = Field([256, 256, 256], min_length=1, description="the last is the hidden size")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)

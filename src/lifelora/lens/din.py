@@ -1,8 +1,8 @@
 """DIN (Zhou et al. 2018) as ReLLa/RecLoRA use it: target attention without softmax over an
 item+rating history, then an MLP whose last hidden layer is the vector that routes RecLoRA.
 
-History items are represented by their item-id embedding (with the rating), as in ReLLa's DIN;
-the target's other fields (genre, decade) enter the MLP beside it."""
+History items are represented by their item-id embedding (with the rating), as in ReLLa's DIN,
+or with `history_fields: all` by all their item fields; the target's fields enter the MLP."""
 
 from __future__ import annotations
 
@@ -61,7 +61,9 @@ class DIN(nn.Module):
         )
         if config.use_ratings:
             self.rating_embedding = nn.Embedding(field_sizes["rating"], e, padding_idx=0)
-        self.history_proj = nn.Sequential(nn.Linear(e * (2 if config.use_ratings else 1), e), nn.ReLU())
+        history_width = len(ITEM_FIELDS) if config.history_fields == "all" else 1
+        history_width += 1 if config.use_ratings else 0
+        self.history_proj = nn.Sequential(nn.Linear(e * history_width, e), nn.ReLU())
         self.attention = TargetAttention(e, config.attention_units)
         in_dim = e * (len(self.user_fields) + len(ITEM_FIELDS) + 1)
         self.mlp = mlp([in_dim, *config.mlp_units], config.dropout)
@@ -77,12 +79,26 @@ class DIN(nn.Module):
             [emb(batch.user_fields[:, i]) for i, emb in enumerate(self.user_embeddings)], dim=-1
         )
         target_fields = [emb(batch.item_fields[:, i]) for i, emb in enumerate(self.item_embeddings)]
-        history = self.item_embeddings[0](batch.history_items)
-        if self.config.use_ratings:
-            history = torch.cat([history, self.rating_embedding(batch.history_ratings)], dim=-1)
-        history = self.history_proj(history)
-        pooled = self.attention(target_fields[0], history, batch.history_mask)
+        history, query = self._history_and_query(batch, target_fields)
+        pooled = self.attention(query, history, batch.history_mask)
         return self.mlp(torch.cat([users, *target_fields, pooled], dim=-1))
+
+    def _history_and_query(
+        self, batch: LensBatch, target_fields: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.config.history_fields == "id":
+            parts = [self.item_embeddings[0](batch.history_items[..., 0])]
+            query_parts = None
+        else:
+            parts = [emb(batch.history_items[..., i]) for i, emb in enumerate(self.item_embeddings)]
+            query_parts = list(target_fields)
+        if self.config.use_ratings:
+            parts.append(self.rating_embedding(batch.history_ratings))
+            if query_parts is not None:  # the target has no rating yet: the zero "unknown" code
+                query_parts.append(torch.zeros_like(target_fields[0]))
+        history = self.history_proj(torch.cat(parts, dim=-1))
+        query = target_fields[0] if query_parts is None else self.history_proj(torch.cat(query_parts, dim=-1))
+        return history, query
 
     def forward(self, batch: LensBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits [B], hidden [B, H])."""

@@ -23,7 +23,7 @@ class LensBatch:
 
     user_fields: torch.Tensor  # long [B, Fu]
     item_fields: torch.Tensor  # long [B, Fi]
-    history_items: torch.Tensor  # long [B, K] item-id codes
+    history_items: torch.Tensor  # long [B, K, Fi] item field codes (all 0 where masked)
     history_ratings: torch.Tensor  # long [B, K]
     history_mask: torch.Tensor  # bool [B, K]
 
@@ -116,7 +116,9 @@ class EncodedSplit:
         self.user_idx = samples["user_idx"].to_numpy()
         self._user_codes = users[self.user_idx]
         self._target = torch.from_numpy(items[samples["item_idx"].to_numpy()])
-        self._history_items = torch.from_numpy(np.where(history.mask, items[history.items, 0], 0))
+        # history as rows of a padded item table (row 0 = all unknown): 4 bytes per position
+        self._item_rows = torch.from_numpy(np.vstack([np.zeros_like(items[:1]), items]))
+        self._history_rows = torch.from_numpy(np.where(history.mask, history.items + 1, 0).astype(np.int32))
         codes = np.where(history.mask, encoder.rating_codes(history.ratings), 0)
         self._history_ratings = torch.from_numpy(codes.astype(np.int64))
         self._history_mask = torch.from_numpy(history.mask)
@@ -129,7 +131,7 @@ class EncodedSplit:
         return LensBatch(
             user_fields=self._users[idx],
             item_fields=self._target[idx],
-            history_items=self._history_items[idx],
+            history_items=self._item_rows[self._history_rows[idx].long()],
             history_ratings=self._history_ratings[idx],
             history_mask=self._history_mask[idx],
         )

@@ -1,0 +1,121 @@
+"""A linear layer with a bank of N meta-LoRAs, mixed per instance in a few batched matrix products.
+
+For a batch x [B, L, d_in] with mixing weights w [B, N] (one row per instance, shared by its tokens):
+
+- factors:  A_p = Σ w_i A_i, B_p = Σ w_i B_i per instance (two small einsums), then two batched
+  products x A_pᵀ B_pᵀ: the per-token cost of a rank-r LoRA plus N·r·(d_in + d_out) per instance.
+- products: Σ w_i B_i A_i x = B_cat · diag(w ⊗ 1_r) · A_cat x: one rank-N·r LoRA with the
+  rank-r blocks of its hidden activations scaled by w.
+
+Neither form loops over samples or meta-LoRAs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from lifelora.adapters.personalized.config import PersonalizedConfig
+from lifelora.adapters.personalized.routing import current_routing
+from lifelora.errors import LifeloraError
+
+
+class Gate(nn.Module):
+    """LayerNorm → Linear(d_h, 60) → ReLU → Dropout(0.1) → Linear(60, N), as in RecLoRA's code."""
+
+    def __init__(self, routing_dim: int, n_loras: int, hidden: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(routing_dim),
+            nn.Linear(routing_dim, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, n_loras),
+        )
+
+    def forward(self, routing: torch.Tensor) -> torch.Tensor:
+        return self.net(routing)
+
+
+class PersonalizedLinear(nn.Module):
+    def __init__(self, base_layer: nn.Linear, config: PersonalizedConfig, routing_dim: int):
+        super().__init__()
+        self.base_layer = base_layer
+        self.config = config
+        self.routing_dim = routing_dim
+        n, r = config.n_loras, config.r
+        d_in, d_out = base_layer.in_features, base_layer.out_features
+        device, dtype = base_layer.weight.device, torch.float32
+        self.lora_A = nn.Parameter(torch.empty(n, r, d_in, device=device, dtype=dtype))
+        self.lora_B = nn.Parameter(torch.zeros(n, d_out, r, device=device, dtype=dtype))
+        for a in self.lora_A:  # each meta-LoRA initialised like PEFT's lora_A (Kaiming-uniform)
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        self.gate = Gate(routing_dim, n, config.gate_hidden, config.gate_dropout).to(device)
+        self.dropout = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
+
+    def mixing_weights(self, routing: torch.Tensor) -> torch.Tensor:
+        """[B, N] per-instance weights w = softmax(gate(h) / T) (or 1/N with uniform routing)."""
+        if routing.dim() != 2 or routing.shape[1] != self.routing_dim:
+            raise LifeloraError(
+                f"routing vectors must have shape [batch, {self.routing_dim}], got {list(routing.shape)}"
+            )
+        if self.config.routing == "uniform":
+            n = self.config.n_loras
+            return torch.full((routing.shape[0], n), 1.0 / n, device=routing.device)
+        logits = self.gate(routing.to(self.lora_A.dtype).detach())
+        return torch.softmax(logits.float() / self.config.temperature, dim=-1)
+
+    def _weights_for(self, x: torch.Tensor) -> torch.Tensor:
+        weights = self.mixing_weights(current_routing())
+        batch = x.shape[0]
+        if batch != weights.shape[0]:  # beams or candidates expanded from each instance
+            if batch % weights.shape[0]:
+                raise LifeloraError(
+                    f"routing has {weights.shape[0]} rows for a batch of {batch}: one row per instance"
+                )
+            weights = weights.repeat_interleave(batch // weights.shape[0], dim=0)
+        return weights
+
+    def delta(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """scaling · Σ-mixed LoRA(x) for x [B, L, d_in] and weights [B, N]."""
+        dtype = (
+            x.dtype
+            if not torch.is_autocast_enabled(x.device.type)
+            else torch.get_autocast_dtype(x.device.type)
+        )
+        a, b, w = self.lora_A.to(dtype), self.lora_B.to(dtype), weights.to(dtype)
+        x = self.dropout(x).to(dtype)
+        if self.config.mixing == "factors":
+            a_p = torch.einsum("bn,nrd->brd", w, a)
+            b_p = torch.einsum("bn,nor->bor", w, b)
+            out = torch.bmm(torch.bmm(x, a_p.transpose(1, 2)), b_p.transpose(1, 2))
+        else:
+            n, r, d_in = a.shape
+            hidden = torch.matmul(x, a.reshape(n * r, d_in).t())
+            hidden = hidden * w.repeat_interleave(r, dim=1).unsqueeze(1)
+            out = torch.matmul(hidden, b.permute(1, 0, 2).reshape(b.shape[1], n * r).t())
+        return out * self.config.scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.base_layer(x)
+        flat = x.dim() == 2
+        xs = x.unsqueeze(1) if flat else x
+        change = self.delta(xs, self._weights_for(xs))
+        change = change.squeeze(1) if flat else change
+        return result + change.to(result.dtype)
+
+    @torch.no_grad()
+    def instance_lora(self, routing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """One instance's LoRA as plain (A [r', d_in], B [d_out, r'], r'): rank r for factors,
+        the exact rank-N·r form for products (weights folded into A)."""
+        w = self.mixing_weights(routing.reshape(1, -1))[0].to(self.lora_A.dtype)
+        if self.config.mixing == "factors":
+            a = torch.einsum("n,nrd->rd", w, self.lora_A)
+            b = torch.einsum("n,nor->or", w, self.lora_B)
+            return a, b, self.config.r
+        n, r, d_in = self.lora_A.shape
+        a = (self.lora_A * w.view(n, 1, 1)).reshape(n * r, d_in)
+        b = self.lora_B.permute(1, 0, 2).reshape(self.lora_B.shape[1], n * r)
+        return a, b, n * r

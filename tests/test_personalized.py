@@ -1,0 +1,209 @@
+"""RecLoRA's personalized adapter on tiny random models: equivalences, gradients, save/load, export."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from pydantic import ValidationError
+from tiny_llm import tiny_model
+
+from lifelora.adapters.personalized import PersonalizedConfig, PersonalizedModel, routing_context
+from lifelora.errors import LifeloraError
+
+VOCAB, ROUTING_DIM = 64, 12
+
+
+def personalized(mixing="factors", n_loras=4, seed=0, kind="llama", **changes) -> PersonalizedModel:
+    config = PersonalizedConfig(
+        n_loras=n_loras, r=2, mixing=mixing, temperature=1.0, gate_dropout=0.0, **changes
+    )
+    model = PersonalizedModel(tiny_model(kind, VOCAB, seed=seed), config, ROUTING_DIM)
+    torch.manual_seed(seed + 1)
+    with torch.no_grad():  # non-zero B so every adapter changes the output
+        for layer in model.personalized_layers().values():
+            layer.lora_B.normal_(0, 0.5)
+    return model.eval()
+
+
+def batch(size=3, length=7, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, VOCAB, (size, length), generator=g), torch.randn(size, ROUTING_DIM, generator=g)
+
+
+@pytest.mark.parametrize("mixing", ["factors", "products"])
+def test_single_meta_lora_equals_a_peft_lora_with_the_same_weights(mixing):
+    from peft import LoraConfig, get_peft_model
+
+    model = personalized(mixing, n_loras=1)
+    peft_model = get_peft_model(
+        tiny_model("llama", VOCAB, seed=0),
+        LoraConfig(r=2, lora_alpha=16, target_modules=["q_proj", "v_proj"]),
+    ).eval()
+    with torch.no_grad():
+        for name, layer in model.personalized_layers().items():
+            target = peft_model.base_model.model.get_submodule(name)
+            target.lora_A["default"].weight.copy_(layer.lora_A[0])
+            target.lora_B["default"].weight.copy_(layer.lora_B[0])
+    ids, routing = batch()
+    with torch.no_grad():
+        ours = model(input_ids=ids, routing=routing).logits
+        theirs = peft_model(input_ids=ids).logits
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+@pytest.mark.parametrize("mixing", ["factors", "products"])
+def test_mixed_batch_equals_a_loop_over_explicitly_merged_weights(mixing):
+    model = personalized(mixing)
+    layer = model.personalized_layers()["model.layers.0.self_attn.q_proj"]
+    x = torch.randn(5, 6, layer.base_layer.in_features)
+    routing = torch.randn(5, ROUTING_DIM)
+    with torch.no_grad(), routing_context(routing):
+        batched = layer(x)
+        weights = layer.mixing_weights(routing)
+        for i in range(5):
+            w = weights[i]
+            if mixing == "factors":
+                a = sum(w[k] * layer.lora_A[k] for k in range(len(w)))
+                b = sum(w[k] * layer.lora_B[k] for k in range(len(w)))
+                delta = b @ a
+            else:
+                delta = sum(w[k] * layer.lora_B[k] @ layer.lora_A[k] for k in range(len(w)))
+            merged = layer.base_layer.weight + layer.config.scaling * delta
+            expected = torch.nn.functional.linear(x[i], merged, layer.base_layer.bias)
+            assert torch.allclose(batched[i], expected, atol=1e-5)
+
+
+def test_mixing_weights_are_a_tempered_softmax_of_the_gate_and_uniform_without_routing():
+    model = personalized()
+    layer = next(iter(model.personalized_layers().values()))
+    routing = torch.randn(4, ROUTING_DIM)
+    weights = layer.mixing_weights(routing)
+    assert torch.allclose(weights.sum(-1), torch.ones(4))
+    assert torch.allclose(weights, torch.softmax(layer.gate(routing), -1))
+    hot = PersonalizedModel(
+        tiny_model("llama", VOCAB), PersonalizedConfig(n_loras=4, temperature=5.0), ROUTING_DIM
+    ).eval()
+    hot_layer = next(iter(hot.personalized_layers().values()))
+    assert torch.allclose(hot_layer.mixing_weights(routing), torch.softmax(hot_layer.gate(routing) / 5.0, -1))
+    uniform = personalized(routing="uniform")
+    assert torch.equal(
+        next(iter(uniform.personalized_layers().values())).mixing_weights(routing), torch.full((4, 4), 0.25)
+    )
+
+
+def test_each_instance_is_scored_as_if_it_were_alone():
+    model = personalized()
+    ids, routing = batch(4)
+    with torch.no_grad():
+        together = model(input_ids=ids, routing=routing).logits
+        for i in range(4):
+            alone = model(input_ids=ids[i : i + 1], routing=routing[i : i + 1]).logits
+            assert torch.allclose(together[i], alone[0], atol=1e-5)
+        assert not torch.allclose(together[0], model(input_ids=ids[:1], routing=routing[1:2]).logits[0])
+
+
+def test_gradients_reach_banks_and_gates_never_the_base_model_or_the_routing_vector():
+    model = personalized().train()
+    ids, routing = batch()
+    routing.requires_grad_(True)
+    loss = model(input_ids=ids, routing=routing).logits.square().mean()
+    loss.backward()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_" in n or ".gate." in n for n in trainable)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name
+    assert routing.grad is None  # the lens stays frozen: its vectors are detached
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
+    plain = personalized().train()
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.gradient_checkpointing_enable()
+    assert checkpointed.base_model.model.gradient_checkpointing
+    ids, routing = batch()
+    grads = []
+    for model in (plain, checkpointed):
+        loss = model(input_ids=ids, routing=routing, use_cache=False).logits.square().mean()
+        loss.backward()
+        grads.append(
+            (loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+        )
+    assert grads[0][0] == pytest.approx(grads[1][0], abs=1e-6)
+    for name, grad in grads[0][1].items():
+        assert torch.allclose(grad, grads[1][1][name], atol=1e-6), name
+
+
+def test_generation_with_routing_and_with_beams():
+    model = personalized()
+    ids, routing = batch(2, 5)
+    greedy = model.generate(input_ids=ids, routing=routing, max_new_tokens=3, do_sample=False)
+    beams = model.generate(input_ids=ids, routing=routing, max_new_tokens=3, num_beams=2, do_sample=False)
+    assert greedy.shape == (2, 8) and beams.shape == (2, 8)
+
+
+def test_save_and_load_reproduce_the_outputs(tmp_path):
+    model = personalized("products")
+    model.save_pretrained(tmp_path / "adapter")
+    loaded = PersonalizedModel.from_pretrained(
+        tiny_model("llama", VOCAB, seed=0), tmp_path / "adapter"
+    ).eval()
+    ids, routing = batch()
+    with torch.no_grad():
+        assert torch.equal(
+            model(input_ids=ids, routing=routing).logits, loaded(input_ids=ids, routing=routing).logits
+        )
+    assert loaded.config == model.config
+
+
+@pytest.mark.parametrize("mixing", ["factors", "products"])
+def test_exported_instance_is_a_plain_peft_adapter_with_the_same_outputs(mixing, tmp_path):
+    from peft import PeftModel
+
+    model = personalized(mixing)
+    ids, routing = batch(1)
+    model.export_instance(routing[0], tmp_path / "user")
+    peft_model = PeftModel.from_pretrained(tiny_model("llama", VOCAB, seed=0), str(tmp_path / "user")).eval()
+    with torch.no_grad():
+        ours = model(input_ids=ids, routing=routing).logits
+        theirs = peft_model(input_ids=ids).logits
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    expected_rank = 2 if mixing == "factors" else 4 * 2
+    assert peft_model.peft_config["default"].r == expected_rank
+
+
+def test_loading_onto_another_base_model_is_refused(tmp_path):
+    personalized().save_pretrained(tmp_path / "adapter")
+    with pytest.raises(LifeloraError, match="another base model"):
+        PersonalizedModel.from_pretrained(tiny_model("qwen2", VOCAB), tmp_path / "adapter")
+    with pytest.raises(LifeloraError, match="another base model"):
+        PersonalizedModel.from_pretrained(tiny_model("llama", VOCAB + 1), tmp_path / "adapter")
+    with pytest.raises(LifeloraError, match="not a personalized adapter"):
+        PersonalizedModel.from_pretrained(tiny_model("llama", VOCAB), tmp_path)
+    (tmp_path / "adapter" / "personalized_model.safetensors").write_bytes(b"broken")
+    with pytest.raises(LifeloraError, match="unreadable"):
+        PersonalizedModel.from_pretrained(tiny_model("llama", VOCAB), tmp_path / "adapter")
+
+
+def test_bad_routing_and_settings_get_clear_errors():
+    model = personalized()
+    ids, routing = batch(3)
+    with pytest.raises(LifeloraError, match=r"shape \[batch, 12\]"):
+        model(input_ids=ids, routing=routing[:, :5])
+    with pytest.raises(LifeloraError, match="needs routing="):
+        model(input_ids=ids)
+    with pytest.raises(LifeloraError, match="3 rows for a batch of 4"):
+        model(input_ids=torch.cat([ids, ids[:1]]), routing=routing)
+    with pytest.raises(LifeloraError, match="routing_dim is 7"):
+        PersonalizedModel(tiny_model("llama", VOCAB), PersonalizedConfig(routing_dim=7), ROUTING_DIM)
+    with pytest.raises(LifeloraError, match="match no linear layer"):
+        PersonalizedModel(
+            tiny_model("llama", VOCAB), PersonalizedConfig(target_modules=["nope"]), ROUTING_DIM
+        )
+    for bad in ({"n_loras": 0}, {"n_loras": 1000}, {"temperature": 0}, {"temperature": -1}):
+        with pytest.raises(ValidationError):
+            PersonalizedConfig(**bad)
