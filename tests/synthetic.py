@@ -13,8 +13,15 @@ GENRES = ["Action", "Comedy", "Drama"]
 
 
 def synthetic_raw(
-    n_users: int = 60, n_items: int = 40, per_user: int = 30, seed: int = 0, name: str = "synthetic"
+    n_users: int = 60,
+    n_items: int = 40,
+    per_user: int = 30,
+    seed: int = 0,
+    name: str = "synthetic",
+    late_users: int = 0,
 ) -> RawDataset:
+    """Users like one genre (90% consistent ratings); the last `late_users` users arrive after
+    everyone else, so they are first seen in the validation/test periods."""
     rng = np.random.default_rng(seed)
     item_genre = rng.integers(0, len(GENRES), n_items)
     user_genre = rng.integers(0, len(GENRES), n_users)
@@ -22,6 +29,8 @@ def synthetic_raw(
     for user in range(n_users):
         items = rng.choice(n_items, per_user, replace=False)
         times = np.sort(rng.choice(10_000, per_user, replace=False)) + user * 7
+        if user >= n_users - late_users:
+            times = 20_000 + np.arange(per_user)
         for item, ts in zip(items, times, strict=True):
             liked = item_genre[item] == user_genre[user]
             rating = 5.0 if liked else 2.0

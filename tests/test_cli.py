@@ -99,7 +99,7 @@ def test_demo_quick_prints_the_comparison_table(tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("name", ["prepare", "lens", "scoring", "ranking", "train-step"])
+@pytest.mark.parametrize("name", ["prepare", "lens", "scoring", "ranking", "train-step", "personalized"])
 def test_quick_benchmarks_print_json_and_append_results(tmp_path, name):
     results = tmp_path / "results"
     runs = 2 if name == "prepare" else 1  # appending is checked once; the LLM ones take ~a minute each
@@ -113,11 +113,14 @@ def test_quick_benchmarks_print_json_and_append_results(tmp_path, name):
         "scoring": {"speedup", "tokens_per_s", "fraction_of_bf16_peak"},
         "ranking": {"speedup", "max_abs_diff"},
         "train-step": {"samples_per_s", "peak_rss_gb", "bf16_vs_fp32_time"},
+        "personalized": {"layer_ratio_vs_shared", "step_ratio_vs_shared", "speedup_vs_loop"},
     }[name]
     assert expected <= set(figures)
     history = json.loads((results / f"{name}.json").read_text())
     assert len(history) == runs
     if name == "ranking":
         assert figures["max_abs_diff"] <= 1e-4
+    if name == "personalized":
+        assert figures["loop_max_abs_diff"] <= 1e-4  # the batched mixture computes the same outputs
     assert {"command", "machine", "date", "figures"} <= set(history[-1])
     assert history[-1]["command"] == f"lifelora bench {name} --quick"

@@ -117,10 +117,11 @@ def test_unseen_user_gets_the_cold_start_vector(trained, data):
 
 
 def test_users_first_seen_after_training_are_unknown(tmp_path):
-    data = synthetic_prepared(tmp_path / "d", n_users=80)
+    data = synthetic_prepared(tmp_path / "d", late_users=4)
     lens = Lens.create(small_config(), data)
     train_users = set(data.split("train")["user_idx"].to_list())
     test = data.split("test")
+    assert not set(test["user_idx"].to_list()) <= train_users
     codes = lens.encoder.user_table(data)[test["user_idx"].to_numpy(), 0]
     for user, code in zip(test["user_idx"].to_list(), codes, strict=True):
         assert (code == 0) == (user not in train_users)

@@ -276,3 +276,29 @@ def test_ml25m_has_no_profile_and_neutral_words():
     assert intro.startswith("The user watched the following movies")
     assert question == "Based on the movies the user has watched, deduce if the user will like the movie ***"
     assert template_for("goodreads-comics").noun == "book"
+
+
+def test_personalized_routing_gives_users_the_lens_never_saw_its_cold_start_vector(home, llama_dir, tmp_path):
+    from lifelora.lens import Lens, LensConfig
+
+    data = synthetic_prepared(tmp_path / "d", name="ml-synthetic", late_users=4)
+    small = {"embed_dim": 8, "history_length": 6, "mlp_units": [16]}
+    Lens.create(LensConfig(dataset="ml-synthetic", model=small), data).save(tmp_path / "lens")
+    cfg = config(
+        llama_dir,
+        adapter={"kind": "personalized", "n_loras": 2},
+        lens=str(tmp_path / "lens"),
+        prompt={"retriever": "recent"},
+    )
+    setup = CTRSetup(cfg, data)
+    test = data.split("test")
+    seen = data.split("train")["user_idx"].unique().to_numpy()
+    unseen = np.flatnonzero(~np.isin(test["user_idx"].to_numpy(), seen))
+    assert len(unseen) > 0
+    routing = setup.routing("test", np.arange(test.height))
+    batch = setup.lens.encode(data, "test").batch(torch.from_numpy(unseen))
+    assert torch.all(batch.user_fields[:, 0] == 0)  # unknown to the lens: the zero cold-start code
+    with torch.no_grad():
+        assert torch.allclose(routing[unseen], setup.lens.model.hidden(batch))
+        batch.user_fields[:, 0] = 1  # as if they were a known user
+        assert not torch.allclose(routing[unseen], setup.lens.model.hidden(batch))

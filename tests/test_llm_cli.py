@@ -103,6 +103,69 @@ def test_resume_continues_from_the_latest_checkpoint(setup, run_cli, tmp_path):
     assert (run / "adapter" / "adapter_config.json").is_file()
 
 
+def _tiny_lens(run_cli, tmp_path, data_dir, name="lens") -> object:
+    lens = tmp_path / name
+    result = run_cli(
+        "lens",
+        "train",
+        "--run-dir",
+        lens,
+        "dataset=ml-synthetic",
+        f"data_dir={data_dir}",
+        "model.history_length=6",
+        "model.embed_dim=8",
+        "model.mlp_units=[16]",
+        "train.max_epochs=1",
+    )
+    assert result.code == 0, result.stderr
+    return lens
+
+
+def test_personalized_adapter_trains_routed_by_a_lens_and_evaluates(setup, run_cli, tmp_path):
+    config, _ = setup
+    lens = _tiny_lens(run_cli, tmp_path, tmp_path / "prepared")
+    run = tmp_path / "reclora"
+    args = ["--adapter", "personalized", "--lens", lens, "adapter.n_loras=3", "adapter.temperature=1"]
+    result = run_cli("train", "-c", config, "--run-dir", run, *args)
+    assert result.code == 0, result.stderr
+    trained = json.loads((run / "metrics.json").read_text())
+    assert trained["adapter"] == "personalized" and 0 <= trained["metrics"]["test"]["AUC"] <= 1
+    saved = json.loads((run / "adapter" / "personalized_config.json").read_text())
+    assert saved["config"]["n_loras"] == 3 and saved["config"]["routing_dim"] == 16
+    result = run_cli("evaluate", "--run", run)
+    assert result.code == 0, result.stderr
+    again = json.loads((run / "eval-test" / "metrics.json").read_text())
+    assert again["metrics"]["test"]["AUC"] == pytest.approx(trained["metrics"]["test"]["AUC"], abs=1e-6)
+    result = run_cli("recommend", "3", "--run", run)
+    assert result.code == 2 and "personalized adapter" in result.error_lines[-1]
+
+
+def test_personalized_adapter_bad_lens_and_settings(setup, run_cli, tmp_path):
+    config, _ = setup
+    other = tmp_path / "other"
+    synthetic_prepared(other, name="ml-synthetic", seed=7)
+    foreign_lens = _tiny_lens(run_cli, tmp_path, other, "foreign")
+    lens = _tiny_lens(run_cli, tmp_path, tmp_path / "prepared")
+    cases = [
+        (["--adapter", "personalized"], "needs lens"),
+        (["--adapter", "personalized", "--lens", tmp_path], "not a lens"),
+        (["--adapter", "personalized", "--lens", foreign_lens], "trained on another dataset"),
+        (["--adapter", "personalized", "--lens", foreign_lens, "adapter.n_loras=0"], "adapter.n_loras"),
+        (
+            ["--adapter", "personalized", "--lens", foreign_lens, "adapter.temperature=0"],
+            "adapter.temperature",
+        ),
+        (
+            ["--adapter", "personalized", "--lens", lens, "adapter.routing_dim=7"],
+            "routing_dim is 7 but the routing vectors have 16",
+        ),
+    ]
+    for args, message in cases:
+        result = run_cli("train", "-c", config, *args)
+        assert result.code == 2, (args, result.stderr)
+        assert message in result.error_lines[-1], (args, result.error_lines[-1])
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 
 from lifelora.bench_llm import bench_ranking, bench_scoring, bench_train_step
+from lifelora.bench_personalized import bench_personalized
 from lifelora.errors import LifeloraError
 from lifelora.io import write_json
 
@@ -126,6 +127,7 @@ BENCHMARKS = {
     "scoring": bench_scoring,
     "ranking": bench_ranking,
     "train-step": bench_train_step,
+    "personalized": bench_personalized,
 }
 
 

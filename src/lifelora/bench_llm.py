@@ -13,7 +13,7 @@ import torch
 from lifelora.precision import autocast, native_bf16, resolve
 
 
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -30,9 +30,9 @@ def _fp32_and_bf16(fn: Callable[[str, torch.Tensor], object], ids: torch.Tensor,
     slice of the batch, which is enough to show it and keeps the benchmark to minutes."""
     native = native_bf16()
     probe = ids if native else ids[:1, :64]
-    fp32 = _median_seconds(lambda: fn("fp32", ids), repeats)
-    probe_fp32 = fp32 if native else _median_seconds(lambda: fn("fp32", probe), repeats)
-    probe_bf16 = _median_seconds(lambda: fn("bf16", probe), 1 if not native else repeats)
+    fp32 = median_seconds(lambda: fn("fp32", ids), repeats)
+    probe_fp32 = fp32 if native else median_seconds(lambda: fn("fp32", probe), repeats)
+    probe_bf16 = median_seconds(lambda: fn("bf16", probe), 1 if not native else repeats)
     chosen = resolve("auto")
     return {
         "auto": chosen,
@@ -46,11 +46,11 @@ def _fp32_and_bf16(fn: Callable[[str, torch.Tensor], object], ids: torch.Tensor,
 def matmul_peak_gflops(dtype: torch.dtype, size: int = 1024, repeats: int = 3) -> float:
     """Measured GEMM throughput of this machine for `dtype` (the roofline the model is compared to)."""
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    seconds = _median_seconds(lambda: a @ b, repeats)
+    seconds = median_seconds(lambda: a @ b, repeats)
     return 2 * size**3 / seconds / 1e9
 
 
-def _backbone(model: str | None, log):
+def bench_backbone(model: str | None, log):
     from lifelora.llm.backbone import DEFAULT_MODEL, load_backbone
 
     backbone = load_backbone(model or DEFAULT_MODEL, log=log)
@@ -61,7 +61,7 @@ def _backbone(model: str | None, log):
 @torch.no_grad()
 def bench_scoring(quick: bool, dataset: str | None, log, model: str | None = None) -> dict:
     """Naive fp32 forward with full logits at every position vs `logits_to_keep=1` under `auto` precision."""
-    backbone, n_params = _backbone(model, log)
+    backbone, n_params = bench_backbone(model, log)
     lm = backbone.model
     batch, length = (4, 128) if quick else (16, 256)
     ids = torch.randint(
@@ -77,7 +77,7 @@ def bench_scoring(quick: bool, dataset: str | None, log, model: str | None = Non
             return lm(input_ids=tokens, use_cache=False, logits_to_keep=1).logits[:, -1]
 
     log(f"timing {backbone.name} scoring forward, batch {batch} × {length} tokens")
-    naive_s = _median_seconds(naive, repeats)
+    naive_s = median_seconds(naive, repeats)
     timed = _fp32_and_bf16(fast, ids, repeats)
     fast_s, fast_fp32_s = timed["auto_s"], timed["fp32_s"]
     tokens = batch * length
@@ -155,7 +155,7 @@ def bench_ranking(quick: bool, dataset: str | None, log, model: str | None = Non
     the default `target-last` layout and in ReLLa's exact order (longer per-candidate suffix)."""
     from lifelora.demo import ensure_prepared
 
-    backbone, _ = _backbone(model, log)
+    backbone, _ = bench_backbone(model, log)
     data = ensure_prepared(dataset or "ml-100k")
     users = [0] if quick else [0, 1, 2]
     log(f"ranking 20 candidates for {len(users)} user(s) with {backbone.name}, fp32")
@@ -176,7 +176,7 @@ def bench_train_step(quick: bool, dataset: str | None, log, model: str | None = 
     """One LoRA training step (forward, answer loss, backward, AdamW) at a CTR prompt's length."""
     from lifelora.adapters.lora import AdapterConfig, attach_lora
 
-    backbone, _ = _backbone(model, log)
+    backbone, _ = bench_backbone(model, log)
     lm = attach_lora(backbone.model, AdapterConfig())
     batch, length = (2, 256) if quick else (4, 384)
     ids = torch.randint(

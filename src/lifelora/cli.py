@@ -237,10 +237,22 @@ def retrieve(
     typer.echo(str(save_history_index(retriever, data, k, target, embeddings)))
 
 
+def _check_trained_run(run: Path) -> None:
+    from lifelora.adapters import is_adapter_dir
+
+    if not is_adapter_dir(run / "adapter"):
+        raise LifeloraError(f"--run {run}: not a trained run (no adapter/ with an adapter config)")
+
+
 @app.command("train")
 def train(
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (see configs/llm/)"),
-    adapter: str | None = typer.Option(None, help="adapter kind: lora (overrides adapter.kind)"),
+    adapter: str | None = typer.Option(
+        None, help="adapter kind: lora or personalized (overrides adapter.kind)"
+    ),
+    lens: Path | None = typer.Option(
+        None, help="lens run directory routing a personalized adapter (overrides lens)"
+    ),
     run_dir: Path | None = typer.Option(None, help="where to write the run (default: runs/train-...)"),
     resume: Path | None = typer.Option(
         None, help="continue a killed run from its latest checkpoint (its run directory)"
@@ -262,6 +274,7 @@ def train(
         run_dir = resume
     else:
         extra = [f"adapter.kind={adapter}"] if adapter else []
+        extra += [f"lens={lens}"] if lens else []
         cfg = load_config(CTRConfig, config, [*(overrides or []), *extra])
         if cfg.adapter is None:
             raise LifeloraError("adapter: null means zero-shot; use `lifelora evaluate` for that")
@@ -295,8 +308,7 @@ def evaluate(
     from lifelora.run import new_run_dir, record_run
 
     if run is not None:
-        if not (run / "adapter" / "adapter_config.json").is_file():
-            raise LifeloraError(f"--run {run}: not a trained run (no adapter/adapter_config.json)")
+        _check_trained_run(run)
         cfg = load_config(CTRConfig, None, overrides, base=read_yaml(run / "config.yaml"))
         out = run_dir or run / f"eval-{cfg.eval.split}"
     else:
@@ -325,14 +337,14 @@ def recommend(
     """Rank candidate items for one user: the shared prompt prefix is computed once for all of them."""
     import numpy as np
 
-    from lifelora.adapters.lora import load_adapter
+    from lifelora.adapters import load_adapter
     from lifelora.config import load_config
     from lifelora.io import read_yaml
     from lifelora.llm.config import CTRConfig
     from lifelora.llm.run import recommend as rank
 
-    if run is not None and not (run / "adapter" / "adapter_config.json").is_file():
-        raise LifeloraError(f"--run {run}: not a trained run (no adapter/adapter_config.json)")
+    if run is not None:
+        _check_trained_run(run)
     base = read_yaml(run / "config.yaml") if run else {"adapter": None}
     cfg = load_config(CTRConfig, None if run else config, base=base)
     setup = _ctr_setup(cfg)
@@ -372,7 +384,7 @@ def recommend(
 
 @app.command("bench")
 def bench(
-    name: str = typer.Argument(..., help="prepare, lens, scoring, ranking or train-step"),
+    name: str = typer.Argument(..., help="prepare, lens, scoring, ranking, train-step or personalized"),
     quick: bool = typer.Option(False, help="a reduced run that finishes in under a minute"),
     dataset: str | None = typer.Option(None, help="override the benchmark's dataset"),
     results_dir: Path = typer.Option(Path("benchmarks/results"), help="where NAME.json collects results"),

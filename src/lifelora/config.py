@@ -28,6 +28,19 @@ def apply_override(tree: dict, assignment: str) -> None:
     node[leaf] = yaml.safe_load(value) if value.strip() else None
 
 
+def _user_path(tree: dict, loc: tuple) -> list[str]:
+    """The error's location as the user wrote it: without the tags pydantic inserts for the
+    member of a discriminated union (`adapter.personalized.r` → `adapter.r`)."""
+    path, node = [], tree
+    for depth, part in enumerate(loc):
+        inner = depth < len(loc) - 1
+        if inner and isinstance(node, dict) and isinstance(part, str) and part not in node:
+            continue
+        path.append(str(part))
+        node = node.get(part) if isinstance(node, dict) else None
+    return path
+
+
 def load_config(
     model: type[ConfigT],
     path: Path | None = None,
@@ -52,6 +65,6 @@ def load_config(
         return model.model_validate(tree)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "config"
+        where = ".".join(_user_path(tree, first["loc"])) or "config"
         source = f"{path}: " if path else ""
         raise LifeloraError(f"{source}{where}: {first['msg']}") from None

@@ -50,19 +50,27 @@ class Lens:
     def hidden_size(self) -> int:
         return self.model.hidden_size
 
-    def history(self, data: PreparedData, samples: pl.DataFrame, split: str) -> History:
+    def history(
+        self, data: PreparedData, samples: pl.DataFrame, split: str, n_split: int, rows: np.ndarray | None
+    ) -> History:
+        """The lens's history window of `samples` (rows `rows` of a split of `n_split` rows)."""
         if self.config.kind == "sim":
-            positions = load_history_index(self.config.history_index, split, samples.height)
-            return data.indexed_history(samples, positions)
+            positions = load_history_index(self.config.history_index, split, n_split)
+            return data.indexed_history(samples, positions if rows is None else positions[rows])
         return data.recent_history(samples, self.config.model.history_length)
 
-    def encode(self, data: PreparedData, split: str, limit: int | None = None) -> EncodedSplit:
+    def encode(
+        self, data: PreparedData, split: str, limit: int | None = None, rows: np.ndarray | None = None
+    ) -> EncodedSplit:
+        """The split (its first `limit` rows, or the rows at positions `rows`) as lens inputs."""
         self.check_matches(data)
         samples = data.split(split)
-        history = self.history(data, samples, split)
+        n_split = samples.height
         if limit is not None:
-            samples = samples.head(limit)
-            history = History(history.items[:limit], history.ratings[:limit], history.mask[:limit])
+            rows = np.arange(min(limit, n_split))
+        if rows is not None:
+            samples = samples[rows]
+        history = self.history(data, samples, split, n_split, rows)
         return EncodedSplit(
             samples, history, self.encoder, self.encoder.user_table(data), self.encoder.item_table(data)
         )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lifelora.adapters.lora import AdapterConfig
+from lifelora.adapters.personalized.config import PersonalizedConfig
 from lifelora.training import TrainSettings
 
 
@@ -46,11 +47,22 @@ class CTRConfig(BaseModel):
     preset: str = "rella"
     data_dir: Path | None = None
     model: str = Field("smollm2-135m", description="embedded name, Hugging Face id or local directory")
-    adapter: AdapterConfig | None = Field(default_factory=AdapterConfig, description="null = zero-shot")
+    adapter: Annotated[AdapterConfig | PersonalizedConfig, Field(discriminator="kind")] | None = Field(
+        default_factory=AdapterConfig, description="lora, personalized, or null = zero-shot"
+    )
+    lens: Path | None = Field(
+        None, description="lens run directory whose hidden vectors route a personalized adapter"
+    )
     prompt: PromptSettings = Field(default_factory=PromptSettings)
     subset: SubsetSettings = Field(default_factory=SubsetSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
+
+    @model_validator(mode="after")
+    def _personalized_needs_a_lens(self) -> CTRConfig:
+        if isinstance(self.adapter, PersonalizedConfig) and self.lens is None:
+            raise ValueError("adapter kind personalized needs lens: a lens run directory (--lens RUN)")
+        return self
 
     @property
     def name(self) -> str:

@@ -13,22 +13,30 @@ from lifelora.llm.prompts import PromptBuilder
 from lifelora.llm.scoring import left_pad, positions_of
 
 
-def subset(samples: pl.DataFrame, n: int | None, seed: int) -> pl.DataFrame:
-    """A fixed random subset of `n` rows (all rows when n is None or larger), kept in time order."""
-    if n is None or n >= samples.height:
-        return samples
+def subset_rows(n_rows: int, n: int | None, seed: int) -> np.ndarray:
+    """Positions of a fixed random subset of `n` of `n_rows` rows (all when n is None or larger),
+    in time order."""
+    if n is None or n >= n_rows:
+        return np.arange(n_rows)
     if n < 1:
         raise LifeloraError(f"subset size must be at least 1, got {n}")
-    rows = np.sort(np.random.default_rng(seed).choice(samples.height, size=n, replace=False))
-    return samples[rows]
+    return np.sort(np.random.default_rng(seed).choice(n_rows, size=n, replace=False))
 
 
 class CTRExamples(torch.utils.data.Dataset):
-    """Indexable rows; `collate` turns a list of row numbers into a left-padded token batch."""
+    """Indexable rows; `collate` turns a list of row numbers into a left-padded token batch.
+
+    `routing` ([n, d_h], the lens's hidden vectors) goes with each batch for a personalized adapter."""
 
     def __init__(
-        self, data: PreparedData, builder: PromptBuilder, samples: pl.DataFrame, positions: np.ndarray
+        self,
+        data: PreparedData,
+        builder: PromptBuilder,
+        samples: pl.DataFrame,
+        positions: np.ndarray,
+        routing: torch.Tensor | None = None,
     ):
+        self.routing = routing
         history = data.indexed_history(samples, positions)
         self.samples = samples
         self.builder = builder
@@ -56,7 +64,9 @@ class CTRExamples(torch.utils.data.Dataset):
         rows = np.asarray(rows)
         ids, mask = left_pad(self.prompts(rows), self.builder.tokenizer.pad_token_id)
         answers = torch.as_tensor(self.builder.answer_ids)[torch.from_numpy(self.labels[rows])]
+        routing = {} if self.routing is None else {"routing": self.routing[torch.from_numpy(rows)]}
         return {
+            **routing,
             "input_ids": ids,
             "attention_mask": mask,
             "position_ids": positions_of(mask),

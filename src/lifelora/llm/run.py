@@ -1,5 +1,6 @@
-"""The LLM CTR jobs: zero-shot evaluation, shared-LoRA training (`lifelora train`) and evaluation, each
-writing config, metrics, predictions and the adapter into one run directory."""
+"""The LLM CTR jobs: zero-shot evaluation, adapter training (`lifelora train`: shared LoRA or RecLoRA's
+personalized bank routed by a frozen lens) and evaluation, each writing config, metrics, predictions
+and the adapter into one run directory."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import polars as pl
 import torch
 
 from lifelora.data.prepared import PreparedData
+from lifelora.errors import LifeloraError
 from lifelora.io import write_json, write_parquet
 from lifelora.llm.backbone import Backbone, load_backbone
 from lifelora.llm.config import CTRConfig
-from lifelora.llm.data import CTRExamples, subset
+from lifelora.llm.data import CTRExamples, subset_rows
 from lifelora.llm.prompts import PromptBuilder
 from lifelora.llm.scoring import score_prompts
 from lifelora.metrics import ctr_metrics
@@ -37,23 +39,43 @@ class CTRSetup:
             if cfg.prompt.retriever == "semantic" and cfg.prompt.history > 0
             else None
         )
+        self.lens = None
+        if cfg.adapter is not None and cfg.adapter.kind == "personalized":
+            from lifelora.lens import Lens
+
+            self.lens = Lens.load(cfg.lens)
+            self.lens.check_matches(data)
 
     def examples(self, split: str, n: int | None) -> CTRExamples:
-        samples = subset(self.data.split(split), n, self.cfg.subset.seed)
+        samples = self.data.split(split)
+        rows = subset_rows(samples.height, n, self.cfg.subset.seed)
+        samples = samples[rows]
         positions = history_positions(
             self.cfg.prompt.retriever, self.data, samples, self.cfg.prompt.history, self.embeddings
         )
-        return CTRExamples(self.data, self.builder, samples, positions)
+        return CTRExamples(self.data, self.builder, samples, positions, self.routing(split, rows))
+
+    def routing(self, split: str, rows: np.ndarray) -> torch.Tensor | None:
+        """The frozen lens's hidden vectors for these rows (None without a personalized adapter).
+
+        The lens reads its own long history (recent or retrieved 60) over the full data; users it
+        never saw get its cold-start vector (their unknown-id embedding is zero)."""
+        if self.lens is None:
+            return None
+        _, hidden = self.lens.predict(self.lens.encode(self.data, split, rows=rows), hidden=True)
+        return hidden
 
 
 def answer_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     """Causal-LM cross-entropy on the answer token only (the prompt carries no loss)."""
+    routing = {"routing": batch["routing"]} if "routing" in batch else {}
     out = model(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
         position_ids=batch["position_ids"],
         logits_to_keep=1,
         use_cache=False,
+        **routing,
     )
     return torch.nn.functional.cross_entropy(out.logits[:, -1].float(), batch["labels"])
 
@@ -70,6 +92,7 @@ def evaluate_examples(model, setup: CTRSetup, examples: CTRExamples, out_dir: Pa
         setup.builder.answer_ids,
         batch_size=setup.cfg.eval.batch_size,
         precision=setup.cfg.train.precision,
+        routing=examples.routing,
     )
     seconds = time.perf_counter() - start
     metrics = ctr_metrics(examples.labels, scores, examples.users)
@@ -92,12 +115,13 @@ def evaluate_examples(model, setup: CTRSetup, examples: CTRExamples, out_dir: Pa
 
 
 def train_ctr(setup: CTRSetup, run_dir: Path, resume: bool = False) -> dict:
-    """Few-shot shared-LoRA training on a fixed subset, then evaluation on the fixed eval subset."""
-    from lifelora.adapters.lora import attach_lora, save_adapter
+    """Few-shot adapter training on a fixed subset, then evaluation on the fixed eval subset."""
+    from lifelora.adapters import attach_adapter, save_adapter
 
     cfg = setup.cfg
     torch.manual_seed(cfg.train.seed)
-    model = attach_lora(setup.backbone.model, cfg.adapter)
+    routing_dim = setup.lens.hidden_size if setup.lens is not None else None
+    model = attach_adapter(setup.backbone.model, cfg.adapter, routing_dim)
     examples = setup.examples("train", cfg.subset.train)
     setup.log(
         f"training a {cfg.name} adapter on {len(examples):,} {setup.data.name} samples "
@@ -133,8 +157,8 @@ def train_ctr(setup: CTRSetup, run_dir: Path, resume: bool = False) -> dict:
 
 
 def evaluate_ctr(setup: CTRSetup, run_dir: Path, adapter_dir: Path | None = None) -> dict:
-    """Zero-shot (no adapter) or a saved shared LoRA, on the configured eval split/subset."""
-    from lifelora.adapters.lora import load_adapter
+    """Zero-shot (no adapter) or a saved adapter, on the configured eval split/subset."""
+    from lifelora.adapters import load_adapter
 
     model = setup.backbone.model
     if adapter_dir is not None:
@@ -161,6 +185,12 @@ def recommend(
     The text history is the user's most recent K items (it must not depend on the candidate for the
     prefix to be shared)."""
     from lifelora.llm.scoring import score_candidates
+
+    if setup.lens is not None:
+        raise LifeloraError(
+            "recommend does not rank with a personalized adapter yet: its routing depends on each "
+            "candidate, so the prompt prefix cannot be shared; use `lifelora evaluate` to score samples"
+        )
 
     data, builder = setup.data, setup.builder
     row = data.users.row(user, named=True)

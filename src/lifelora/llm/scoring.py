@@ -58,8 +58,11 @@ def score_prompts(
     batch_size: int = 16,
     precision: str = "auto",
     progress: bool = True,
+    routing: torch.Tensor | None = None,
 ) -> np.ndarray:
-    """P(yes) per prompt; prompts are batched by length to waste little on padding."""
+    """P(yes) per prompt; prompts are batched by length to waste little on padding.
+
+    `routing` ([n, d_h], one row per prompt) is handed to a personalized adapter's forward."""
     order = np.argsort([len(p) for p in prompts], kind="stable")
     out = np.empty(len(prompts), dtype=np.float32)
     device = next(model.parameters()).device
@@ -67,8 +70,9 @@ def score_prompts(
     for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress, leave=False):
         rows = order[start : start + batch_size]
         ids, mask = left_pad([prompts[r] for r in rows], pad_id)
+        extra = {} if routing is None else {"routing": routing[torch.from_numpy(rows)].to(device)}
         with autocast(precision, device):
-            logits = answer_logits(model, ids.to(device), mask.to(device), answer_ids)
+            logits = answer_logits(model, ids.to(device), mask.to(device), answer_ids, **extra)
         out[rows] = yes_probability(logits).cpu().numpy()
     return out
 
