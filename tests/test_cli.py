@@ -90,12 +90,15 @@ def test_demo_quick_prints_the_comparison_table(tmp_path):
         "DIN (same rows)",
         "smollm2-135m zero-shot",
         "smollm2-135m + shared LoRA (16 train samples)",
+        "smollm2-135m + RecLoRA, DIN-routed (16 train samples)",
     }
     for name in ("DIN", "DIN w/o history ratings"):
         assert 0.5 < rows[name]["AUC"] < 1.0
     assert rows["DIN (same rows)"]["samples"] == rows["smollm2-135m zero-shot"]["samples"] == 48
     assert (tmp_path / "demo" / "din" / "lens" / "model.safetensors").is_file()
     assert (tmp_path / "demo" / "shared-lora" / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "demo" / "reclora" / "adapter" / "personalized_config.json").is_file()
+    assert rows["smollm2-135m + RecLoRA, DIN-routed (16 train samples)"]["samples"] == 48
 
 
 @pytest.mark.integration

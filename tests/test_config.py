@@ -79,3 +79,11 @@ def test_demo_llm_settings_match_the_shipped_demo_config():
 
     shipped = load_config(CTRConfig, CONFIG_DIR / "llm" / "lora-ml100k-demo.yaml")
     assert shipped == CTRConfig.model_validate(LLM_SETTINGS)
+
+
+def test_demo_reclora_settings_match_the_shipped_demo_config():
+    from lifelora.demo import LLM_SETTINGS, RECLORA_ADAPTER
+
+    shipped = load_config(CTRConfig, CONFIG_DIR / "llm" / "reclora-ml100k-demo.yaml")
+    expected = CTRConfig.model_validate({**LLM_SETTINGS, "adapter": RECLORA_ADAPTER, "lens": shipped.lens})
+    assert shipped == expected

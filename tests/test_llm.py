@@ -187,6 +187,8 @@ def test_shared_lora_trains_saves_a_peft_adapter_and_evaluates(home, data, llama
     assert {"AUC", "LogLoss", "ACC", "gAUC"} <= set(summary["metrics"]["test"])
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "predictions_test.parquet").is_file() and (tmp_path / "curve.png").is_file()
+    # the backbone is bare again, ready for the next run on the same setup (as the demo does)
+    assert not any("lora" in name for name, _ in setup.backbone.model.named_modules())
     fresh = load_backbone(str(llama_dir))
     reloaded = PeftModel.from_pretrained(fresh.model, str(tmp_path / "adapter"))
     again = evaluate_ctr(

@@ -1,8 +1,9 @@
 """`lifelora demo`: the main job on the embedded default data and model, end to end, on a CPU.
 
 ML-100K is prepared; the lens (DIN, with and without history ratings) is trained on the full training
-split; the SmolLM2 backbone is scored zero-shot and with a shared LoRA trained on a few-shot subset.
-The LLM rows and a DIN row are measured on the same fixed test subset, so they compare directly.
+split; the SmolLM2 backbone is scored zero-shot, with a shared LoRA and with RecLoRA's personalized
+adapter routed by the frozen DIN (Few2Many), both trained on the same few-shot subset. The LLM rows
+and a DIN row are measured on the same fixed test subset, so they compare directly.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ LLM_SETTINGS = {
     "train": {"batch_size": 8, "grad_accum": 2, "checkpoint_every": 50},
     "eval": {"batch_size": 16},
 }
+# RecLoRA on the same subset, routed by the demo's DIN (configs/llm/reclora-ml100k-demo.yaml)
+RECLORA_ADAPTER = {"kind": "personalized", "n_loras": 16, "temperature": 5.0, "mixing": "factors"}
 QUICK_LLM = {"subset": {"train": 16, "eval": 48, "seed": 42}, "prompt": {"history": 3}}
 COLUMNS = ("samples", "AUC", "gAUC", "LogLoss", "ACC")
 
@@ -70,19 +73,25 @@ def _llm_rows(data: PreparedData, run_dir: Path, quick: bool, command: str, log)
     settings = _merge(LLM_SETTINGS, QUICK_LLM) if quick else LLM_SETTINGS
     lora_cfg = CTRConfig.model_validate(settings)
     zero_cfg = lora_cfg.model_copy(update={"adapter": None})
+    reclora_cfg = CTRConfig.model_validate(
+        {**settings, "adapter": RECLORA_ADAPTER, "lens": str(run_dir / "din")}
+    )
     setup = CTRSetup(zero_cfg, data, log=log)
-    zero_dir, lora_dir = run_dir / "zero-shot", run_dir / "shared-lora"
-    for directory, cfg in ((zero_dir, zero_cfg), (lora_dir, lora_cfg)):
+    zero_dir, lora_dir, reclora_dir = run_dir / "zero-shot", run_dir / "shared-lora", run_dir / "reclora"
+    for directory, cfg in ((zero_dir, zero_cfg), (lora_dir, lora_cfg), (reclora_dir, reclora_cfg)):
         directory.mkdir(parents=True, exist_ok=True)
         record_run(directory, cfg, command)
     log(f"scoring {zero_cfg.subset.eval} test samples zero-shot with {zero_cfg.model}")
     zero = evaluate_ctr(setup, zero_dir)["metrics"]["test"]
-    setup.cfg = lora_cfg
+    setup.configure(lora_cfg)
     lora = train_ctr(setup, lora_dir)["metrics"]["test"]
-    name = zero_cfg.model
+    setup.configure(reclora_cfg)
+    reclora = train_ctr(setup, reclora_dir)["metrics"]["test"]
+    name, n = zero_cfg.model, lora_cfg.subset.train
     return [
         (f"{name} zero-shot", zero),
-        (f"{name} + shared LoRA ({lora_cfg.subset.train} train samples)", lora),
+        (f"{name} + shared LoRA ({n} train samples)", lora),
+        (f"{name} + RecLoRA, DIN-routed ({n} train samples)", reclora),
     ]
 
 

@@ -1,6 +1,6 @@
 """Adapter kinds: `lora` (one shared PEFT LoRA) and `personalized` (RecLoRA's meta-LoRA bank).
 
-Attach, save and load go through these three functions, whichever the kind; a saved adapter
+Attach, save, load and remove go through these functions, whichever the kind; a saved adapter
 directory says its own kind by the config file it holds."""
 
 from __future__ import annotations
@@ -44,3 +44,8 @@ def load_adapter(model, directory: Path):
     if (Path(directory) / PERSONALIZED_CONFIG).is_file():
         return PersonalizedModel.from_pretrained(model, directory).eval()
     return lora.load_adapter(model, directory)
+
+
+def remove_adapter(model):
+    """The bare backbone again, so that one loaded backbone can serve several runs."""
+    return model.unload() if hasattr(model, "unload") else model

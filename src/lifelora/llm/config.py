@@ -5,11 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from lifelora.adapters.lora import AdapterConfig
 from lifelora.adapters.personalized.config import PersonalizedConfig
 from lifelora.training import TrainSettings
+
+
+def _adapter_kind(value) -> str:
+    """An adapter section without `kind` is a shared LoRA (as before personalized adapters existed)."""
+    return value.get("kind", "lora") if isinstance(value, dict) else value.kind
+
+
+AnyAdapter = Annotated[
+    Annotated[AdapterConfig, Tag("lora")] | Annotated[PersonalizedConfig, Tag("personalized")],
+    Discriminator(_adapter_kind),
+]
 
 
 class PromptSettings(BaseModel):
@@ -47,7 +58,7 @@ class CTRConfig(BaseModel):
     preset: str = "rella"
     data_dir: Path | None = None
     model: str = Field("smollm2-135m", description="embedded name, Hugging Face id or local directory")
-    adapter: Annotated[AdapterConfig | PersonalizedConfig, Field(discriminator="kind")] | None = Field(
+    adapter: AnyAdapter | None = Field(
         default_factory=AdapterConfig, description="lora, personalized, or null = zero-shot"
     )
     lens: Path | None = Field(

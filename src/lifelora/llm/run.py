@@ -29,7 +29,7 @@ class CTRSetup:
     """Everything a CTR job needs once: data, backbone, prompt builder and (for semantic) item vectors."""
 
     def __init__(self, cfg: CTRConfig, data: PreparedData, backbone: Backbone | None = None, log=print):
-        self.cfg, self.data, self.log = cfg, data, log
+        self.data, self.log = data, log
         self.backbone = backbone or load_backbone(cfg.model, log=log)
         self.builder = PromptBuilder(
             self.backbone.tokenizer, data.name, data.users, data.items, layout=cfg.prompt.layout
@@ -39,12 +39,16 @@ class CTRSetup:
             if cfg.prompt.retriever == "semantic" and cfg.prompt.history > 0
             else None
         )
-        self.lens = None
+        self.configure(cfg)
+
+    def configure(self, cfg: CTRConfig) -> None:
+        """Switch to another run's settings on the same data and backbone (loading its lens, if any)."""
+        self.cfg, self.lens = cfg, None
         if cfg.adapter is not None and cfg.adapter.kind == "personalized":
             from lifelora.lens import Lens
 
             self.lens = Lens.load(cfg.lens)
-            self.lens.check_matches(data)
+            self.lens.check_matches(self.data)
 
     def examples(self, split: str, n: int | None) -> CTRExamples:
         samples = self.data.split(split)
@@ -116,7 +120,7 @@ def evaluate_examples(model, setup: CTRSetup, examples: CTRExamples, out_dir: Pa
 
 def train_ctr(setup: CTRSetup, run_dir: Path, resume: bool = False) -> dict:
     """Few-shot adapter training on a fixed subset, then evaluation on the fixed eval subset."""
-    from lifelora.adapters import attach_adapter, save_adapter
+    from lifelora.adapters import attach_adapter, remove_adapter, save_adapter
 
     cfg = setup.cfg
     torch.manual_seed(cfg.train.seed)
@@ -143,6 +147,7 @@ def train_ctr(setup: CTRSetup, run_dir: Path, resume: bool = False) -> dict:
         series=(("loss", "train loss (answer CE)"), ("lr", "learning rate")),
     )
     metrics = evaluate_examples(model, setup, setup.examples(cfg.eval.split, cfg.subset.eval), run_dir)
+    setup.backbone.model = remove_adapter(model)
     summary = {
         "dataset": setup.data.name,
         "model": cfg.model,
@@ -158,7 +163,7 @@ def train_ctr(setup: CTRSetup, run_dir: Path, resume: bool = False) -> dict:
 
 def evaluate_ctr(setup: CTRSetup, run_dir: Path, adapter_dir: Path | None = None) -> dict:
     """Zero-shot (no adapter) or a saved adapter, on the configured eval split/subset."""
-    from lifelora.adapters import load_adapter
+    from lifelora.adapters import load_adapter, remove_adapter
 
     model = setup.backbone.model
     if adapter_dir is not None:
@@ -167,6 +172,7 @@ def evaluate_ctr(setup: CTRSetup, run_dir: Path, adapter_dir: Path | None = None
     metrics = evaluate_examples(
         model, setup, setup.examples(setup.cfg.eval.split, setup.cfg.subset.eval), run_dir
     )
+    setup.backbone.model = remove_adapter(model)
     summary = {
         "dataset": setup.data.name,
         "model": setup.cfg.model,

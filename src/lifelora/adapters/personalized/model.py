@@ -62,6 +62,14 @@ class PersonalizedModel(nn.Module):
             setattr(parent, child, PersonalizedLinear(getattr(parent, child), self.config, routing_dim))
         self.target_names = targets
 
+    def unload(self) -> nn.Module:
+        """The backbone with its original linear layers back (as PEFT's `unload`)."""
+        for name, layer in self.personalized_layers().items():
+            parent_name, _, child = name.rpartition(".")
+            parent = self.base_model.get_submodule(parent_name) if parent_name else self.base_model
+            setattr(parent, child, layer.base_layer)
+        return self.base_model
+
     @property
     def routing_dim(self) -> int:
         return self.config.routing_dim
