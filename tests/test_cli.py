@@ -32,6 +32,7 @@ def lifelora(*args: str, cwd: Path | None = None, env: dict | None = None) -> su
         ["lens", "evaluate"],
         ["lens", "export"],
         ["bench"],
+        ["experiment", "reclora"],
         ["demo"],
     ],
     ids=lambda c: " ".join(c) or "lifelora",

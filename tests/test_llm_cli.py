@@ -166,6 +166,44 @@ def test_personalized_adapter_bad_lens_and_settings(setup, run_cli, tmp_path):
         assert message in result.error_lines[-1], (args, result.error_lines[-1])
 
 
+def test_reclora_experiment_writes_the_table_and_skips_finished_variants(setup, run_cli, tmp_path):
+    config, _ = setup
+    lens = _tiny_lens(run_cli, tmp_path, tmp_path / "prepared")
+    out = tmp_path / "experiment"
+    args = ["experiment", "reclora", "-c", config, "--lens", lens, "--out", out]
+    args += ["--n-loras", "1,2", "--temperatures", "1", "--sizes", "16"]
+    args += ["adapter.kind=personalized", "adapter.n_loras=2", "adapter.temperature=5"]
+    result = run_cli(*args)
+    assert result.code == 0, result.stderr
+    rows = json.loads((out / "results.json").read_text())
+    assert list(rows) == [
+        "lens alone (lens)",
+        "zero-shot",
+        "shared LoRA (32 samples)",
+        "RecLoRA N=2, T=5 (32 samples)",
+        "RecLoRA N=2, T=5, recent-K text history",
+        "RecLoRA N=2, T=5, uniform routing (no lens)",
+        "RecLoRA N=1, T=5",
+        "RecLoRA N=2, T=1",
+        "shared LoRA (16 samples)",
+        "RecLoRA N=2, T=5 (16 samples)",
+    ]
+    assert all(row["samples"] == 60 for row in rows.values())
+    assert (out / "results.png").is_file() and "| RecLoRA N=1, T=5 |" in (out / "results.md").read_text()
+    uniform = yaml.safe_load((out / "reclora-n-2-t-5-uniform-routing-no-lens" / "config.yaml").read_text())
+    assert uniform["adapter"]["routing"] == "uniform"
+    before = (out / "zero-shot" / "metrics.json").stat().st_mtime_ns
+    assert run_cli(*args).code == 0  # finished variants are read back, not rerun
+    assert (out / "zero-shot" / "metrics.json").stat().st_mtime_ns == before
+    assert json.loads((out / "results.json").read_text()) == rows
+    result = run_cli(*args, "--only", "no-such-row")
+    assert result.code == 2 and "--only: 'no-such-row' matches no variant" in result.error_lines[-1]
+    result = run_cli("experiment", "reclora", "-c", config, "--out", out)
+    assert result.code == 2 and "personalized-adapter config" in result.error_lines[-1]
+    result = run_cli(*args, "--sizes", "ten")
+    assert result.code == 2 and "--sizes" in result.error_lines[-1]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

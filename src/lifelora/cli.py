@@ -25,6 +25,10 @@ lens_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(lens_app, name="lens")
+experiment_app = typer.Typer(
+    help="Result tables: a method against its baselines and ablations.", no_args_is_help=True
+)
+app.add_typer(experiment_app, name="experiment")
 console = Console(stderr=True)
 
 OVERRIDES_HELP = "KEY=VALUE overrides of the config (e.g. train.lr=5e-4 model.use_ratings=false)"
@@ -394,6 +398,47 @@ def bench(
 
     figures = run_benchmark(name, quick=quick, dataset=dataset, results_dir=results_dir, log=_log)
     typer.echo(json.dumps(figures))
+
+
+@experiment_app.command("reclora")
+def experiment_reclora(
+    config: Path = typer.Option(..., "--config", "-c", help="a personalized-adapter config (configs/llm/)"),
+    lens: Path | None = typer.Option(None, help="lens run directory (overrides lens)"),
+    out: Path | None = typer.Option(None, help="experiment directory (default: runs/experiment-...)"),
+    n_loras: str = typer.Option("1,4,16", help="N values of the meta-LoRA ablation"),
+    temperatures: str = typer.Option("1,5", help="T values of the temperature ablation"),
+    sizes: str = typer.Option("", help="extra training-subset sizes (e.g. 1000,10000)"),
+    only: str | None = typer.Option(None, help="comma-separated parts of row names to run"),
+    overrides: list[str] | None = typer.Argument(None, help="KEY=VALUE overrides of the config"),
+) -> None:
+    """RecLoRA vs lens, zero-shot and shared LoRA, and its ablations: a table and a bar chart."""
+    from lifelora.config import load_config
+    from lifelora.experiment import COLUMNS, run_reclora_experiment
+    from lifelora.llm.config import CTRConfig
+    from lifelora.report import metrics_table, print_table
+    from lifelora.run import new_run_dir
+
+    def numbers(option: str, text: str, kind):
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise LifeloraError(f"--{option}: {text!r} is not a comma-separated list of numbers") from None
+
+    cfg = load_config(CTRConfig, config, [*(overrides or []), *([f"lens={lens}"] if lens else [])])
+    out = out or new_run_dir("experiment", f"{cfg.dataset}-reclora")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = run_reclora_experiment(
+        _ctr_setup(cfg),
+        out,
+        " ".join(["lifelora", *sys.argv[1:]]),
+        numbers("n-loras", n_loras, int),
+        numbers("temperatures", temperatures, float),
+        numbers("sizes", sizes, int),
+        only=[o.strip() for o in only.split(",")] if only else None,
+        log=_log,
+    )
+    print_table(metrics_table(f"RecLoRA experiment on {cfg.dataset}", rows, COLUMNS))
+    typer.echo(str(out))
 
 
 @app.command("demo")

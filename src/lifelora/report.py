@@ -72,3 +72,29 @@ def plot_curve(
         figure.savefig(tmp, format="png", dpi=110)
     plt.close(figure)
     return path
+
+
+def plot_bars(rows: Sequence[tuple[str, dict]], path: Path, title: str, metric: str = "AUC") -> Path:
+    """One horizontal bar per row for `metric` (rows without it are left out), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    shown = [(name, values[metric]) for name, values in rows if values.get(metric) is not None]
+    figure, axis = plt.subplots(figsize=(7, 0.4 * len(shown) + 1.2))
+    names, values = zip(*shown, strict=True) if shown else ((), ())
+    axis.barh(range(len(shown)), values, color="tab:blue")
+    axis.set_yticks(range(len(shown)), names)
+    axis.invert_yaxis()
+    if shown:
+        low, high = min(values), max(values)
+        axis.set_xlim(max(0.0, low - 0.05), min(1.0, high + 0.02) if high <= 1 else high * 1.02)
+    for i, value in enumerate(values):
+        axis.text(value, i, f" {value:.4f}", va="center", fontsize=8)
+    axis.set(xlabel=metric, title=title)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
+    return path
