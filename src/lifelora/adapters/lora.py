@@ -14,16 +14,22 @@ from lifelora.errors import LifeloraError
 from lifelora.io import atomic_dir
 
 
-class AdapterConfig(BaseModel):
-    """PEFT-shaped settings; `target_modules` follows PEFT's matching rules (names or a regex)."""
+class LoraSettings(BaseModel):
+    """PEFT's LoRA fields, shared by every adapter kind; `target_modules` follows PEFT's matching
+    rules (names or a regex)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["lora"] = "lora"
     r: int = Field(8, ge=1)
     lora_alpha: float = Field(16, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] | str = ["q_proj", "v_proj"]
+
+
+class AdapterConfig(LoraSettings):
+    """One shared PEFT LoRA."""
+
+    kind: Literal["lora"] = "lora"
     modules_to_save: list[str] | None = None
 
 

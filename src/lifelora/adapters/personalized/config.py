@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from lifelora.adapters.lora import LoraSettings
 
 
-class PersonalizedConfig(BaseModel):
+class PersonalizedConfig(LoraSettings):
     """N meta-LoRAs per target module mixed per instance by `softmax(gate(h) / T)` (REFERENCE.md)."""
 
-    model_config = ConfigDict(extra="forbid")
-
     kind: Literal["personalized"] = "personalized"
-    r: int = Field(8, ge=1)
-    lora_alpha: float = Field(16, gt=0)
-    lora_dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] | str = ["q_proj", "v_proj"]
     n_loras: int = Field(16, ge=1, le=256, description="meta-LoRAs per target module (N)")
     temperature: float = Field(5.0, gt=0, le=1000, description="softmax temperature of the gate (T)")
     mixing: Literal["factors", "products"] = Field(
