@@ -446,7 +446,7 @@ def demo(
     quick: bool = typer.Option(False, help="tiny budgets everywhere (a smoke test of the pipeline)"),
     run_dir: Path | None = typer.Option(None),
 ) -> None:
-    """Main job on the embedded defaults: ML-100K lens (DIN ± ratings), SmolLM2 zero-shot and shared LoRA."""
+    """Main job on the embedded defaults: ML-100K lens (DIN ± ratings), SmolLM2 zero-shot, shared LoRA, RecLoRA."""
     from lifelora.demo import run_demo
 
     run_demo(quick=quick, run_dir=run_dir, log=_log)
