@@ -117,7 +117,12 @@ def test_quick_benchmarks_print_json_and_append_results(tmp_path, name):
         "scoring": {"speedup", "tokens_per_s", "fraction_of_bf16_peak"},
         "ranking": {"speedup", "max_abs_diff"},
         "train-step": {"samples_per_s", "peak_rss_gb", "bf16_vs_fp32_time"},
-        "personalized": {"layer_ratio_vs_shared", "step_ratio_vs_shared", "speedup_vs_loop"},
+        "personalized": {
+            "layer_ratio_vs_shared",
+            "step_ratio_vs_shared",
+            "speedup_vs_loop",
+            "speedup_vs_loop_products",
+        },
     }[name]
     assert expected <= set(figures)
     history = json.loads((results / f"{name}.json").read_text())
@@ -125,6 +130,6 @@ def test_quick_benchmarks_print_json_and_append_results(tmp_path, name):
     if name == "ranking":
         assert figures["max_abs_diff"] <= 1e-4
     if name == "personalized":
-        assert figures["loop_max_abs_diff"] <= 1e-4  # the batched mixture computes the same outputs
+        assert figures["loop_max_abs_diff"] <= 1e-4  # both batched mixtures compute the loop's outputs
     assert {"command", "machine", "date", "figures"} <= set(history[-1])
     assert history[-1]["command"] == f"lifelora bench {name} --quick"

@@ -2,7 +2,8 @@
 
 Three ratios, each measured in one process on the same inputs: a single q_proj-shaped layer
 (forward + backward, the personalized bank vs PEFT's LoRA of rank r), a whole training step of the
-model, and candidate-scoring shapes against a per-sample loop over merged per-instance weights.
+model, and candidate-scoring shapes against a per-sample loop over merged per-instance weights
+(both mixing forms: the loop merges a rank-r LoRA for factors, a rank-N·r one for products).
 """
 
 from __future__ import annotations
@@ -55,13 +56,14 @@ def _forward_backward(layer: nn.Module, x: torch.Tensor, routing: torch.Tensor, 
 
 @torch.no_grad()
 def _merged_loop(layer: PersonalizedLinear, x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
-    """The alternative to batching: merge each instance's LoRA into the weight, one matmul each."""
-    weights = layer.mixing_weights(routing)
+    """The alternative to batching: merge each instance's LoRA into the weight, one matmul each.
+
+    The merge costs d_out·r'·d_in per instance: r' = r for factors, N·r for products.
+    """
     w0, scale = layer.base_layer.weight, layer.config.scaling
     out = []
     for i in range(x.shape[0]):
-        a = torch.einsum("n,nrd->rd", weights[i], layer.lora_A)
-        b = torch.einsum("n,nor->or", weights[i], layer.lora_B)
+        a, b, _ = layer.instance_lora(routing[i])
         out.append(torch.nn.functional.linear(x[i], w0 + scale * (b @ a)))
     return torch.stack(out)
 
@@ -115,9 +117,17 @@ def bench_personalized(quick: bool, dataset: str | None, log, model: str | None 
     personal_s = median_seconds(_forward_backward(personalized, x, routing, precision), repeats)
 
     log("candidate-scoring shapes: batched mixture vs a loop over merged per-instance weights")
+    products = PersonalizedLinear(
+        personalized.base_layer, config.model_copy(update={"mixing": "products"}), ROUTING_DIM
+    )
+    products.load_state_dict(personalized.state_dict())
+    products.eval()
     short = (64, 32) if quick else (256, 32)
-    speedup_short, diff_short = _loop_speedup(personalized, *short, repeats)
-    speedup_long, diff_long = _loop_speedup(personalized, batch, length, repeats)
+    loops = {
+        (mixing, shape): _loop_speedup(layer, *shape, repeats)
+        for mixing, layer in (("factors", personalized), ("products", products))
+        for shape in (short, (batch, length))
+    }
 
     step_batch, step_len = (2, 128) if quick else (4, 256)
     log(f"training step of {backbone.name}: shared LoRA vs personalized, batch {step_batch} × {step_len}")
@@ -143,9 +153,11 @@ def bench_personalized(quick: bool, dataset: str | None, log, model: str | None 
         "layer_ms_shared": round(shared_s * 1000, 2),
         "layer_ms_personalized": round(personal_s * 1000, 2),
         "loop_batch": list(short),
-        "speedup_vs_loop": round(speedup_short, 2),
-        "speedup_vs_loop_at_layer_batch": round(speedup_long, 2),
-        "loop_max_abs_diff": max(diff_short, diff_long),
+        "speedup_vs_loop": round(loops["factors", short][0], 2),
+        "speedup_vs_loop_at_layer_batch": round(loops["factors", (batch, length)][0], 2),
+        "speedup_vs_loop_products": round(loops["products", short][0], 2),
+        "speedup_vs_loop_products_at_layer_batch": round(loops["products", (batch, length)][0], 2),
+        "loop_max_abs_diff": max(diff for _, diff in loops.values()),
         "step_batch": [step_batch, step_len],
         "step_ratio_vs_shared": round(personal_step / shared_step, 3),
         "step_s_shared": round(shared_step, 3),
