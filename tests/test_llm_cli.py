@@ -61,6 +61,9 @@ def test_train_evaluate_and_recommend(setup, run_cli, tmp_path):
     result = run_cli("recommend", "3", "-c", config, "--items", "1,2,3", "--k", "2")
     assert result.code == 0, result.stderr
     assert "top 2 of 3 for user 3" in result.stdout
+    result = run_cli("export-user", run, "3", "--out", tmp_path / "user-3")
+    assert result.code == 2 and "not a personalized one" in result.error_lines[-1]
+    assert not (tmp_path / "user-3").exists()
 
 
 def test_retrieved_history_feeds_a_sim_lens(setup, run_cli, tmp_path):
@@ -138,6 +141,43 @@ def test_personalized_adapter_trains_routed_by_a_lens_and_evaluates(setup, run_c
     assert again["metrics"]["test"]["AUC"] == pytest.approx(trained["metrics"]["test"]["AUC"], abs=1e-6)
     result = run_cli("recommend", "3", "--run", run)
     assert result.code == 2 and "personalized adapter" in result.error_lines[-1]
+
+
+def test_export_user_writes_one_instance_as_a_peft_adapter(setup, run_cli, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from lifelora.data.prepared import PreparedData
+
+    config, model_dir = setup
+    lens = _tiny_lens(run_cli, tmp_path, tmp_path / "prepared")
+    run = tmp_path / "reclora"
+    args = ["--adapter", "personalized", "--lens", lens, "adapter.n_loras=3", "subset.eval=8"]
+    assert run_cli("train", "-c", config, "--run-dir", run, *args).code == 0
+    data = PreparedData.load(tmp_path / "prepared")
+    test = data.split("test")
+    user = data.users["user"][int(test["user_idx"][0])]
+    seen = set(test.filter(test["user_idx"] == test["user_idx"][0])["item_idx"].to_list())
+    item = data.items["item"][int(test["item_idx"][0])]
+    other = next(i for i in range(len(data.items)) if i not in seen)
+    result = run_cli("export-user", run, user, "--item", item, "--out", tmp_path / "user")
+    assert result.code == 0, result.stderr
+    assert f"user {user}, test sample 0 (" in result.stdout
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), tmp_path / "user")
+    assert peft_model.peft_config["default"].r == 8  # factors mixing: one rank-r LoRA per instance
+    result = run_cli("export-user", run, user, "--out", tmp_path / "latest")
+    assert result.code == 0 and (tmp_path / "latest" / "adapter_model.safetensors").is_file()
+
+    cases = [
+        (["no-such-user"], "user 'no-such-user' is not in"),
+        ([user, "--item", "no-such-item"], "--item: 'no-such-item' is not an item"),
+        ([user, "--item", data.items["item"][other]], "has no sample in the test split with target item"),
+        ([user, "--split", "nonsense"], "unknown split 'nonsense'"),
+    ]
+    for extra, message in cases:
+        result = run_cli("export-user", run, *extra, "--out", tmp_path / "bad")
+        assert result.code == 2 and message in result.error_lines[-1], result.stderr
+        assert not (tmp_path / "bad").exists()
 
 
 def test_personalized_adapter_bad_lens_and_settings(setup, run_cli, tmp_path):

@@ -241,6 +241,21 @@ def retrieve(
     typer.echo(str(save_history_index(retriever, data, k, target, embeddings)))
 
 
+def _user_index(data, user: str) -> int:
+    matches = data.users.filter(data.users["user"] == user)["user_idx"]
+    if matches.is_empty():
+        raise LifeloraError(f"user {user!r} is not in {data.name}")
+    return int(matches[0])
+
+
+def _item_indices(data, keys: list[str], option: str):
+    found = data.items.filter(data.items["item"].is_in(keys))
+    missing = sorted(set(keys) - set(found["item"].to_list()))
+    if missing:
+        raise LifeloraError(f"{option}: {missing[0]!r} is not an item of {data.name}")
+    return found["item_idx"].to_numpy()
+
+
 def _check_trained_run(run: Path) -> None:
     from lifelora.adapters import is_adapter_dir
 
@@ -353,17 +368,9 @@ def recommend(
     cfg = load_config(CTRConfig, None if run else config, base=base)
     setup = _ctr_setup(cfg)
     data = setup.data
-    matches = data.users.filter(data.users["user"] == user)["user_idx"]
-    if matches.is_empty():
-        raise LifeloraError(f"user {user!r} is not in {data.name}")
-    user_idx = int(matches[0])
+    user_idx = _user_index(data, user)
     if items:
-        keys = [key.strip() for key in items.split(",") if key.strip()]
-        found = data.items.filter(data.items["item"].is_in(keys))
-        missing = sorted(set(keys) - set(found["item"].to_list()))
-        if missing:
-            raise LifeloraError(f"--items: {missing[0]!r} is not an item of {data.name}")
-        pool = found["item_idx"].to_numpy()
+        pool = _item_indices(data, [key.strip() for key in items.split(",") if key.strip()], "--items")
     else:
         row = data.users.row(user_idx, named=True)
         seen = data.sequences["item_idx"].slice(row["seq_offset"], row["seq_len"]).to_numpy()
@@ -381,6 +388,37 @@ def recommend(
         for record in top.iter_rows(named=True):
             table.add_row(str(record["rank"]), record["title"], f"{record['score']:.4f}")
         Console().print(table)
+
+
+@app.command("export-user")
+def export_user(
+    run: Path = typer.Argument(..., help="a `lifelora train` run with a personalized adapter"),
+    user: str = typer.Argument(..., help="the user's id as in the raw data (e.g. 1)"),
+    out: Path = typer.Option(..., help="the PEFT adapter directory to write"),
+    item: str | None = typer.Option(None, help="raw item id of the instance's target (default: latest)"),
+    split: str = typer.Option("test", help="the split whose sample is the instance"),
+) -> None:
+    """Write one instance's RecLoRA adapter as a plain PEFT LoRA (`PeftModel.from_pretrained` loads it)."""
+    from lifelora.adapters import PERSONALIZED_CONFIG, load_adapter
+    from lifelora.config import load_config
+    from lifelora.io import read_yaml
+    from lifelora.llm.config import CTRConfig
+    from lifelora.llm.run import export_user as export
+
+    _check_trained_run(run)
+    if not (run / "adapter" / PERSONALIZED_CONFIG).is_file():
+        raise LifeloraError(
+            f"{run}: its adapter is a shared LoRA, not a personalized one: nothing per user to export"
+        )
+    cfg = load_config(CTRConfig, None, base=read_yaml(run / "config.yaml"))
+    setup = _ctr_setup(cfg)
+    user_idx = _user_index(setup.data, user)
+    item_idx = None if item is None else int(_item_indices(setup.data, [item], "--item")[0])
+    model = load_adapter(setup.backbone.model, run / "adapter")
+    written = export(setup, model, user_idx, split, out, item_idx)
+    typer.echo(
+        f"user {user}, {written['split']} sample {written['row']} ({written['item']}) → {written['out']}"
+    )
 
 
 # --- bench and demo ------------------------------------------------------------------------------

@@ -225,3 +225,28 @@ def recommend(
             "score": scores[top],
         }
     )
+
+
+def export_user(setup: CTRSetup, model, user: int, split: str, out: Path, item: int | None = None) -> dict:
+    """One instance's personalized LoRA as a plain PEFT adapter directory.
+
+    The routing vector belongs to an instance (a user with a target item and a history), so the
+    instance is the user's latest sample in `split`, or the latest one with `item` as target."""
+    samples = setup.data.split(split)
+    mask = samples["user_idx"].to_numpy() == user
+    if item is not None:
+        mask &= samples["item_idx"].to_numpy() == item
+    rows = np.flatnonzero(mask)
+    if len(rows) == 0:
+        target = "" if item is None else f" with target item {setup.builder.titles[item]!r}"
+        name = setup.data.users["user"][user]
+        raise LifeloraError(f"user {name!r} has no sample in the {split} split{target}")
+    row = rows[-1:]  # samples are in time order: the latest
+    model.export_instance(setup.routing(split, row)[0], out, base_model_name=setup.backbone.name)
+    sample = samples.row(int(row[0]), named=True)
+    return {
+        "split": split,
+        "row": int(row[0]),
+        "item": setup.builder.titles[sample["item_idx"]],
+        "out": str(out),
+    }
