@@ -172,7 +172,7 @@ def test_export_user_writes_one_instance_as_a_peft_adapter(setup, run_cli, tmp_p
         (["no-such-user"], "user 'no-such-user' is not in"),
         ([user, "--item", "no-such-item"], "--item: 'no-such-item' is not an item"),
         ([user, "--item", data.items["item"][other]], "has no sample in the test split with target item"),
-        ([user, "--split", "nonsense"], "unknown split 'nonsense'"),
+        ([user, "--split", "nonsense"], "--split: unknown split 'nonsense'"),
     ]
     for extra, message in cases:
         result = run_cli("export-user", run, *extra, "--out", tmp_path / "bad")

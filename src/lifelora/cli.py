@@ -401,10 +401,13 @@ def export_user(
     """Write one instance's RecLoRA adapter as a plain PEFT LoRA (`PeftModel.from_pretrained` loads it)."""
     from lifelora.adapters import PERSONALIZED_CONFIG, load_adapter
     from lifelora.config import load_config
+    from lifelora.data.prepared import SPLITS
     from lifelora.io import read_yaml
     from lifelora.llm.config import CTRConfig
     from lifelora.llm.run import export_user as export
 
+    if split not in SPLITS:
+        raise LifeloraError(f"--split: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     _check_trained_run(run)
     if not (run / "adapter" / PERSONALIZED_CONFIG).is_file():
         raise LifeloraError(
