@@ -1,9 +1,10 @@
 """`lifelora bench personalized`: what RecLoRA's per-instance mixture costs over one shared LoRA.
 
-Three ratios, each measured in one process on the same inputs: a single q_proj-shaped layer
-(forward + backward, the personalized bank vs PEFT's LoRA of rank r), a whole training step of the
-model, and candidate-scoring shapes against a per-sample loop over merged per-instance weights
-(both mixing forms: the loop merges a rank-r LoRA for factors, a rank-N·r one for products).
+Four ratios, each measured in one process on the same inputs: a single q_proj-shaped layer
+(forward + backward, the personalized bank vs PEFT's LoRA of rank r), a whole training step and a
+whole scoring forward of the model, and candidate-scoring shapes against a per-sample loop over
+merged per-instance weights (both mixing forms: the loop merges a rank-r LoRA for factors, a
+rank-N·r one for products).
 """
 
 from __future__ import annotations
@@ -98,6 +99,21 @@ def _step_seconds(
     return median_seconds(step, repeats)
 
 
+def _scoring_seconds(
+    model: nn.Module, ids: torch.Tensor, precision: str, repeats: int, routing=None
+) -> float:
+    """One eval-mode forward of a scoring batch (answer position only), as `lifelora evaluate` runs it."""
+    model.eval()
+    extra = {} if routing is None else {"routing": routing}
+
+    @torch.no_grad()
+    def forward():
+        with autocast(precision):
+            model(input_ids=ids, use_cache=False, logits_to_keep=1, **extra)
+
+    return median_seconds(forward, repeats)
+
+
 def bench_personalized(quick: bool, dataset: str | None, log, model: str | None = None) -> dict:
     from lifelora.adapters.lora import AdapterConfig, attach_lora
     from lifelora.adapters.personalized import PersonalizedModel
@@ -136,11 +152,16 @@ def bench_personalized(quick: bool, dataset: str | None, log, model: str | None 
     labels = torch.randint(100, backbone.model.config.vocab_size, (step_batch,), generator=g)
     step_repeats = 1 if quick else 3
     lm = attach_lora(backbone.model, AdapterConfig(r=config.r)).train()
+    score_batch, score_len = (4, 128) if quick else (16, 384)
+    score_ids = torch.randint(100, backbone.model.config.vocab_size, (score_batch, score_len), generator=g)
+    score_routing = torch.randn(score_batch, ROUTING_DIM, generator=g)
     shared_step = _step_seconds(lm, ids, labels, precision, step_repeats)
+    shared_score = _scoring_seconds(lm, score_ids, precision, step_repeats)
     base = lm.unload()  # the same backbone without the shared LoRA
     mixed = PersonalizedModel(base, config, ROUTING_DIM).train()
     step_routing = torch.randn(step_batch, ROUTING_DIM, generator=g)
     personal_step = _step_seconds(mixed, ids, labels, precision, step_repeats, routing=step_routing)
+    personal_score = _scoring_seconds(mixed, score_ids, precision, step_repeats, routing=score_routing)
     return {
         "model": backbone.name,
         "precision": precision,
@@ -162,5 +183,9 @@ def bench_personalized(quick: bool, dataset: str | None, log, model: str | None 
         "step_ratio_vs_shared": round(personal_step / shared_step, 3),
         "step_s_shared": round(shared_step, 3),
         "step_s_personalized": round(personal_step, 3),
+        "scoring_batch": [score_batch, score_len],
+        "scoring_ratio_vs_shared": round(personal_score / shared_score, 3),
+        "scoring_s_shared": round(shared_score, 3),
+        "scoring_s_personalized": round(personal_score, 3),
         "trainable_params_personalized": sum(p.numel() for p in mixed.parameters() if p.requires_grad),
     }
