@@ -169,6 +169,14 @@ def test_sim_reads_a_precomputed_history_index(data, tmp_path):
     assert np.array_equal(encoded._history_mask.numpy(), recent.mask)
 
 
+def test_sim_defaults_to_the_index_lifelora_retrieve_writes(lifelora_home):
+    config = small_config(kind="sim", **{"model.history_length": 7})
+    assert config.history_index == lifelora_home / "retrieval" / "synthetic-semantic-7.safetensors"
+    assert small_config(kind="sim", history_index="~/index.safetensors").history_index == (
+        Path.home() / "index.safetensors"
+    )
+
+
 def test_sim_rejects_an_index_that_points_into_the_future(data, tmp_path):
     index = _write_index(data, tmp_path / "index.safetensors", future=True)
     lens = Lens.create(small_config(kind="sim", history_index=str(index)), data)

@@ -106,7 +106,7 @@ def test_resume_continues_from_the_latest_checkpoint(setup, run_cli, tmp_path):
     assert (run / "adapter" / "adapter_config.json").is_file()
 
 
-def _tiny_lens(run_cli, tmp_path, data_dir, name="lens") -> object:
+def _tiny_lens(run_cli, tmp_path, data_dir, name="lens", *overrides) -> object:
     lens = tmp_path / name
     result = run_cli(
         "lens",
@@ -119,6 +119,7 @@ def _tiny_lens(run_cli, tmp_path, data_dir, name="lens") -> object:
         "model.embed_dim=8",
         "model.mlp_units=[16]",
         "train.max_epochs=1",
+        *overrides,
     )
     assert result.code == 0, result.stderr
     return lens
@@ -242,6 +243,22 @@ def test_reclora_experiment_writes_the_table_and_skips_finished_variants(setup, 
     assert result.code == 2 and "personalized-adapter config" in result.error_lines[-1]
     result = run_cli(*args, "--sizes", "ten")
     assert result.code == 2 and "--sizes" in result.error_lines[-1]
+
+
+def test_reclora_experiment_adds_a_row_per_other_lens(setup, run_cli, tmp_path):
+    config, _ = setup
+    lens = _tiny_lens(run_cli, tmp_path, tmp_path / "prepared")
+    other = _tiny_lens(run_cli, tmp_path, tmp_path / "prepared", "sim", "train.seed=7")
+    out = tmp_path / "experiment"
+    args = ["experiment", "reclora", "-c", config, "--lens", lens, "--out", out, "--only", "zero-shot"]
+    args += ["adapter.kind=personalized"]
+    result = run_cli(*args, "--also-lens", other)
+    assert result.code == 0, result.stderr
+    rows = json.loads((out / "results.json").read_text())
+    assert list(rows) == ["lens alone (lens)", "lens alone (sim)", "zero-shot"]
+    assert rows["lens alone (lens)"] != rows["lens alone (sim)"]
+    result = run_cli(*args, "--also-lens", lens)
+    assert result.code == 2 and "--also-lens: two lens run directories share a name" in result.error_lines[-1]
 
 
 @pytest.mark.parametrize(

@@ -224,7 +224,7 @@ def retrieve(
     ),
 ) -> None:
     """Write per-split history positions (the SIM lens's `history_index`, K = 60 in the papers)."""
-    from lifelora.io import lifelora_home
+    from lifelora.io import history_index_file
     from lifelora.retrieval import RETRIEVERS, item_embeddings, save_history_index
 
     if retriever not in RETRIEVERS:
@@ -237,7 +237,7 @@ def retrieve(
         from lifelora.llm.backbone import load_backbone
 
         embeddings = item_embeddings(load_backbone(model, log=_log), data, pca_dim, log=_log)
-    target = out or lifelora_home() / "retrieval" / f"{dataset}-{retriever}-{k}.safetensors"
+    target = out or history_index_file(dataset, retriever, k)
     typer.echo(str(save_history_index(retriever, data, k, target, embeddings)))
 
 
@@ -450,6 +450,9 @@ def experiment_reclora(
     temperatures: str = typer.Option("1,5", help="T values of the temperature ablation"),
     sizes: str = typer.Option("", help="extra training-subset sizes (e.g. 1000,10000)"),
     only: str | None = typer.Option(None, help="comma-separated parts of row names to run"),
+    also_lens: list[Path] | None = typer.Option(
+        None, help="another lens run directory (e.g. SIM) to add as a lens-alone row; repeatable"
+    ),
     overrides: list[str] | None = typer.Argument(None, help="KEY=VALUE overrides of the config"),
 ) -> None:
     """RecLoRA vs lens, zero-shot and shared LoRA, and its ablations: a table and a bar chart."""
@@ -476,6 +479,7 @@ def experiment_reclora(
         numbers("temperatures", temperatures, float),
         numbers("sizes", sizes, int),
         only=[o.strip() for o in only.split(",")] if only else None,
+        other_lenses=also_lens or [],
         log=_log,
     )
     print_table(metrics_table(f"RecLoRA experiment on {cfg.dataset}", rows, COLUMNS))

@@ -1,7 +1,7 @@
 """`lifelora experiment reclora`: RecLoRA against its baselines and ablations on one fixed evaluation
 subset, each variant a run directory of its own, collected into a Markdown table and a bar chart.
 
-Rows: the lens alone (on the same rows), zero-shot, shared LoRA, RecLoRA, and RecLoRA without
+Rows: the lens alone (on the same rows; other lenses such as SIM too), zero-shot, shared LoRA, RecLoRA, and RecLoRA without
 retrieval (recent-K text history), without lens routing (uniform w), with other N and T, and
 RecLoRA / shared LoRA over a sweep of training-subset sizes. Finished variants are skipped and
 interrupted ones resume from their checkpoints, so a long experiment can be restarted at will.
@@ -95,6 +95,7 @@ def run_reclora_experiment(
     temperatures: list[float],
     sizes: list[int],
     only: list[str] | None = None,
+    other_lenses: list[Path] = (),
     log=print,
 ) -> list[tuple[str, dict]]:
     """Every variant of `setup.cfg` (a personalized-adapter config) on `setup`'s data and backbone."""
@@ -110,7 +111,11 @@ def run_reclora_experiment(
         if unknown:
             raise LifeloraError(f"--only: {unknown[0]!r} matches no variant")
         variants = [(name, c) for name, c in variants if any(o in name for o in only)]
-    rows = [(f"lens alone ({Path(cfg.lens).name})", _lens_row(setup, cfg.lens))]
+    lens_dirs = [Path(cfg.lens), *map(Path, other_lenses)]
+    names = [f"lens alone ({d.name})" for d in lens_dirs]
+    if len(set(names)) < len(names):
+        raise LifeloraError(f"--also-lens: two lens run directories share a name ({', '.join(names)})")
+    rows = [(name, _lens_row(setup, d)) for name, d in zip(names, lens_dirs, strict=True)]
     for name, variant in variants:
         run_dir = out_dir / _slug(name)
         metrics_file = run_dir / "metrics.json"

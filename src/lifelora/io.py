@@ -20,6 +20,11 @@ def lifelora_home() -> Path:
     return Path(os.environ.get("LIFELORA_HOME", Path.home() / ".cache" / "lifelora")).expanduser()
 
 
+def history_index_file(dataset: str, retriever: str, k: int) -> Path:
+    """Where `lifelora retrieve` writes, and a SIM lens looks by default for, per-split history positions."""
+    return lifelora_home() / "retrieval" / f"{dataset}-{retriever}-{k}.safetensors"
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling path; rename it onto `path` only if the block succeeds."""

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lifelora.io import history_index_file
+
 
 class LensModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -48,13 +50,17 @@ class LensConfig(BaseModel):
     data_dir: Path | None = Field(None, description="prepared dataset directory (default: the cache)")
     kind: Literal["din", "sim"] = "din"
     history_index: Path | None = Field(
-        None, description="SIM: safetensors with int32 [n_split, K] history positions per split"
+        None,
+        description="SIM: safetensors with int32 [n_split, K] history positions per split "
+        "(default: what `lifelora retrieve DATASET --k HISTORY_LENGTH` writes)",
     )
     model: LensModelConfig = LensModelConfig()
     train: LensTrainConfig = LensTrainConfig()
 
     @model_validator(mode="after")
-    def _sim_needs_index(self) -> LensConfig:
+    def _sim_history_index(self) -> LensConfig:
         if self.kind == "sim" and self.history_index is None:
-            raise ValueError("kind sim needs history_index (retrieved history positions per split)")
+            self.history_index = history_index_file(self.dataset, "semantic", self.model.history_length)
+        elif self.history_index is not None:
+            self.history_index = self.history_index.expanduser()
         return self
