@@ -69,7 +69,7 @@ def plot_curve(
     figure.suptitle(title)
     figure.tight_layout()
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")  # long titles stay whole
     plt.close(figure)
     return path
 
@@ -92,9 +92,10 @@ def plot_bars(rows: Sequence[tuple[str, dict]], path: Path, title: str, metric: 
         axis.set_xlim(max(0.0, low - 0.05), min(1.0, high + 0.02) if high <= 1 else high * 1.02)
     for i, value in enumerate(values):
         axis.text(value, i, f" {value:.4f}", va="center", fontsize=8)
-    axis.set(xlabel=metric, title=title)
+    axis.set_xlabel(metric)
+    axis.set_title(title, fontsize=10)
     figure.tight_layout()
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")  # long titles stay whole
     plt.close(figure)
     return path
