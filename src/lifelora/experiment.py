@@ -1,9 +1,9 @@
 """`lifelora experiment reclora`: RecLoRA against its baselines and ablations on one fixed evaluation
 subset, each variant a run directory of its own, collected into a Markdown table and a bar chart.
 
-Rows: the lens alone (on the same rows; other lenses such as SIM too), zero-shot, shared LoRA, RecLoRA, and RecLoRA without
-retrieval (recent-K text history), without lens routing (uniform w), with other N and T, and
-RecLoRA / shared LoRA over a sweep of training-subset sizes. Finished variants are skipped and
+Rows: the lens alone (on the same rows; other lenses such as SIM too), zero-shot, shared LoRA,
+RecLoRA, and RecLoRA without retrieval (recent-K text history), without lens routing (uniform w),
+with other N and T, and RecLoRA / shared LoRA over a sweep of training-subset sizes. Finished variants are skipped and
 interrupted ones resume from their checkpoints, so a long experiment can be restarted at will.
 """
 
