@@ -53,7 +53,7 @@ def test_base_then_overrides():
         (["train.lr=-1"], "train.lr"),
         (["train.nope=1"], "train.nope"),
         (["lr"], "not KEY=VALUE"),
-        (["kind=sim"], "history_index"),
+        (["kind=ssm"], "kind"),
         (["train.precision=fp8"], "train.precision"),
     ],
 )

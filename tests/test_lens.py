@@ -177,6 +177,12 @@ def test_sim_defaults_to_the_index_lifelora_retrieve_writes(lifelora_home):
     )
 
 
+def test_sim_without_its_index_file_says_how_to_write_it(data, lifelora_home):
+    lens = Lens.create(small_config(kind="sim"), data)
+    with pytest.raises(LifeloraError, match=r"history index file not found .*lifelora retrieve"):
+        lens.encode(data, "train")
+
+
 def test_sim_rejects_an_index_that_points_into_the_future(data, tmp_path):
     index = _write_index(data, tmp_path / "index.safetensors", future=True)
     lens = Lens.create(small_config(kind="sim", history_index=str(index)), data)

@@ -20,7 +20,9 @@ from lifelora.precision import autocast
 
 def load_history_index(path: Path, split: str, n_rows: int) -> np.ndarray:
     if not Path(path).is_file():
-        raise LifeloraError(f"{path}: history index file not found")
+        raise LifeloraError(
+            f"{path}: history index file not found (`lifelora retrieve DATASET --k K` writes it)"
+        )
     try:
         tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises several types for a bad file
