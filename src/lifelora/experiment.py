@@ -3,12 +3,14 @@ subset, each variant a run directory of its own, collected into a Markdown table
 
 Rows: the lens alone (on the same rows; other lenses such as SIM too), zero-shot, shared LoRA,
 RecLoRA, and RecLoRA without retrieval (recent-K text history), without lens routing (uniform w),
-with other N and T, and RecLoRA / shared LoRA over a sweep of training-subset sizes. Finished variants are skipped and
-interrupted ones resume from their checkpoints, so a long experiment can be restarted at will.
+with other N and T, and RecLoRA / shared LoRA over a sweep of training-subset sizes. Finished
+variants are skipped and interrupted ones resume from their checkpoints, so a long experiment can be
+restarted at will.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from lifelora.adapters.lora import AdapterConfig
@@ -95,7 +97,7 @@ def run_reclora_experiment(
     temperatures: list[float],
     sizes: list[int],
     only: list[str] | None = None,
-    other_lenses: list[Path] = (),
+    other_lenses: Sequence[Path] = (),
     log=print,
 ) -> list[tuple[str, dict]]:
     """Every variant of `setup.cfg` (a personalized-adapter config) on `setup`'s data and backbone."""
@@ -111,7 +113,7 @@ def run_reclora_experiment(
         if unknown:
             raise LifeloraError(f"--only: {unknown[0]!r} matches no variant")
         variants = [(name, c) for name, c in variants if any(o in name for o in only)]
-    lens_dirs = [Path(cfg.lens), *map(Path, other_lenses)]
+    lens_dirs = [Path(cfg.lens), *other_lenses]
     names = [f"lens alone ({d.name})" for d in lens_dirs]
     if len(set(names)) < len(names):
         raise LifeloraError(f"--also-lens: two lens run directories share a name ({', '.join(names)})")

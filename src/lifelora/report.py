@@ -46,6 +46,25 @@ def print_table(table: Table) -> None:
     Console().print(table)
 
 
+def _pyplot():
+    """matplotlib's pyplot on the file-only backend (no display on servers and in CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot
+
+
+def _save_png(figure, path: Path) -> Path:
+    """Write the figure atomically and free it; the tight box keeps long titles whole."""
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(figure)
+    return path
+
+
 def plot_curve(
     curve: Sequence[dict],
     path: Path,
@@ -54,11 +73,7 @@ def plot_curve(
     series: Sequence[tuple[str, str]] = (("train_loss", "train loss (BCE)"), ("valid_AUC", "valid AUC")),
 ) -> Path:
     """One panel per (key, label) in `series` against `x`, side by side, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = _pyplot()
     figure, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.5), squeeze=False)
     xs = [row[x] for row in curve]
     for axis, (key, label), color in zip(
@@ -67,20 +82,12 @@ def plot_curve(
         axis.plot(xs, [row[key] for row in curve], marker="o" if len(xs) < 30 else None, color=color)
         axis.set(xlabel=x, ylabel=label)
     figure.suptitle(title)
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")  # long titles stay whole
-    plt.close(figure)
-    return path
+    return _save_png(figure, path)
 
 
 def plot_bars(rows: Sequence[tuple[str, dict]], path: Path, title: str, metric: str = "AUC") -> Path:
     """One horizontal bar per row for `metric` (rows without it are left out), as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = _pyplot()
     shown = [(name, values[metric]) for name, values in rows if values.get(metric) is not None]
     figure, axis = plt.subplots(figsize=(7, 0.4 * len(shown) + 1.2))
     names, values = zip(*shown, strict=True) if shown else ((), ())
@@ -94,8 +101,4 @@ def plot_bars(rows: Sequence[tuple[str, dict]], path: Path, title: str, metric: 
         axis.text(value, i, f" {value:.4f}", va="center", fontsize=8)
     axis.set_xlabel(metric)
     axis.set_title(title, fontsize=10)
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")  # long titles stay whole
-    plt.close(figure)
-    return path
+    return _save_png(figure, path)
