@@ -7,7 +7,7 @@ from lifelora.config import load_config
 from lifelora.data.prepare import Preset
 from lifelora.errors import LifeloraError
 from lifelora.lens.config import LensConfig
-from lifelora.llm.config import CTRConfig
+from lifelora.tasks.ctr.config import CTRConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -75,14 +75,14 @@ def test_missing_and_malformed_config_files(tmp_path):
 
 
 def test_demo_llm_settings_match_the_shipped_demo_config():
-    from lifelora.demo import LLM_SETTINGS
+    from lifelora.jobs.demo import LLM_SETTINGS
 
     shipped = load_config(CTRConfig, CONFIG_DIR / "llm" / "lora-ml100k-demo.yaml")
     assert shipped == CTRConfig.model_validate(LLM_SETTINGS)
 
 
 def test_demo_reclora_settings_match_the_shipped_demo_config():
-    from lifelora.demo import LLM_SETTINGS, RECLORA_ADAPTER
+    from lifelora.jobs.demo import LLM_SETTINGS, RECLORA_ADAPTER
 
     shipped = load_config(CTRConfig, CONFIG_DIR / "llm" / "reclora-ml100k-demo.yaml")
     expected = CTRConfig.model_validate({**LLM_SETTINGS, "adapter": RECLORA_ADAPTER, "lens": shipped.lens})

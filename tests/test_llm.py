@@ -9,14 +9,16 @@ import torch
 from synthetic import synthetic_prepared
 from tiny_llm import save_tiny, tiny_tokenizer
 
+from lifelora.data.history import recent_positions, semantic_positions
 from lifelora.errors import LifeloraError
 from lifelora.llm.backbone import load_backbone
-from lifelora.llm.config import CTRConfig
-from lifelora.llm.prompts import PromptBuilder, answer_token_ids, chat_wrapper, history_text
-from lifelora.llm.run import CTRSetup, answer_loss, evaluate_ctr, recommend, train_ctr
-from lifelora.llm.scoring import answer_logits, score_candidates, score_prompts
-from lifelora.retrieval import recent_positions, reduce, semantic_positions
-from lifelora.training import TrainSettings, latest_checkpoint, train_loop
+from lifelora.llm.chat import chat_wrapper
+from lifelora.llm.item_embeddings import reduce
+from lifelora.tasks.ctr.config import CTRConfig
+from lifelora.tasks.ctr.jobs import CTRSetup, answer_loss, evaluate_ctr, recommend, train_ctr
+from lifelora.tasks.ctr.prompts import PromptBuilder, answer_token_ids, history_text
+from lifelora.tasks.ctr.scoring import answer_logits, score_candidates, score_prompts
+from lifelora.training.loop import TrainSettings, latest_checkpoint, train_loop
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +261,7 @@ def test_train_settings_reject_an_unknown_precision():
 
 
 def test_item_embeddings_are_cached_exactly(home, data, llama_dir):
-    from lifelora.retrieval import embeddings_path, item_embeddings
+    from lifelora.llm.item_embeddings import embeddings_path, item_embeddings
 
     backbone = load_backbone(str(llama_dir))
     first = item_embeddings(backbone, data, pca_dim=8)
@@ -269,7 +271,7 @@ def test_item_embeddings_are_cached_exactly(home, data, llama_dir):
 
 
 def test_ml25m_has_no_profile_and_neutral_words():
-    from lifelora.llm.prompts import template_for, user_texts
+    from lifelora.tasks.ctr.prompts import template_for, user_texts
 
     users = pl.DataFrame({"user": ["1"]})
     template = template_for("ml-25m", users)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lifelora.errors import LifeloraError
-from lifelora.metrics import ctr_metrics, group_auc
+from lifelora.metrics.ctr import ctr_metrics, group_auc
 
 
 def test_auc_logloss_acc_match_hand_computed_values():

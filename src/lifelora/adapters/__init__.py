@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lifelora.adapters.lora import AdapterConfig
+from lifelora.adapters.lora import SharedLoraConfig
 from lifelora.adapters.personalized import PersonalizedConfig, PersonalizedModel
 from lifelora.adapters.personalized.model import CONFIG_FILE as PERSONALIZED_CONFIG
 from lifelora.errors import LifeloraError
 
 
-def attach_adapter(model, config: AdapterConfig | PersonalizedConfig, routing_dim: int | None = None):
+def attach_adapter(model, config: SharedLoraConfig | PersonalizedConfig, routing_dim: int | None = None):
     """The backbone with a fresh trainable adapter; `routing_dim` is the lens's hidden size."""
     from lifelora.adapters.lora import attach_lora
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from lifelora import __version__
 from lifelora.data.raw import RawDataset, without_duplicates
 from lifelora.errors import LifeloraError
-from lifelora.io import atomic_dir, lifelora_home, write_json, write_parquet
+from lifelora.io import atomic_dir, write_json, write_parquet
 
 SPLITS = ("train", "valid", "test")
 
@@ -44,10 +44,6 @@ def preset_by_name(name: str) -> Preset:
     if name not in PRESETS:
         raise LifeloraError(f"--preset: unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]
-
-
-def prepared_dir(dataset: str, preset: str) -> Path:
-    return lifelora_home() / "prepared" / dataset / preset
 
 
 def _index_of(keys: pl.Series, catalogue: pl.DataFrame, key: str) -> np.ndarray:

@@ -17,7 +17,7 @@ from lifelora.io import atomic_path, read_json, write_json, write_parquet
 from lifelora.lens.config import LensConfig
 from lifelora.lens.features import EncodedSplit
 from lifelora.lens.model import Lens
-from lifelora.metrics import ctr_metrics
+from lifelora.metrics.ctr import ctr_metrics
 from lifelora.precision import autocast
 from lifelora.report import plot_curve
 from lifelora.run import seed_everything

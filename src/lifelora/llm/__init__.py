@@ -1,1 +1,1 @@
-"""The language-model side: backbone loading, prompts, CTR scoring and candidate ranking."""
+"""The task-free LLM layer: backbone loading, the chat wrapper, item text and item embeddings."""

@@ -1,9 +1,7 @@
 """Which history items a sample shows: ReLLa's semantic retrieval (top-K history items most similar to
 the target, back in time order) or the K most recent. Output = positions into the user's sequence,
--1 for padding, the form `PreparedData.indexed_history` reads.
-
-Item vectors: mean of the backbone's final hidden states over a short item description, reduced by PCA
-and L2-normalised (cosine similarity = dot product); cached per (model, dataset).
+-1 for padding, the form `PreparedData.indexed_history` reads. Semantic retrieval takes item vectors
+from any source ([n_items, d], unit length; `lifelora.llm.item_embeddings` makes them from the LLM).
 """
 
 from __future__ import annotations
@@ -13,72 +11,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from safetensors.numpy import load_file, save_file
-from tqdm.auto import tqdm
+from safetensors.numpy import save_file
 
+from lifelora.data.prepare import SPLITS
 from lifelora.data.prepared import PreparedData
 from lifelora.errors import LifeloraError
-from lifelora.io import atomic_path, lifelora_home
+from lifelora.io import atomic_path
 
 RETRIEVERS = ("semantic", "recent")
-
-
-def embeddings_path(model_name: str, data: PreparedData, pca_dim: int) -> Path:
-    from lifelora.llm.backbone import model_key
-
-    items_key = f"{data.name}-{len(data.items)}items-pca{pca_dim}"
-    return lifelora_home() / "embeddings" / model_key(model_name) / f"{items_key}.safetensors"
-
-
-@torch.no_grad()
-def mean_hidden_states(
-    backbone, texts: list[str], batch_size: int = 64, precision: str = "auto"
-) -> np.ndarray:
-    """Mean of the final hidden states over each text's tokens (padding excluded)."""
-    from lifelora.llm.scoring import autocast
-
-    tokenizer, model = backbone.tokenizer, backbone.model
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    body = base.get_decoder() if hasattr(base, "get_decoder") else base.model
-    out = []
-    for start in tqdm(range(0, len(texts), batch_size), desc="item embeddings", unit="batch", leave=False):
-        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True)
-        with autocast(precision):
-            hidden = body(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            ).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(torch.float32)
-        out.append(((hidden.float() * mask).sum(1) / mask.sum(1)).numpy())
-    return np.concatenate(out)
-
-
-def reduce(vectors: np.ndarray, pca_dim: int) -> np.ndarray:
-    """PCA to at most `pca_dim` components, then unit length."""
-    from sklearn.decomposition import PCA
-
-    dim = min(pca_dim, vectors.shape[0], vectors.shape[1])
-    reduced = PCA(n_components=dim, random_state=0).fit_transform(vectors.astype(np.float64))
-    norms = np.linalg.norm(reduced, axis=1, keepdims=True)
-    return np.ascontiguousarray(reduced / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
-def item_embeddings(backbone, data: PreparedData, pca_dim: int = 512, log=print) -> np.ndarray:
-    """[n_items, ≤ pca_dim] unit vectors, computed once per (model, dataset) and cached."""
-    from lifelora.llm.prompts import item_descriptions, template_for
-
-    path = embeddings_path(backbone.name, data, pca_dim)
-    if path.is_file():
-        return load_file(str(path))["embeddings"]
-    log(f"embedding {len(data.items):,} item descriptions with {backbone.name} (cached afterwards)")
-    texts = item_descriptions(data.items, template_for(data.name, data.users))
-    vectors = reduce(mean_hidden_states(backbone, texts), pca_dim)
-    with atomic_path(path) as tmp:
-        save_file(
-            {"embeddings": np.ascontiguousarray(vectors)},
-            str(tmp),
-            metadata={"model": backbone.name, "dataset": data.name},
-        )
-    return vectors
 
 
 def recent_positions(samples: pl.DataFrame, k: int) -> np.ndarray:
@@ -141,8 +81,6 @@ def save_history_index(
     retriever: str, data: PreparedData, k: int, path: Path, embeddings: np.ndarray | None = None
 ) -> Path:
     """Positions for every split in one safetensors file: what a SIM lens reads as `history_index`."""
-    from lifelora.data.prepare import SPLITS
-
     tensors = {
         split: np.ascontiguousarray(history_positions(retriever, data, data.split(split), k, embeddings))
         for split in SPLITS

@@ -9,8 +9,8 @@ import torch
 
 from lifelora.data.prepared import PreparedData
 from lifelora.errors import LifeloraError
-from lifelora.llm.prompts import PromptBuilder
-from lifelora.llm.scoring import left_pad, positions_of
+from lifelora.llm.batching import left_pad, positions_of
+from lifelora.tasks.ctr.prompts import PromptBuilder
 
 
 def subset_rows(n_rows: int, n: int | None, seed: int) -> np.ndarray:

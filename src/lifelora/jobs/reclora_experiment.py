@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from lifelora.adapters.lora import AdapterConfig
+from lifelora.adapters.lora import SharedLoraConfig
 from lifelora.errors import LifeloraError
 from lifelora.io import read_json, write_json
-from lifelora.llm.config import CTRConfig
-from lifelora.llm.run import CTRSetup
-from lifelora.metrics import ctr_metrics
+from lifelora.metrics.ctr import ctr_metrics
 from lifelora.report import markdown_table, plot_bars
+from lifelora.tasks.ctr.config import CTRConfig
+from lifelora.tasks.ctr.jobs import CTRSetup
 
 COLUMNS = ("samples", "AUC", "gAUC", "LogLoss", "ACC")
 
@@ -33,7 +33,7 @@ def reclora_variants(
 ) -> list[tuple[str, CTRConfig]]:
     """(row name, config) for every LLM row, derived from one personalized-adapter config."""
     adapter = cfg.adapter
-    shared = AdapterConfig(
+    shared = SharedLoraConfig(
         r=adapter.r,
         lora_alpha=adapter.lora_alpha,
         lora_dropout=adapter.lora_dropout,
@@ -79,7 +79,7 @@ def reclora_variants(
 def _lens_row(setup, lens_dir: Path) -> dict:
     """The lens alone, on exactly the rows the LLM variants are evaluated on."""
     from lifelora.lens import Lens
-    from lifelora.llm.data import subset_rows
+    from lifelora.tasks.ctr.examples import subset_rows
 
     lens = Lens.load(lens_dir)
     split, cfg = setup.cfg.eval.split, setup.cfg
@@ -101,8 +101,8 @@ def run_reclora_experiment(
     log=print,
 ) -> list[tuple[str, dict]]:
     """Every variant of `setup.cfg` (a personalized-adapter config) on `setup`'s data and backbone."""
-    from lifelora.llm.run import evaluate_ctr, train_ctr
     from lifelora.run import record_run
+    from lifelora.tasks.ctr.jobs import evaluate_ctr, train_ctr
 
     cfg = setup.cfg
     if cfg.adapter is None or cfg.adapter.kind != "personalized":

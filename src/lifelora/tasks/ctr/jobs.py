@@ -11,18 +11,19 @@ import numpy as np
 import polars as pl
 import torch
 
+from lifelora.data.history import history_positions
 from lifelora.data.prepared import PreparedData
 from lifelora.errors import LifeloraError
 from lifelora.io import write_json, write_parquet
 from lifelora.llm.backbone import Backbone, load_backbone
-from lifelora.llm.config import CTRConfig
-from lifelora.llm.data import CTRExamples, subset_rows
-from lifelora.llm.prompts import PromptBuilder
-from lifelora.llm.scoring import score_prompts
-from lifelora.metrics import ctr_metrics
+from lifelora.llm.item_embeddings import item_embeddings
+from lifelora.metrics.ctr import ctr_metrics
 from lifelora.report import plot_curve
-from lifelora.retrieval import history_positions, item_embeddings
-from lifelora.training import train_loop
+from lifelora.tasks.ctr.config import CTRConfig
+from lifelora.tasks.ctr.examples import CTRExamples, subset_rows
+from lifelora.tasks.ctr.prompts import PromptBuilder
+from lifelora.tasks.ctr.scoring import score_prompts
+from lifelora.training.loop import train_loop
 
 
 class CTRSetup:
@@ -190,7 +191,7 @@ def recommend(
 
     The text history is the user's most recent K items (it must not depend on the candidate for the
     prefix to be shared)."""
-    from lifelora.llm.scoring import score_candidates
+    from lifelora.tasks.ctr.scoring import score_candidates
 
     if setup.lens is not None:
         raise LifeloraError(

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lifelora.adapters.personalized import PersonalizedConfig, PersonalizedLinear, routing_context
-from lifelora.bench_llm import bench_backbone, median_seconds
+from lifelora.bench.timing import bench_backbone, median_seconds
 from lifelora.precision import autocast, resolve
 
 ROUTING_DIM = 256
@@ -115,7 +115,7 @@ def _scoring_seconds(
 
 
 def bench_personalized(quick: bool, dataset: str | None, log, model: str | None = None) -> dict:
-    from lifelora.adapters.lora import AdapterConfig, attach_lora
+    from lifelora.adapters.lora import SharedLoraConfig, attach_lora
     from lifelora.adapters.personalized import PersonalizedModel
 
     precision = resolve("auto")
@@ -151,7 +151,7 @@ def bench_personalized(quick: bool, dataset: str | None, log, model: str | None 
     ids = torch.randint(100, backbone.model.config.vocab_size, (step_batch, step_len), generator=g)
     labels = torch.randint(100, backbone.model.config.vocab_size, (step_batch,), generator=g)
     step_repeats = 1 if quick else 3
-    lm = attach_lora(backbone.model, AdapterConfig(r=config.r)).train()
+    lm = attach_lora(backbone.model, SharedLoraConfig(r=config.r)).train()
     score_batch, score_len = (4, 128) if quick else (16, 384)
     score_ids = torch.randint(100, backbone.model.config.vocab_size, (score_batch, score_len), generator=g)
     score_routing = torch.randn(score_batch, ROUTING_DIM, generator=g)

@@ -6,31 +6,10 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from lifelora.adapters.lora.config import SharedLoraConfig
 from lifelora.errors import LifeloraError
 from lifelora.io import atomic_dir
-
-
-class LoraSettings(BaseModel):
-    """PEFT's LoRA fields, shared by every adapter kind; `target_modules` follows PEFT's matching
-    rules (names or a regex)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    r: int = Field(8, ge=1)
-    lora_alpha: float = Field(16, gt=0)
-    lora_dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] | str = ["q_proj", "v_proj"]
-
-
-class AdapterConfig(LoraSettings):
-    """One shared PEFT LoRA."""
-
-    kind: Literal["lora"] = "lora"
-    modules_to_save: list[str] | None = None
 
 
 @contextmanager
@@ -41,7 +20,7 @@ def _without_peft_deprecation_notice():
         yield
 
 
-def attach_lora(model, config: AdapterConfig):
+def attach_lora(model, config: SharedLoraConfig):
     """Wrap the backbone in a PeftModel whose only trainable weights are the LoRA factors."""
     from peft import LoraConfig, get_peft_model
 

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import polars as pl
 
-from lifelora.data.prepare import PRESETS, prepare, prepared_dir, save_prepared
 from lifelora.data.prepared import PreparedData
-from lifelora.data.registry import load_raw
+from lifelora.data.store import open_prepared
 from lifelora.io import write_json
 from lifelora.lens.config import LensConfig
 from lifelora.lens.train import train_run
-from lifelora.metrics import ctr_metrics
+from lifelora.metrics.ctr import ctr_metrics
 from lifelora.report import markdown_table, metrics_table, print_table
 from lifelora.run import new_run_dir, record_run
 
@@ -41,13 +40,6 @@ QUICK_LLM = {"subset": {"train": 16, "eval": 48, "seed": 42}, "prompt": {"histor
 COLUMNS = ("samples", "AUC", "gAUC", "LogLoss", "ACC")
 
 
-def ensure_prepared(dataset: str, preset: str = "rella") -> PreparedData:
-    directory = prepared_dir(dataset, preset)
-    if not (directory / "meta.json").is_file():
-        save_prepared(prepare(load_raw(dataset), PRESETS[preset]), directory)
-    return PreparedData.load(directory)
-
-
 def _merge(base: dict, extra: dict) -> dict:
     return {k: {**base.get(k, {}), **v} if isinstance(v, dict) else v for k, v in {**base, **extra}.items()}
 
@@ -67,8 +59,8 @@ def _lens_rows(data: PreparedData, run_dir: Path, quick: bool, command: str, log
 
 
 def _llm_rows(data: PreparedData, run_dir: Path, quick: bool, command: str, log) -> list[tuple[str, dict]]:
-    from lifelora.llm.config import CTRConfig
-    from lifelora.llm.run import CTRSetup, evaluate_ctr, train_ctr
+    from lifelora.tasks.ctr.config import CTRConfig
+    from lifelora.tasks.ctr.jobs import CTRSetup, evaluate_ctr, train_ctr
 
     settings = _merge(LLM_SETTINGS, QUICK_LLM) if quick else LLM_SETTINGS
     lora_cfg = CTRConfig.model_validate(settings)
@@ -109,7 +101,7 @@ def _lens_on_subset(run_dir: Path, lens_name: str, llm_dir: Path) -> dict:
 def run_demo(quick: bool = False, run_dir: Path | None = None, log=print) -> dict[str, dict]:
     command = f"lifelora demo{' --quick' if quick else ''}"
     log(f"preparing {DATASET} (embedded copy, preset rella)")
-    data = ensure_prepared(DATASET)
+    data = open_prepared(DATASET, prepare_missing=True)
     run_dir = run_dir or new_run_dir("demo", DATASET)
     lens_rows = _lens_rows(data, run_dir, quick, command, log)
     llm_rows = _llm_rows(data, run_dir, quick, command, log)

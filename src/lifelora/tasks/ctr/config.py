@@ -7,9 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from lifelora.adapters.lora import AdapterConfig
+from lifelora.adapters.lora import SharedLoraConfig
 from lifelora.adapters.personalized.config import PersonalizedConfig
-from lifelora.training import TrainSettings
+from lifelora.training.loop import TrainSettings
 
 
 def _adapter_kind(value) -> str:
@@ -18,7 +18,7 @@ def _adapter_kind(value) -> str:
 
 
 AnyAdapter = Annotated[
-    Annotated[AdapterConfig, Tag("lora")] | Annotated[PersonalizedConfig, Tag("personalized")],
+    Annotated[SharedLoraConfig, Tag("lora")] | Annotated[PersonalizedConfig, Tag("personalized")],
     Discriminator(_adapter_kind),
 ]
 
@@ -59,7 +59,7 @@ class CTRConfig(BaseModel):
     data_dir: Path | None = None
     model: str = Field("smollm2-135m", description="embedded name, Hugging Face id or local directory")
     adapter: AnyAdapter | None = Field(
-        default_factory=AdapterConfig, description="lora, personalized, or null = zero-shot"
+        default_factory=SharedLoraConfig, description="lora, personalized, or null = zero-shot"
     )
     lens: Path | None = Field(
         None, description="lens run directory whose hidden vectors route a personalized adapter"

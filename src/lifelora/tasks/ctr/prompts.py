@@ -1,4 +1,4 @@
-"""CTR prompts in ReLLa's wording, wrapped in the model's chat template.
+"""CTR prompts in ReLLa's wording, wrapped in the model's chat template (`lifelora.llm.chat`).
 
 A prompt is three token segments: a prefix (wrapper head, user profile, history, question), the target
 item, and a suffix (ending where the answer starts). Everything before the target is shared by all
@@ -19,13 +19,9 @@ import numpy as np
 import polars as pl
 
 from lifelora.errors import LifeloraError
+from lifelora.llm.chat import chat_wrapper, leading_bos
+from lifelora.llm.item_text import domain_of, item_titles
 
-# ReLLa's wrapper for models without a chat template (Vicuna's system line).
-PLAIN_WRAPPER = (
-    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
-    "detailed, and polite answers to the user's questions. USER: ",
-    " ASSISTANT:",
-)
 ANSWER_WORDS = ("No", "Yes")  # index 1 = the positive class
 AFTER_TARGET = "***."
 LAYOUTS = ("target-last", "rella")
@@ -40,7 +36,6 @@ class PromptTemplate:
     history: str
     question: str  # ends right before the target title
     instructions: str  # ReLLa's closing sentences
-    item_text: str  # the short description whose LLM embedding drives semantic retrieval
     profile_fields: tuple[str, ...] = ()
 
 
@@ -50,7 +45,6 @@ MOVIE = dict(
     question="Based on the movies {he} has watched, deduce if {he} will like the movie ***",
     instructions="Note that more stars the user rated the movie, the more the user liked the movie.\n"
     "You should ONLY tell me yes or no.",
-    item_text="Here is a movie. Its title is {title}. The movie's genre is {genres}.",
 )
 
 TEMPLATES: dict[str, PromptTemplate] = {
@@ -67,7 +61,6 @@ TEMPLATES: dict[str, PromptTemplate] = {
         question="Based on the books {he} has read, deduce if {he} will like the book ***",
         instructions="Note that more stars the user rated the book, the more the user liked the book.\n"
         "You should ONLY tell me yes or no.",
-        item_text="Here is a book. Its title is {title}. The book's genre is {genres}.",
     ),
     "products": PromptTemplate(
         noun="product",
@@ -76,17 +69,17 @@ TEMPLATES: dict[str, PromptTemplate] = {
         question="Based on the products {he} has rated, deduce if {he} will like the product ***",
         instructions="Note that more stars the user rated the product, the more the user liked the product.\n"
         "You should ONLY tell me yes or no.",
-        item_text="Here is a product. Its title is {title}. Its category is {genres}.",
     ),
 }
 
 
 def template_for(dataset: str, users: pl.DataFrame | None = None) -> PromptTemplate:
     """The wording for a dataset name; MovieLens without user features (ml-25m) gets no profile."""
-    if dataset.startswith("ml-"):
+    domain = domain_of(dataset)
+    if domain == "movie":
         has_profile = users is not None and all(c in users.columns for c in ("gender", "occupation", "age"))
         return TEMPLATES["movielens" if has_profile else "movielens-no-profile"]
-    if dataset.startswith(("goodreads", "book")):
+    if domain == "book":
         return TEMPLATES["books"]
     return TEMPLATES["products"]
 
@@ -102,27 +95,6 @@ NEUTRAL = {
     "His": "The user's",
     "gender_word": "person",
 }
-
-
-def item_titles(items: pl.DataFrame) -> list[str]:
-    """Display titles: "Toy Story (1995)"; the raw key is never shown (it may be an id)."""
-    titles = items["title"].to_list() if "title" in items.columns else items["item"].to_list()
-    years = items["year"].to_list() if "year" in items.columns else [None] * len(titles)
-    return [
-        f"{t} ({y})" if y and f"({y})" not in str(t) else str(t) for t, y in zip(titles, years, strict=True)
-    ]
-
-
-def item_descriptions(items: pl.DataFrame, template: PromptTemplate) -> list[str]:
-    genres = (
-        items["genres"].list.join(", ").fill_null("unknown").to_list()
-        if "genres" in items.columns
-        else ["unknown"] * items.height
-    )
-    return [
-        template.item_text.format(title=t, genres=g or "unknown")
-        for t, g in zip(item_titles(items), genres, strict=True)
-    ]
 
 
 def _words(row: dict) -> dict:
@@ -171,7 +143,7 @@ class PromptBuilder:
         self.users = user_texts(users, self.template)
         self.head, self.tail = chat_wrapper(tokenizer)
         self.answer_ids = answer_token_ids(tokenizer, self.tail)
-        self.bos = _leading_bos(tokenizer, self.head)
+        self.bos = leading_bos(tokenizer, self.head)
 
     def prefix_text(self, user: int, hist_items: np.ndarray, hist_ratings: np.ndarray) -> str:
         profile, intro, question = self.users[user]
@@ -217,28 +189,6 @@ class PromptBuilder:
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-
-
-def chat_wrapper(tokenizer) -> tuple[str, str]:
-    """The text before and after the user's message, ending where the assistant's answer starts."""
-    if getattr(tokenizer, "chat_template", None):
-        marker = "\x1fLIFELORA\x1f"
-        rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": marker}], tokenize=False, add_generation_prompt=True
-        )
-        if rendered.count(marker) == 1:
-            head, tail = rendered.split(marker)
-            return head, tail
-    return PLAIN_WRAPPER
-
-
-def _leading_bos(tokenizer, head: str) -> list[int]:
-    """The BOS id when the tokenizer adds one and the wrapper does not already start with it."""
-    bos = tokenizer.bos_token_id
-    if bos is None or (tokenizer.bos_token and head.startswith(tokenizer.bos_token)):
-        return []
-    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
-    return [bos] if probe and probe[0] == bos else []
 
 
 def answer_token_ids(tokenizer, tail: str) -> tuple[int, int]:

@@ -13,23 +13,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lifelora.llm.batching import left_pad, positions_of
 from lifelora.precision import autocast
-
-
-def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if seq:
-            ids[row, width - len(seq) :] = torch.as_tensor(seq, dtype=torch.long)
-            mask[row, width - len(seq) :] = 1
-    return ids, mask
-
-
-def positions_of(mask: torch.Tensor, start: int = 0) -> torch.Tensor:
-    """Position ids that ignore left padding: every prompt's first real token sits at `start`."""
-    return (mask.cumsum(-1) - 1).clamp(min=0) + start
 
 
 def answer_logits(model, input_ids, attention_mask, answer_ids: tuple[int, int], **forward) -> torch.Tensor:

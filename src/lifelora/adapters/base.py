@@ -1,0 +1,129 @@
+"""The adapter protocol: what every adapter kind (`lora`, `personalized`) does the same way, so that
+jobs and continual strategies never ask which kind they hold.
+
+An `Adapter` is a backbone with one or more named **branches** of one kind, summed in the forward
+(PEFT's multi-adapter for `lora`, stacked meta-LoRA banks for `personalized`). Each branch is
+trainable or frozen on its own. `model` is the `nn.Module` to call and to hand to the training loop.
+
+Parameter names returned by `branch_parameters()` and `snapshot()` are stable: the adapted module's path in
+the backbone plus the factor (`model.layers.0.self_attn.q_proj.lora_A`, `...lora_B`, for
+personalized also `...gate.net.1.weight`), without the branch name or any wrapper prefix, so the
+same name means the same tensor whichever process, wrapper or branch it comes from.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+DEFAULT_BRANCH = "default"
+
+
+class Adapter(ABC):
+    kind: ClassVar[str]  # the config's `kind` and the registry's key
+    config_class: ClassVar[type[BaseModel]]
+    config_file: ClassVar[str]  # the file a saved directory of this kind holds (how `load` tells kinds apart)
+
+    model: nn.Module
+
+    # --- building ------------------------------------------------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    def attach(
+        cls,
+        base: nn.Module,
+        config: BaseModel,
+        *,
+        branch: str = DEFAULT_BRANCH,
+        routing_dim: int | None = None,
+    ) -> Adapter:
+        """The backbone with one fresh, trainable branch; only adapter weights train, the backbone is frozen.
+
+        `routing_dim` is the lens's hidden size (required by kinds that route per instance)."""
+
+    @classmethod
+    @abstractmethod
+    def load(
+        cls, base: nn.Module, directory: Path, *, trainable: bool = False, branch: str = DEFAULT_BRANCH
+    ) -> Adapter:
+        """A saved branch on the backbone; `trainable=False` = frozen and in eval mode, for every kind."""
+
+    @abstractmethod
+    def add_branch(self, name: str, config: BaseModel | None = None, *, trainable: bool = True) -> None:
+        """A fresh branch (initialised as `attach` does; default config: the first branch's), summed in."""
+
+    @abstractmethod
+    def load_branch(self, directory: Path, name: str, *, trainable: bool = False) -> None:
+        """A saved branch added beside the current ones."""
+
+    @abstractmethod
+    def remove_branch(self, name: str) -> None: ...
+
+    @property
+    @abstractmethod
+    def branches(self) -> list[str]:
+        """Branch names, in the order they were added."""
+
+    @abstractmethod
+    def config(self, branch: str = DEFAULT_BRANCH) -> BaseModel: ...
+
+    # --- weights -------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def branch_parameters(self, branch: str = DEFAULT_BRANCH) -> dict[str, nn.Parameter]:
+        """The branch's live parameters under stable names (see the module docstring)."""
+
+    def snapshot(self, branch: str = DEFAULT_BRANCH) -> dict[str, torch.Tensor]:
+        """A frozen copy of the branch's current weights (what a proximal anchor needs)."""
+        return {name: p.detach().clone() for name, p in self.branch_parameters(branch).items()}
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Detached copies of every trainable adapter weight, keyed `branch/name`."""
+        return {
+            f"{branch}/{name}": p.detach().clone()
+            for branch in self.branches
+            for name, p in self.branch_parameters(branch).items()
+            if p.requires_grad
+        }
+
+    @torch.no_grad()
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy `trainable_state()`'s tensors back into the live parameters (names must match)."""
+        for key, value in state.items():
+            branch, _, name = key.partition("/")
+            self.branch_parameters(branch)[name].copy_(value)
+
+    def freeze(self, branch: str | None = None) -> None:
+        """No gradient reaches the branch (all branches when None)."""
+        self._set_trainable(branch, False)
+
+    def unfreeze(self, branch: str | None = None) -> None:
+        self._set_trainable(branch, True)
+
+    def _set_trainable(self, branch: str | None, trainable: bool) -> None:
+        for name in [branch] if branch is not None else self.branches:
+            for p in self.branch_parameters(name).values():
+                p.requires_grad_(trainable)
+
+    @abstractmethod
+    @contextmanager
+    def disabled(self) -> Iterator[None]:
+        """Inside the block the model computes the bare backbone's outputs."""
+
+    # --- files and teardown -------------------------------------------------------------------------
+
+    @abstractmethod
+    def save(self, directory: Path, branch: str = DEFAULT_BRANCH) -> Path:
+        """One branch in the kind's own format, written atomically."""
+
+    @abstractmethod
+    def unload(self) -> nn.Module:
+        """The bare backbone again (the same module object, its layers restored)."""

@@ -1,0 +1,46 @@
+"""Named benchmarks (`lifelora bench NAME`), one module each: figures as JSON, appended to
+`results_dir/NAME.json` with the command, the machine and the date."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lifelora.bench.lens import bench_lens
+from lifelora.bench.personalized import bench_personalized
+from lifelora.bench.prepare import bench_prepare
+from lifelora.bench.ranking import bench_ranking
+from lifelora.bench.scoring import bench_scoring
+from lifelora.bench.train_step import bench_train_step
+from lifelora.errors import LifeloraError
+from lifelora.io import write_json
+from lifelora.run import environment
+
+BENCHMARKS = {
+    "prepare": bench_prepare,
+    "lens": bench_lens,
+    "scoring": bench_scoring,
+    "ranking": bench_ranking,
+    "train-step": bench_train_step,
+    "personalized": bench_personalized,
+}
+
+
+def run_benchmark(name: str, quick: bool, dataset: str | None, results_dir: Path, log=print) -> dict:
+    if name not in BENCHMARKS:
+        raise LifeloraError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
+    figures = {"quick": quick, **BENCHMARKS[name](quick, dataset, log)}
+    path = results_dir / f"{name}.json"
+    history = json.loads(path.read_text()) if path.is_file() else []
+    history.append(
+        {
+            "command": " ".join(
+                ["lifelora", "bench", name, *(["--quick"] if quick else [])]
+                + ([f"--dataset {dataset}"] if dataset else [])
+            ),
+            "machine": environment(),
+            "figures": figures,
+        }
+    )
+    write_json(path, history)
+    return figures

@@ -1,0 +1,64 @@
+"""`lifelora bench lens`: lens training throughput and test quality, and bf16 ÷ fp32 step time."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+
+def _step_seconds(config, data, steps: int = 4) -> float:
+    """Median seconds of one training step (batch of `config.train.batch_size`), after a warm-up step."""
+    import time
+
+    import torch
+
+    from lifelora.lens.model import Lens
+    from lifelora.precision import autocast
+
+    lens = Lens.create(config, data)
+    train = lens.encode(data, "train", limit=20 * config.train.batch_size)
+    optimizer = torch.optim.AdamW(lens.model.parameters(), lr=config.train.lr)
+    labels = torch.from_numpy(train.labels)
+    times = []
+    for step in range(steps + 1):
+        idx = torch.randint(
+            0, len(train), (config.train.batch_size,), generator=torch.Generator().manual_seed(step)
+        )
+        start = time.perf_counter()
+        with autocast(config.train.precision):
+            logits, _ = lens.model(train.batch(idx))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def bench_lens(quick: bool, dataset: str | None, log) -> dict:
+    """Lens training throughput and test quality (DIN, default config), and bf16 ÷ fp32 step time."""
+    from lifelora.data.store import open_prepared
+    from lifelora.lens.config import LensConfig
+    from lifelora.lens.train import train_run
+
+    dataset = dataset or "ml-100k"
+    data = open_prepared(dataset, prepare_missing=True)
+    train = {"max_epochs": 1, "max_train_samples": 20_000} if quick else {}
+    config = LensConfig.model_validate({"dataset": dataset, "train": train})
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train_run(config, data, Path(tmp), log=log)
+    test = result["metrics"]["test"]
+    fp32 = _step_seconds(config, data)
+    bf16 = _step_seconds(
+        config.model_copy(update={"train": config.train.model_copy(update={"precision": "bf16"})}), data
+    )
+    return {
+        "dataset": dataset,
+        "samples_per_s": round(result["samples_per_s"], 1),
+        "auc": round(test["AUC"], 4),
+        "logloss": round(test["LogLoss"], 4),
+        "gauc": round(test["gAUC"], 4),
+        "best_epoch": result["best_epoch"],
+        "train_seconds": result["seconds"],
+        "bf16_vs_fp32_step_time": round(bf16 / fp32, 2),
+    }

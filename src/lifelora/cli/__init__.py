@@ -1,0 +1,35 @@
+"""The `lifelora` command line, one module per sub-app. Errors a user can fix print one line and exit
+with status 2."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from lifelora.cli import ctr, data, jobs, lens
+from lifelora.cli.common import console
+from lifelora.errors import LifeloraError
+
+app = typer.Typer(
+    help="LLM recommenders with personalized (RecLoRA) and continually evolving (PESO) LoRA adapters.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data.app, name="data")
+app.add_typer(lens.app, name="lens")
+app.add_typer(jobs.experiment_app, name="experiment")
+app.add_typer(ctr.app)
+app.add_typer(jobs.app)
+
+
+def main() -> None:
+    try:
+        app()
+    except LifeloraError as exc:
+        console.print(f"lifelora: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("lifelora: interrupted", highlight=False)
+        sys.exit(130)

@@ -1,0 +1,237 @@
+"""Click-through commands on the LLM: `retrieve`, `train`, `evaluate`, `recommend`, `export-user`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lifelora.cli.common import command_line, load_data, log
+from lifelora.errors import LifeloraError
+
+app = typer.Typer()
+
+
+def _ctr_setup(cfg, log=log):
+    from lifelora.tasks.ctr.jobs import CTRSetup
+
+    return CTRSetup(cfg, load_data(cfg.dataset, cfg.preset, cfg.data_dir), log=log)
+
+
+@app.command("retrieve")
+def retrieve(
+    dataset: str = typer.Argument(..., help="a prepared dataset"),
+    k: int = typer.Option(60, min=1, help="history items per sample"),
+    retriever: str = typer.Option("semantic", help="semantic (ReLLa's SUBR) or recent"),
+    model: str = typer.Option("smollm2-135m", help="backbone whose item embeddings drive semantic retrieval"),
+    pca_dim: int = typer.Option(512, min=1),
+    preset: str = typer.Option("rella"),
+    data_dir: Path | None = typer.Option(None),
+    out: Path | None = typer.Option(
+        None, help="default: $LIFELORA_HOME/retrieval/DATASET-RETRIEVER-K.safetensors"
+    ),
+) -> None:
+    """Write per-split history positions (the SIM lens's `history_index`, K = 60 in the papers)."""
+    from lifelora.data.history import RETRIEVERS, save_history_index
+    from lifelora.io import history_index_file
+    from lifelora.llm.item_embeddings import item_embeddings
+
+    if retriever not in RETRIEVERS:
+        raise LifeloraError(
+            f"--retriever: unknown retriever {retriever!r}; choose one of {', '.join(RETRIEVERS)}"
+        )
+    data = load_data(dataset, preset, data_dir)
+    embeddings = None
+    if retriever == "semantic":
+        from lifelora.llm.backbone import load_backbone
+
+        embeddings = item_embeddings(load_backbone(model, log=log), data, pca_dim, log=log)
+    target = out or history_index_file(dataset, retriever, k)
+    typer.echo(str(save_history_index(retriever, data, k, target, embeddings)))
+
+
+def _user_index(data, user: str) -> int:
+    matches = data.users.filter(data.users["user"] == user)["user_idx"]
+    if matches.is_empty():
+        raise LifeloraError(f"user {user!r} is not in {data.name}")
+    return int(matches[0])
+
+
+def _item_indices(data, keys: list[str], option: str):
+    found = data.items.filter(data.items["item"].is_in(keys))
+    missing = sorted(set(keys) - set(found["item"].to_list()))
+    if missing:
+        raise LifeloraError(f"{option}: {missing[0]!r} is not an item of {data.name}")
+    return found["item_idx"].to_numpy()
+
+
+def _check_trained_run(run: Path) -> None:
+    from lifelora.adapters import is_adapter_dir
+
+    if not is_adapter_dir(run / "adapter"):
+        raise LifeloraError(f"--run {run}: not a trained run (no adapter/ with an adapter config)")
+
+
+@app.command("train")
+def train(
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (see configs/llm/)"),
+    adapter: str | None = typer.Option(
+        None, help="adapter kind: lora or personalized (overrides adapter.kind)"
+    ),
+    lens: Path | None = typer.Option(
+        None, help="lens run directory routing a personalized adapter (overrides lens)"
+    ),
+    run_dir: Path | None = typer.Option(None, help="where to write the run (default: runs/train-...)"),
+    resume: Path | None = typer.Option(
+        None, help="continue a killed run from its latest checkpoint (its run directory)"
+    ),
+    overrides: list[str] | None = typer.Argument(None, help="KEY=VALUE overrides (e.g. subset.train=10000)"),
+) -> None:
+    """Train an LLM CTR adapter on a fixed few-shot subset, then evaluate it; writes a run directory."""
+    from lifelora.config import load_config
+    from lifelora.io import read_yaml
+    from lifelora.report import metrics_table, print_table
+    from lifelora.run import new_run_dir, record_run
+    from lifelora.tasks.ctr.config import CTRConfig
+    from lifelora.tasks.ctr.jobs import train_ctr
+
+    if resume is not None:
+        if not (resume / "config.yaml").is_file():
+            raise LifeloraError(f"--resume {resume}: not a run directory (no config.yaml)")
+        cfg = load_config(CTRConfig, base=read_yaml(resume / "config.yaml"))
+        run_dir = resume
+    else:
+        extra = [f"adapter.kind={adapter}"] if adapter else []
+        extra += [f"lens={lens}"] if lens else []
+        cfg = load_config(CTRConfig, config, [*(overrides or []), *extra])
+        if cfg.adapter is None:
+            raise LifeloraError("adapter: null means zero-shot; use `lifelora evaluate` for that")
+        if run_dir is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise LifeloraError("--run-dir is required with several processes (they must share one)")
+        run_dir = run_dir or new_run_dir("train", f"{cfg.dataset}-{cfg.name}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record_run(run_dir, cfg, command_line())
+    summary = train_ctr(_ctr_setup(cfg), run_dir, resume=resume is not None)
+    if summary:
+        split = cfg.eval.split
+        print_table(metrics_table(f"{cfg.name} on {cfg.dataset}", [(split, summary["metrics"][split])]))
+        typer.echo(str(run_dir))
+
+
+@app.command("evaluate")
+def evaluate(
+    run: Path | None = typer.Option(None, help="a `lifelora train` run directory (its adapter is used)"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config; without --run: zero-shot"),
+    run_dir: Path | None = typer.Option(
+        None, help="where to write (default: RUN/eval-SPLIT or runs/eval-...)"
+    ),
+    overrides: list[str] | None = typer.Argument(None, help="KEY=VALUE overrides (e.g. subset.eval=null)"),
+) -> None:
+    """Score the eval split (subset) with a trained adapter, or zero-shot with the bare backbone."""
+    from lifelora.config import load_config
+    from lifelora.io import read_yaml
+    from lifelora.report import metrics_table, print_table
+    from lifelora.run import new_run_dir, record_run
+    from lifelora.tasks.ctr.config import CTRConfig
+    from lifelora.tasks.ctr.jobs import evaluate_ctr
+
+    if run is not None:
+        _check_trained_run(run)
+        cfg = load_config(CTRConfig, None, overrides, base=read_yaml(run / "config.yaml"))
+        out = run_dir or run / f"eval-{cfg.eval.split}"
+    else:
+        cfg = load_config(CTRConfig, config, overrides, base={"adapter": None})
+        out = run_dir or new_run_dir("eval", f"{cfg.dataset}-{cfg.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    record_run(out, cfg, command_line())
+    summary = evaluate_ctr(_ctr_setup(cfg), out, adapter_dir=run / "adapter" if run else None)
+    split = cfg.eval.split
+    name = "zero-shot" if run is None else cfg.name
+    print_table(metrics_table(f"{name} on {cfg.dataset}", [(split, summary["metrics"][split])]))
+    typer.echo(str(out))
+
+
+@app.command("recommend")
+def recommend(
+    user: str = typer.Argument(..., help="the user's id as in the raw data (e.g. 1)"),
+    run: Path | None = typer.Option(None, help="a `lifelora train` run (default: zero-shot backbone)"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config when no --run is given"),
+    k: int = typer.Option(10, min=1, help="how many to return"),
+    candidates: int = typer.Option(100, min=1, help="random items the user has not rated, to rank"),
+    items: str | None = typer.Option(None, help="comma-separated raw item ids to rank instead"),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json", help="print JSON lines instead of a table"),
+) -> None:
+    """Rank candidate items for one user: the shared prompt prefix is computed once for all of them."""
+    import numpy as np
+
+    from lifelora.adapters import load_adapter
+    from lifelora.config import load_config
+    from lifelora.io import read_yaml
+    from lifelora.tasks.ctr.config import CTRConfig
+    from lifelora.tasks.ctr.jobs import recommend as rank
+
+    if run is not None:
+        _check_trained_run(run)
+    base = read_yaml(run / "config.yaml") if run else {"adapter": None}
+    cfg = load_config(CTRConfig, None if run else config, base=base)
+    setup = _ctr_setup(cfg)
+    data = setup.data
+    user_idx = _user_index(data, user)
+    if items:
+        pool = _item_indices(data, [key.strip() for key in items.split(",") if key.strip()], "--items")
+    else:
+        row = data.users.row(user_idx, named=True)
+        seen = data.sequences["item_idx"].slice(row["seq_offset"], row["seq_len"]).to_numpy()
+        unseen = np.setdiff1d(np.arange(len(data.items)), seen)
+        pool = np.random.default_rng(seed).choice(unseen, size=min(candidates, len(unseen)), replace=False)
+    model = load_adapter(setup.backbone.model, run / "adapter") if run else setup.backbone.model
+    top = rank(setup, model, user_idx, pool, k)
+    if as_json:
+        for record in top.iter_rows(named=True):
+            typer.echo(json.dumps(record))
+    else:
+        table = Table(title=f"top {k} of {len(pool)} for user {user} ({data.name})")
+        for column in ("rank", "title", "score"):
+            table.add_column(column, justify="left" if column == "title" else "right")
+        for record in top.iter_rows(named=True):
+            table.add_row(str(record["rank"]), record["title"], f"{record['score']:.4f}")
+        Console().print(table)
+
+
+@app.command("export-user")
+def export_user(
+    run: Path = typer.Argument(..., help="a `lifelora train` run with a personalized adapter"),
+    user: str = typer.Argument(..., help="the user's id as in the raw data (e.g. 1)"),
+    out: Path = typer.Option(..., help="the PEFT adapter directory to write"),
+    item: str | None = typer.Option(None, help="raw item id of the instance's target (default: latest)"),
+    split: str = typer.Option("test", help="the split whose sample is the instance"),
+) -> None:
+    """Write one instance's RecLoRA adapter as a plain PEFT LoRA (`PeftModel.from_pretrained` loads it)."""
+    from lifelora.adapters import PERSONALIZED_CONFIG, load_adapter
+    from lifelora.config import load_config
+    from lifelora.data.prepared import SPLITS
+    from lifelora.io import read_yaml
+    from lifelora.tasks.ctr.config import CTRConfig
+    from lifelora.tasks.ctr.jobs import export_user as export
+
+    if split not in SPLITS:
+        raise LifeloraError(f"--split: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    _check_trained_run(run)
+    if not (run / "adapter" / PERSONALIZED_CONFIG).is_file():
+        raise LifeloraError(
+            f"{run}: its adapter is a shared LoRA, not a personalized one: nothing per user to export"
+        )
+    cfg = load_config(CTRConfig, None, base=read_yaml(run / "config.yaml"))
+    setup = _ctr_setup(cfg)
+    user_idx = _user_index(setup.data, user)
+    item_idx = None if item is None else int(_item_indices(setup.data, [item], "--item")[0])
+    model = load_adapter(setup.backbone.model, run / "adapter")
+    written = export(setup, model, user_idx, split, out, item_idx)
+    typer.echo(
+        f"user {user}, {written['split']} sample {written['row']} ({written['item']}) → {written['out']}"
+    )

@@ -1,0 +1,86 @@
+"""`lifelora bench NAME`, `lifelora experiment reclora` and `lifelora demo`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from lifelora.cli.common import command_line, log
+from lifelora.errors import LifeloraError
+
+app = typer.Typer()
+experiment_app = typer.Typer(
+    help="Result tables: a method against its baselines and ablations.", no_args_is_help=True
+)
+
+
+@app.command("bench")
+def bench(
+    name: str = typer.Argument(..., help="prepare, lens, scoring, ranking, train-step or personalized"),
+    quick: bool = typer.Option(False, help="a reduced run that finishes in under a minute"),
+    dataset: str | None = typer.Option(None, help="override the benchmark's dataset"),
+    results_dir: Path = typer.Option(Path("benchmarks/results"), help="where NAME.json collects results"),
+) -> None:
+    """Run a named benchmark; its figures are the JSON object on the last line of stdout."""
+    from lifelora.bench import run_benchmark
+
+    figures = run_benchmark(name, quick=quick, dataset=dataset, results_dir=results_dir, log=log)
+    typer.echo(json.dumps(figures))
+
+
+@experiment_app.command("reclora")
+def experiment_reclora(
+    config: Path = typer.Option(..., "--config", "-c", help="a personalized-adapter config (configs/llm/)"),
+    lens: Path | None = typer.Option(None, help="lens run directory (overrides lens)"),
+    out: Path | None = typer.Option(None, help="experiment directory (default: runs/experiment-...)"),
+    n_loras: str = typer.Option("1,4,16", help="N values of the meta-LoRA ablation"),
+    temperatures: str = typer.Option("1,5", help="T values of the temperature ablation"),
+    sizes: str = typer.Option("", help="extra training-subset sizes (e.g. 1000,10000)"),
+    only: str | None = typer.Option(None, help="comma-separated parts of row names to run"),
+    also_lens: list[Path] | None = typer.Option(
+        None, help="another lens run directory (e.g. SIM) to add as a lens-alone row; repeatable"
+    ),
+    overrides: list[str] | None = typer.Argument(None, help="KEY=VALUE overrides of the config"),
+) -> None:
+    """RecLoRA vs lens, zero-shot and shared LoRA, and its ablations: a table and a bar chart."""
+    from lifelora.config import load_config
+    from lifelora.jobs.reclora_experiment import COLUMNS, run_reclora_experiment
+    from lifelora.report import metrics_table, print_table
+    from lifelora.run import new_run_dir
+    from lifelora.tasks.ctr.config import CTRConfig
+
+    def numbers(option: str, text: str, kind):
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise LifeloraError(f"--{option}: {text!r} is not a comma-separated list of numbers") from None
+
+    cfg = load_config(CTRConfig, config, [*(overrides or []), *([f"lens={lens}"] if lens else [])])
+    out = out or new_run_dir("experiment", f"{cfg.dataset}-reclora")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = run_reclora_experiment(
+        _ctr_setup(cfg),
+        out,
+        command_line(),
+        numbers("n-loras", n_loras, int),
+        numbers("temperatures", temperatures, float),
+        numbers("sizes", sizes, int),
+        only=[o.strip() for o in only.split(",")] if only else None,
+        other_lenses=also_lens or [],
+        log=log,
+    )
+    print_table(metrics_table(f"RecLoRA experiment on {cfg.dataset}", rows, COLUMNS))
+    typer.echo(str(out))
+
+
+@app.command("demo")
+def demo(
+    quick: bool = typer.Option(False, help="tiny budgets everywhere (a smoke test of the pipeline)"),
+    run_dir: Path | None = typer.Option(None),
+) -> None:
+    """Main job on the embedded defaults: ML-100K lens (DIN ± ratings), SmolLM2 zero-shot, shared LoRA, RecLoRA."""
+    from lifelora.jobs.demo import run_demo
+
+    run_demo(quick=quick, run_dir=run_dir, log=log)

@@ -1,0 +1,1 @@
+"""Recipes that compose the layers into a result (the demo, experiments); nothing imports them."""

@@ -1,0 +1,1 @@
+"""Metrics under the names the field uses: click-through (`ctr`); ranking arrives with next-item."""

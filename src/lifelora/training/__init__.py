@@ -1,0 +1,1 @@
+"""The one training loop every model trains through: LLM adapters and the lens alike."""
