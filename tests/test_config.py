@@ -3,13 +3,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lifelora.config import load_config
+from lifelora.config import SHIPPED_CONFIGS, load_config
 from lifelora.data.prepare import Preset
 from lifelora.errors import LifeloraError
 from lifelora.lens.config import LensConfig
 from lifelora.tasks.ctr.config import CTRConfig
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = SHIPPED_CONFIGS
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.rglob("*.yaml")), ids=lambda p: p.name)
@@ -74,16 +74,20 @@ def test_missing_and_malformed_config_files(tmp_path):
         load_config(LensConfig, bad)
 
 
-def test_demo_llm_settings_match_the_shipped_demo_config():
-    from lifelora.jobs.demo import LLM_SETTINGS
+def test_the_demo_reads_shipped_configs():
+    from lifelora.jobs.demo import LENSES, RECLORA_CONFIG, SHARED_LORA_CONFIG
 
-    shipped = load_config(CTRConfig, CONFIG_DIR / "llm" / "lora-ml100k-demo.yaml")
-    assert shipped == CTRConfig.model_validate(LLM_SETTINGS)
+    lora = load_config(CTRConfig, CONFIG_DIR / SHARED_LORA_CONFIG)
+    reclora = load_config(CTRConfig, CONFIG_DIR / RECLORA_CONFIG)
+    assert (lora.adapter.kind, reclora.adapter.kind) == ("lora", "personalized")
+    assert lora.subset == reclora.subset and lora.prompt == reclora.prompt and lora.train == reclora.train
+    for _, name, overrides in LENSES:
+        assert load_config(LensConfig, CONFIG_DIR / name, overrides).dataset == lora.dataset
 
 
-def test_demo_reclora_settings_match_the_shipped_demo_config():
-    from lifelora.jobs.demo import LLM_SETTINGS, RECLORA_ADAPTER
-
-    shipped = load_config(CTRConfig, CONFIG_DIR / "llm" / "reclora-ml100k-demo.yaml")
-    expected = CTRConfig.model_validate({**LLM_SETTINGS, "adapter": RECLORA_ADAPTER, "lens": shipped.lens})
-    assert shipped == expected
+def test_shipped_configs_are_found_by_name_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("configs/llm/lora-ml1m.yaml", "llm/lora-ml1m.yaml"):
+        assert load_config(CTRConfig, Path(name)) == load_config(CTRConfig, CONFIG_DIR / "llm" / "lora-ml1m.yaml")
+    with pytest.raises(LifeloraError, match=r"configs/llm/nope\.yaml: config file not found"):
+        load_config(CTRConfig, Path("configs/llm/nope.yaml"))

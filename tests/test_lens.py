@@ -8,7 +8,7 @@ from synthetic import synthetic_prepared
 
 from lifelora.errors import LifeloraError
 from lifelora.lens import Lens, LensConfig
-from lifelora.lens.train import evaluate_split, export_hidden, fit, train_run
+from lifelora.lens.train import evaluate_split, export_hidden, fit, train_lens
 
 SMALL = {
     "dataset": "synthetic",
@@ -39,7 +39,7 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("lens-run")
-    result = train_run(small_config(), data, run_dir, log=lambda _: None)
+    result = train_lens(small_config(), data, run_dir, log=lambda _: None)
     return run_dir, result
 
 
@@ -135,7 +135,7 @@ def test_ablation_without_ratings_has_no_rating_embedding(data):
 
 
 def test_history_by_all_item_fields_learns_and_reads_the_history_genres(data, tmp_path):
-    result = train_run(small_config(**{"model.history_fields": "all"}), data, tmp_path, log=lambda _: None)
+    result = train_lens(small_config(**{"model.history_fields": "all"}), data, tmp_path, log=lambda _: None)
     assert result["metrics"]["test"]["AUC"] > 0.75
     lens = Lens.load(tmp_path)
     assert lens.model.history_proj[0].in_features == 8 * 4  # id, genre, decade, rating

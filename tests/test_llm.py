@@ -15,10 +15,12 @@ from lifelora.llm.backbone import load_backbone
 from lifelora.llm.chat import chat_wrapper
 from lifelora.llm.item_embeddings import reduce
 from lifelora.tasks.ctr.config import CTRConfig
-from lifelora.tasks.ctr.jobs import CTRSetup, answer_loss, evaluate_ctr, recommend, train_ctr
+from lifelora.tasks.ctr.jobs import answer_loss, build, evaluate, evaluate_run, fit, train_and_evaluate
 from lifelora.tasks.ctr.prompts import PromptBuilder, answer_token_ids, history_text
+from lifelora.tasks.ctr.ranking import recommend
 from lifelora.tasks.ctr.scoring import answer_logits, score_candidates, score_prompts
-from lifelora.training.loop import TrainSettings, latest_checkpoint, train_loop
+from lifelora.tasks.ctr.task import CTRTask
+from lifelora.training import TrainHook, TrainSettings, latest_checkpoint, train_model
 
 
 @pytest.fixture(scope="module")
@@ -182,30 +184,52 @@ def test_prefix_shared_ranking_equals_independent_prompts(model_dir):
 def test_shared_lora_trains_saves_a_peft_adapter_and_evaluates(home, data, llama_dir, tmp_path):
     from peft import PeftModel
 
-    setup = CTRSetup(config(llama_dir), data)
-    summary = train_ctr(setup, tmp_path)
+    task = CTRTask(data, str(llama_dir))
+    summary = train_and_evaluate(task, config(llama_dir), tmp_path)
     curve = summary["train"]
     assert summary["train_samples"] == 48 and curve["steps"] == 3
     assert {"AUC", "LogLoss", "ACC", "gAUC"} <= set(summary["metrics"]["test"])
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "predictions_test.parquet").is_file() and (tmp_path / "curve.png").is_file()
     # the backbone is bare again, ready for the next run on the same setup (as the demo does)
-    assert not any("lora" in name for name, _ in setup.backbone.model.named_modules())
+    assert not any("lora" in name for name, _ in task.backbone.model.named_modules())
     fresh = load_backbone(str(llama_dir))
     reloaded = PeftModel.from_pretrained(fresh.model, str(tmp_path / "adapter"))
-    again = evaluate_ctr(
-        CTRSetup(config(llama_dir), data, backbone=fresh), tmp_path / "again", tmp_path / "adapter"
-    )
+    (tmp_path / "again").mkdir()
+    again = evaluate_run(CTRTask(data, fresh), config(llama_dir), tmp_path / "again", tmp_path / "adapter")
     assert again["metrics"]["test"]["AUC"] == pytest.approx(summary["metrics"]["test"]["AUC"], abs=1e-6)
     assert isinstance(reloaded, PeftModel)
 
 
 def test_training_lowers_the_answer_loss(home, data, llama_dir, tmp_path):
-    setup = CTRSetup(config(llama_dir, train={"lr": 2e-2, "epochs": 4}, subset={"train": 32}), data)
-    summary = train_ctr(setup, tmp_path)
+    cfg = config(llama_dir, train={"lr": 2e-2, "epochs": 4}, subset={"train": 32})
+    summary = train_and_evaluate(CTRTask(data, str(llama_dir)), cfg, tmp_path)
     losses = [row["loss"] for row in __import__("json").loads((tmp_path / "curve.json").read_text())]
     assert np.mean(losses[-2:]) < losses[0] - 0.1, losses
     assert summary["train"]["steps"] == 8
+
+
+def test_fit_again_continues_the_same_adapter_and_runs_share_no_state(home, data, llama_dir, tmp_path):
+    cfg = config(llama_dir, train={"lr": 2e-2})
+    task = CTRTask(data, str(llama_dir))
+    adapter = build(task, cfg)
+    fit(task, adapter, cfg, tmp_path / "first")
+    after_first = adapter.snapshot()
+    fit(task, adapter, cfg, tmp_path / "second")
+    moved = [name for name, p in adapter.branch_parameters().items() if not torch.equal(p, after_first[name])]
+    assert moved, "a second fit must go on training the adapter the first one left"
+    first_scores = evaluate(task, adapter.model, cfg)["AUC"]
+    adapter.unload()
+
+    zero_before = evaluate(task, task.backbone.model, cfg.model_copy(update={"adapter": None}))
+    other = CTRTask(data, str(llama_dir))  # a run on a fresh task gives the same as on the used one
+    twice = build(other, cfg)
+    fit(other, twice, cfg, tmp_path / "other-first")
+    fit(other, twice, cfg, tmp_path / "other-second")
+    assert evaluate(other, twice.model, cfg)["AUC"] == pytest.approx(first_scores, abs=1e-7)
+    twice.unload()
+    zero_after = evaluate(task, task.backbone.model, cfg.model_copy(update={"adapter": None}))
+    assert zero_after["AUC"] == zero_before["AUC"]
 
 
 class Killed(Exception):
@@ -217,23 +241,27 @@ def _params(model) -> dict[str, torch.Tensor]:
 
 
 def test_resume_after_a_kill_reaches_the_same_weights(home, data, llama_dir, tmp_path):
-    from lifelora.adapters.lora import attach_lora
+    from lifelora.adapters.lora import LoraAdapter
 
     def run(run_dir, resume=False, kill_at=None):
-        setup = CTRSetup(config(llama_dir, adapter={"lora_dropout": 0.1}), data)
+        cfg = config(llama_dir, adapter={"lora_dropout": 0.1})
+        task = CTRTask(data, str(llama_dir))
         torch.manual_seed(0)
-        model = attach_lora(setup.backbone.model, setup.cfg.adapter)
-        examples = setup.examples("train", 48)
+        model = LoraAdapter.attach(task.backbone.model, cfg.adapter).model
+        examples = task.examples(cfg, "train", 48)
         calls = []
 
-        def kill(model, batch):
-            calls.append(1)
-            if kill_at is not None and len(calls) > kill_at:
-                raise Killed
-            return torch.zeros(())
+        class Kill(TrainHook):
+            def loss_term(self, ctx):
+                calls.append(1)
+                if kill_at is not None and len(calls) > kill_at:
+                    raise Killed
+                return torch.zeros(())
 
-        settings = setup.cfg.train.model_copy(update={"epochs": 2})
-        result = train_loop(model, examples, examples.collate, answer_loss, settings, run_dir, resume, [kill])
+        settings = cfg.train.model_copy(update={"epochs": 2})
+        result = train_model(
+            model, examples, examples.collate, answer_loss, settings, run_dir, resume=resume, hooks=[Kill()]
+        )
         return _params(result["model"])
 
     straight = run(tmp_path / "straight")
@@ -247,9 +275,10 @@ def test_resume_after_a_kill_reaches_the_same_weights(home, data, llama_dir, tmp
 
 
 def test_recommend_returns_the_top_k_of_the_candidates(home, data, llama_dir):
-    setup = CTRSetup(config(llama_dir, adapter=None), data)
+    cfg = config(llama_dir, adapter=None)
+    task = CTRTask(data, str(llama_dir))
     candidates = np.arange(12)
-    top = recommend(setup, setup.backbone.model, 3, candidates, k=5)
+    top = recommend(task, task.backbone.model, cfg, 3, candidates, k=5)
     assert top["rank"].to_list() == [1, 2, 3, 4, 5]
     assert sorted(top["score"].to_list(), reverse=True) == top["score"].to_list()
     assert set(top["item_idx"].to_list()) <= set(candidates.tolist())
@@ -294,15 +323,16 @@ def test_personalized_routing_gives_users_the_lens_never_saw_its_cold_start_vect
         lens=str(tmp_path / "lens"),
         prompt={"retriever": "recent"},
     )
-    setup = CTRSetup(cfg, data)
+    task = CTRTask(data, str(llama_dir))
+    lens = task.lens(cfg)
     test = data.split("test")
     seen = data.split("train")["user_idx"].unique().to_numpy()
     unseen = np.flatnonzero(~np.isin(test["user_idx"].to_numpy(), seen))
     assert len(unseen) > 0
-    routing = setup.routing("test", np.arange(test.height))
-    batch = setup.lens.encode(data, "test").batch(torch.from_numpy(unseen))
+    routing = task.routing(lens, "test", np.arange(test.height))
+    batch = lens.encode(data, "test").batch(torch.from_numpy(unseen))
     assert torch.all(batch.user_fields[:, 0] == 0)  # unknown to the lens: the zero cold-start code
     with torch.no_grad():
-        assert torch.allclose(routing[unseen], setup.lens.model.hidden(batch))
+        assert torch.allclose(routing[unseen], lens.model.hidden(batch))
         batch.user_fields[:, 0] = 1  # as if they were a known user
-        assert not torch.allclose(routing[unseen], setup.lens.model.hidden(batch))
+        assert not torch.allclose(routing[unseen], lens.model.hidden(batch))

@@ -313,3 +313,52 @@ def test_two_process_cpu_training_through_accelerate(setup, tmp_path):
     assert summary["train"]["processes"] == 2
     assert summary["train"]["steps"] == 1  # 32 samples / (8 per process × 2 processes × 2 accumulation)
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def _processes(count: int, args: list, port: int) -> None:
+    """`lifelora ARGS` in `count` processes (torchrun) or in one plain process, one thread each."""
+    import os
+    import subprocess
+    import sys
+
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(count), "--master_port", str(port)]
+    command = [sys.executable, *(launcher if count > 1 else []), "-m", "lifelora", *map(str, args)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_two_process_evaluation_equals_one_process(setup, run_cli, tmp_path):
+    """Evaluation rows sharded over two processes (gloo) and gathered: the same predictions, bit for bit."""
+    import polars as pl
+
+    config, _ = setup
+    trained = tmp_path / "trained"
+    assert run_cli("train", "-c", config, "--run-dir", trained).code == 0
+    for count, port in ((1, 0), (2, 29541)):
+        _processes(count, ["evaluate", "--trained-run", trained, "--run-dir", tmp_path / f"eval-{count}"], port)
+    one = pl.read_parquet(tmp_path / "eval-1" / "predictions_test.parquet")
+    two = pl.read_parquet(tmp_path / "eval-2" / "predictions_test.parquet")
+    assert one.height == 60 and one.equals(two)
+    metrics = [json.loads((tmp_path / f"eval-{n}" / "metrics.json").read_text()) for n in (1, 2)]
+    assert metrics[0]["metrics"]["test"]["AUC"] == metrics[1]["metrics"]["test"]["AUC"]
+
+
+def test_two_process_lens_evaluation_and_export_equal_one_process(setup, run_cli, tmp_path):
+    import shutil
+
+    import polars as pl
+    from safetensors.torch import load_file
+
+    data_dir = tmp_path / "prepared"
+    lens = _tiny_lens(run_cli, tmp_path, data_dir, "lens", "train.eval_batch_size=16")  # several batches
+    for count, port in ((1, 0), (2, 29547)):
+        common = ["--data-dir", data_dir, "--split", "test"]
+        _processes(count, ["lens", "evaluate", lens, *common], port)
+        shutil.move(lens / "predictions_test.parquet", tmp_path / f"lens-{count}.parquet")
+        _processes(count, ["lens", "export", lens, *common, "--out", tmp_path / f"hidden-{count}.st"], port)
+    one, two = (pl.read_parquet(tmp_path / f"lens-{n}.parquet") for n in (1, 2))
+    assert one.height > 0 and one.equals(two)
+    hidden = [load_file(str(tmp_path / f"hidden-{n}.st")) for n in (1, 2)]
+    for key in ("hidden", "sample_id"):
+        assert hidden[0][key].shape == hidden[1][key].shape and hidden[0][key].equal(hidden[1][key]), key

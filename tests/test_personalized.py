@@ -9,22 +9,29 @@ import torch
 from pydantic import ValidationError
 from tiny_llm import tiny_model
 
-from lifelora.adapters.personalized import PersonalizedConfig, PersonalizedModel, routing_context
+from lifelora.adapters import DEFAULT_BRANCH
+from lifelora.adapters.personalized import (
+    PersonalizedAdapter,
+    PersonalizedConfig,
+    PersonalizedModel,
+    routing_context,
+)
 from lifelora.errors import LifeloraError
 
 VOCAB, ROUTING_DIM = 64, 12
 
 
-def personalized(mixing="factors", n_loras=4, seed=0, kind="llama", **changes) -> PersonalizedModel:
+def personalized(mixing="factors", n_loras=4, seed=0, kind="llama", **changes) -> PersonalizedAdapter:
     config = PersonalizedConfig(
         n_loras=n_loras, r=2, mixing=mixing, temperature=1.0, gate_dropout=0.0, **changes
     )
-    model = PersonalizedModel(tiny_model(kind, VOCAB, seed=seed), config, ROUTING_DIM)
+    adapter = PersonalizedAdapter.attach(tiny_model(kind, VOCAB, seed=seed), config, routing_dim=ROUTING_DIM)
     torch.manual_seed(seed + 1)
     with torch.no_grad():  # non-zero B so every adapter changes the output
-        for layer in model.personalized_layers().values():
-            layer.lora_B.normal_(0, 0.5)
-    return model.eval()
+        for bank in adapter.model.banks().values():
+            bank.lora_B.normal_(0, 0.5)
+    adapter.model.eval()
+    return adapter
 
 
 def batch(size=3, length=7, seed=5):
@@ -36,13 +43,13 @@ def batch(size=3, length=7, seed=5):
 def test_single_meta_lora_equals_a_peft_lora_with_the_same_weights(mixing):
     from peft import LoraConfig, get_peft_model
 
-    model = personalized(mixing, n_loras=1)
+    model = personalized(mixing, n_loras=1).model
     peft_model = get_peft_model(
         tiny_model("llama", VOCAB, seed=0),
         LoraConfig(r=2, lora_alpha=16, target_modules=["q_proj", "v_proj"]),
     ).eval()
     with torch.no_grad():
-        for name, layer in model.personalized_layers().items():
+        for name, layer in model.banks().items():
             target = peft_model.base_model.model.get_submodule(name)
             target.lora_A["default"].weight.copy_(layer.lora_A[0])
             target.lora_B["default"].weight.copy_(layer.lora_B[0])
@@ -55,29 +62,30 @@ def test_single_meta_lora_equals_a_peft_lora_with_the_same_weights(mixing):
 
 @pytest.mark.parametrize("mixing", ["factors", "products"])
 def test_mixed_batch_equals_a_loop_over_explicitly_merged_weights(mixing):
-    model = personalized(mixing)
+    model = personalized(mixing).model
     layer = model.personalized_layers()["model.layers.0.self_attn.q_proj"]
+    bank = layer.banks[DEFAULT_BRANCH]
     x = torch.randn(5, 6, layer.base_layer.in_features)
     routing = torch.randn(5, ROUTING_DIM)
     with torch.no_grad(), routing_context(routing):
         batched = layer(x)
-        weights = layer.mixing_weights(routing)
+        weights = bank.mixing_weights(routing)
         for i in range(5):
             w = weights[i]
             if mixing == "factors":
-                a = sum(w[k] * layer.lora_A[k] for k in range(len(w)))
-                b = sum(w[k] * layer.lora_B[k] for k in range(len(w)))
+                a = sum(w[k] * bank.lora_A[k] for k in range(len(w)))
+                b = sum(w[k] * bank.lora_B[k] for k in range(len(w)))
                 delta = b @ a
             else:
-                delta = sum(w[k] * layer.lora_B[k] @ layer.lora_A[k] for k in range(len(w)))
-            merged = layer.base_layer.weight + layer.config.scaling * delta
+                delta = sum(w[k] * bank.lora_B[k] @ bank.lora_A[k] for k in range(len(w)))
+            merged = layer.base_layer.weight + bank.config.scaling * delta
             expected = torch.nn.functional.linear(x[i], merged, layer.base_layer.bias)
             assert torch.allclose(batched[i], expected, atol=1e-5)
 
 
 def test_mixing_weights_are_a_tempered_softmax_of_the_gate_and_uniform_without_routing():
-    model = personalized()
-    layer = next(iter(model.personalized_layers().values()))
+    model = personalized().model
+    layer = next(iter(model.banks().values()))
     routing = torch.randn(4, ROUTING_DIM)
     weights = layer.mixing_weights(routing)
     assert torch.allclose(weights.sum(-1), torch.ones(4))
@@ -85,16 +93,14 @@ def test_mixing_weights_are_a_tempered_softmax_of_the_gate_and_uniform_without_r
     hot = PersonalizedModel(
         tiny_model("llama", VOCAB), PersonalizedConfig(n_loras=4, temperature=5.0), ROUTING_DIM
     ).eval()
-    hot_layer = next(iter(hot.personalized_layers().values()))
+    hot_layer = next(iter(hot.banks().values()))
     assert torch.allclose(hot_layer.mixing_weights(routing), torch.softmax(hot_layer.gate(routing) / 5.0, -1))
-    uniform = personalized(routing="uniform")
-    assert torch.equal(
-        next(iter(uniform.personalized_layers().values())).mixing_weights(routing), torch.full((4, 4), 0.25)
-    )
+    uniform = personalized(routing="uniform").model
+    assert torch.equal(next(iter(uniform.banks().values())).mixing_weights(routing), torch.full((4, 4), 0.25))
 
 
 def test_each_instance_is_scored_as_if_it_were_alone():
-    model = personalized()
+    model = personalized().model
     ids, routing = batch(4)
     with torch.no_grad():
         together = model(input_ids=ids, routing=routing).logits
@@ -105,7 +111,7 @@ def test_each_instance_is_scored_as_if_it_were_alone():
 
 
 def test_gradients_reach_banks_and_gates_never_the_base_model_or_the_routing_vector():
-    model = personalized().train()
+    model = personalized().model.train()
     ids, routing = batch()
     routing.requires_grad_(True)
     loss = model(input_ids=ids, routing=routing).logits.square().mean()
@@ -121,7 +127,7 @@ def test_gradients_reach_banks_and_gates_never_the_base_model_or_the_routing_vec
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
-    plain = personalized().train()
+    plain = personalized().model.train()
     checkpointed = copy.deepcopy(plain)
     checkpointed.gradient_checkpointing_enable()
     assert checkpointed.base_model.model.gradient_checkpointing
@@ -139,7 +145,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
 
 
 def test_generation_with_routing_and_with_beams():
-    model = personalized()
+    model = personalized().model
     ids, routing = batch(2, 5)
     greedy = model.generate(input_ids=ids, routing=routing, max_new_tokens=3, do_sample=False)
     beams = model.generate(input_ids=ids, routing=routing, max_new_tokens=3, num_beams=2, do_sample=False)
@@ -147,24 +153,23 @@ def test_generation_with_routing_and_with_beams():
 
 
 def test_save_and_load_reproduce_the_outputs(tmp_path):
-    model = personalized("products")
-    model.save_pretrained(tmp_path / "adapter")
-    loaded = PersonalizedModel.from_pretrained(
-        tiny_model("llama", VOCAB, seed=0), tmp_path / "adapter"
-    ).eval()
+    adapter = personalized("products")
+    adapter.save(tmp_path / "adapter")
+    loaded = PersonalizedAdapter.load(tiny_model("llama", VOCAB, seed=0), tmp_path / "adapter")
+    model = adapter.model
     ids, routing = batch()
     with torch.no_grad():
         assert torch.equal(
-            model(input_ids=ids, routing=routing).logits, loaded(input_ids=ids, routing=routing).logits
+            model(input_ids=ids, routing=routing).logits, loaded.model(input_ids=ids, routing=routing).logits
         )
-    assert loaded.config == model.config
+    assert loaded.config() == adapter.config()
 
 
 @pytest.mark.parametrize("mixing", ["factors", "products"])
 def test_exported_instance_is_a_plain_peft_adapter_with_the_same_outputs(mixing, tmp_path):
     from peft import PeftModel
 
-    model = personalized(mixing)
+    model = personalized(mixing).model
     ids, routing = batch(1)
     model.export_instance(routing[0], tmp_path / "user")
     peft_model = PeftModel.from_pretrained(tiny_model("llama", VOCAB, seed=0), str(tmp_path / "user")).eval()
@@ -177,20 +182,20 @@ def test_exported_instance_is_a_plain_peft_adapter_with_the_same_outputs(mixing,
 
 
 def test_loading_onto_another_base_model_is_refused(tmp_path):
-    personalized().save_pretrained(tmp_path / "adapter")
+    personalized().save(tmp_path / "adapter")
     with pytest.raises(LifeloraError, match="another base model"):
-        PersonalizedModel.from_pretrained(tiny_model("qwen2", VOCAB), tmp_path / "adapter")
+        PersonalizedAdapter.load(tiny_model("qwen2", VOCAB), tmp_path / "adapter")
     with pytest.raises(LifeloraError, match="another base model"):
-        PersonalizedModel.from_pretrained(tiny_model("llama", VOCAB + 1), tmp_path / "adapter")
+        PersonalizedAdapter.load(tiny_model("llama", VOCAB + 1), tmp_path / "adapter")
     with pytest.raises(LifeloraError, match="not a personalized adapter"):
-        PersonalizedModel.from_pretrained(tiny_model("llama", VOCAB), tmp_path)
+        PersonalizedAdapter.load(tiny_model("llama", VOCAB), tmp_path)
     (tmp_path / "adapter" / "personalized_model.safetensors").write_bytes(b"broken")
     with pytest.raises(LifeloraError, match="unreadable"):
-        PersonalizedModel.from_pretrained(tiny_model("llama", VOCAB), tmp_path / "adapter")
+        PersonalizedAdapter.load(tiny_model("llama", VOCAB), tmp_path / "adapter")
 
 
 def test_bad_routing_and_settings_get_clear_errors():
-    model = personalized()
+    model = personalized().model
     ids, routing = batch(3)
     with pytest.raises(LifeloraError, match=r"shape \[batch, 12\]"):
         model(input_ids=ids, routing=routing[:, :5])

@@ -11,6 +11,22 @@ from pydantic import BaseModel, ValidationError
 from lifelora.errors import LifeloraError
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def shipped_config(name: str | Path) -> Path:
+    """A config shipped with lifelora (`llm/reclora-ml1m.yaml`, also written `configs/llm/...`)."""
+    parts = Path(name).parts
+    path = SHIPPED_CONFIGS.joinpath(*(parts[1:] if parts[:1] == ("configs",) else parts))
+    if not path.is_file():
+        raise LifeloraError(f"{name}: config file not found")
+    return path
+
+
+def config_path(path: str | Path) -> Path:
+    """`path` itself when it exists, else the shipped config of that name, so `-c configs/llm/x.yaml`
+    works from any directory and from an installed package."""
+    return Path(path) if Path(path).is_file() else shipped_config(path)
 
 
 def apply_override(tree: dict, assignment: str) -> None:
@@ -50,8 +66,7 @@ def load_config(
     """`base` (e.g. a named preset), then the YAML file, then the overrides, validated by `model`."""
     tree: dict = dict(base or {})
     if path is not None:
-        if not Path(path).is_file():
-            raise LifeloraError(f"{path}: config file not found")
+        path = config_path(path)
         try:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
         except yaml.YAMLError as exc:

@@ -11,6 +11,7 @@ from rich.table import Table
 from lifelora.io import atomic_path
 
 METRIC_ORDER = ("AUC", "gAUC", "LogLoss", "ACC")
+CTR_COLUMNS = ("samples", *METRIC_ORDER)  # result tables that compare models on the same rows
 
 
 def _cell(values: dict, column: str) -> str:

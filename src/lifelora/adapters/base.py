@@ -6,13 +6,16 @@ An `Adapter` is a backbone with one or more named **branches** of one kind, summ
 trainable or frozen on its own. `model` is the `nn.Module` to call and to hand to the training loop.
 
 Parameter names returned by `branch_parameters()` and `snapshot()` are stable: the adapted module's path in
-the backbone plus the factor (`model.layers.0.self_attn.q_proj.lora_A`, `...lora_B`, for
-personalized also `...gate.net.1.weight`), without the branch name or any wrapper prefix, so the
-same name means the same tensor whichever process, wrapper or branch it comes from.
+the backbone plus the factor's own name, without the branch name or any wrapper prefix, so the same name
+means the same tensor whichever process, wrapper or branch it comes from. They are the keys of the kind's
+saved file without its wrapper prefix: `model.layers.0.self_attn.q_proj.lora_A.weight` for `lora` (PEFT's
+key minus `base_model.model.`), `model.layers.0.self_attn.q_proj.lora_A`, `...lora_B` and
+`...gate.net.1.weight` for `personalized`.
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +26,10 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from lifelora.errors import LifeloraError
+
 DEFAULT_BRANCH = "default"
+_BRANCH_NAME = re.compile(r"[A-Za-z0-9_-]+")  # no "." (parameter paths) and no "/" (trainable_state keys)
 
 
 class Adapter(ABC):
@@ -65,7 +71,8 @@ class Adapter(ABC):
         """A saved branch added beside the current ones."""
 
     @abstractmethod
-    def remove_branch(self, name: str) -> None: ...
+    def remove_branch(self, name: str) -> None:
+        """Drop a branch; the last one cannot go (`unload` gives the bare backbone back)."""
 
     @property
     @abstractmethod
@@ -97,9 +104,10 @@ class Adapter(ABC):
     @torch.no_grad()
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         """Copy `trainable_state()`'s tensors back into the live parameters (names must match)."""
+        live = {branch: self.branch_parameters(branch) for branch in {k.partition("/")[0] for k in state}}
         for key, value in state.items():
             branch, _, name = key.partition("/")
-            self.branch_parameters(branch)[name].copy_(value)
+            live[branch][name].copy_(value)
 
     def freeze(self, branch: str | None = None) -> None:
         """No gradient reaches the branch (all branches when None)."""
@@ -107,6 +115,25 @@ class Adapter(ABC):
 
     def unfreeze(self, branch: str | None = None) -> None:
         self._set_trainable(branch, True)
+
+    def _check_branch(self, name: str) -> None:
+        if name not in self.branches:
+            raise LifeloraError(f"no adapter branch {name!r} (branches: {', '.join(self.branches)})")
+
+    @classmethod
+    def _check_branch_name(cls, name: str) -> None:
+        if not _BRANCH_NAME.fullmatch(name):
+            raise LifeloraError(f"adapter branch name {name!r}: use letters, digits, '_' and '-' only")
+
+    def _check_new_branch(self, name: str) -> None:
+        self._check_branch_name(name)
+        if name in self.branches:
+            raise LifeloraError(f"adapter branch {name!r} exists already")
+
+    def _check_removable(self, name: str) -> None:
+        self._check_branch(name)
+        if len(self.branches) == 1:
+            raise LifeloraError(f"{name!r} is the adapter's last branch: unload() gives the bare backbone")
 
     def _set_trainable(self, branch: str | None, trainable: bool) -> None:
         for name in [branch] if branch is not None else self.branches:

@@ -32,13 +32,15 @@ def run_benchmark(name: str, quick: bool, dataset: str | None, results_dir: Path
     figures = {"quick": quick, **BENCHMARKS[name](quick, dataset, log)}
     path = results_dir / f"{name}.json"
     history = json.loads(path.read_text()) if path.is_file() else []
+    machine = environment()
     history.append(
         {
             "command": " ".join(
                 ["lifelora", "bench", name, *(["--quick"] if quick else [])]
                 + ([f"--dataset {dataset}"] if dataset else [])
             ),
-            "machine": environment(),
+            "date": machine.pop("date"),
+            "machine": machine,
             "figures": figures,
         }
     )

@@ -7,30 +7,31 @@ from pathlib import Path
 
 
 def _step_seconds(config, data, steps: int = 4) -> float:
-    """Median seconds of one training step (batch of `config.train.batch_size`), after a warm-up step."""
+    """Median seconds of the loop's training step (batch of `config.train.batch_size`, built inside the
+    timed step as in training), after a warm-up step."""
     import time
 
     import torch
 
     from lifelora.lens.model import Lens
+    from lifelora.lens.train import LensRows, lens_loss
     from lifelora.precision import autocast
+    from lifelora.training import TrainContext, TrainStep
 
+    cfg = config.train
     lens = Lens.create(config, data)
-    train = lens.encode(data, "train", limit=20 * config.train.batch_size)
-    optimizer = torch.optim.AdamW(lens.model.parameters(), lr=config.train.lr)
-    labels = torch.from_numpy(train.labels)
+    rows = LensRows(lens.encode(data, "train", limit=20 * cfg.batch_size))
+    optimizer = torch.optim.AdamW(lens.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step = TrainStep(
+        lens_loss, optimizer, max_grad_norm=cfg.max_grad_norm, forward_context=lambda: autocast(cfg.precision)
+    )
+    ctx = TrainContext(lens.model.train(), cfg)
     times = []
-    for step in range(steps + 1):
-        idx = torch.randint(
-            0, len(train), (config.train.batch_size,), generator=torch.Generator().manual_seed(step)
-        )
+    for i in range(steps + 1):
+        idx = torch.randint(0, len(rows), (cfg.batch_size,), generator=torch.Generator().manual_seed(i))
         start = time.perf_counter()
-        with autocast(config.train.precision):
-            logits, _ = lens.model(train.batch(idx))
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        ctx.batch = rows.collate(idx.tolist())
+        step(lens.model, ctx)
         times.append(time.perf_counter() - start)
     return sorted(times[1:])[len(times[1:]) // 2]
 
@@ -39,14 +40,14 @@ def bench_lens(quick: bool, dataset: str | None, log) -> dict:
     """Lens training throughput and test quality (DIN, default config), and bf16 ÷ fp32 step time."""
     from lifelora.data.store import open_prepared
     from lifelora.lens.config import LensConfig
-    from lifelora.lens.train import train_run
+    from lifelora.lens.train import train_lens
 
     dataset = dataset or "ml-100k"
     data = open_prepared(dataset, prepare_missing=True)
-    train = {"max_epochs": 1, "max_train_samples": 20_000} if quick else {}
+    train = {"epochs": 1, "max_train_samples": 20_000} if quick else {}
     config = LensConfig.model_validate({"dataset": dataset, "train": train})
     with tempfile.TemporaryDirectory() as tmp:
-        result = train_run(config, data, Path(tmp), log=log)
+        result = train_lens(config, data, Path(tmp), log=log)
     test = result["metrics"]["test"]
     fp32 = _step_seconds(config, data)
     bf16 = _step_seconds(

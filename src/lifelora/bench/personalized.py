@@ -12,9 +12,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lifelora.adapters import DEFAULT_BRANCH
 from lifelora.adapters.personalized import PersonalizedConfig, PersonalizedLinear, routing_context
 from lifelora.bench.timing import bench_backbone, median_seconds
 from lifelora.precision import autocast, resolve
+from lifelora.training import TrainContext, TrainSettings, TrainStep
 
 ROUTING_DIM = 256
 
@@ -61,10 +63,11 @@ def _merged_loop(layer: PersonalizedLinear, x: torch.Tensor, routing: torch.Tens
 
     The merge costs d_out·r'·d_in per instance: r' = r for factors, N·r for products.
     """
-    w0, scale = layer.base_layer.weight, layer.config.scaling
+    bank = layer.banks[DEFAULT_BRANCH]
+    w0, scale = layer.base_layer.weight, bank.config.scaling
     out = []
     for i in range(x.shape[0]):
-        a, b, _ = layer.instance_lora(routing[i])
+        a, b, _ = bank.instance_lora(routing[i])
         out.append(torch.nn.functional.linear(x[i], w0 + scale * (b @ a)))
     return torch.stack(out)
 
@@ -86,17 +89,20 @@ def _loop_speedup(layer: PersonalizedLinear, batch: int, length: int, repeats: i
 def _step_seconds(
     model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, precision: str, repeats: int, routing=None
 ) -> float:
+    """Median seconds of the loop's training step (with the default settings' clipping)."""
+    settings = TrainSettings(precision=precision)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     extra = {} if routing is None else {"routing": routing}
 
-    def step():
-        with autocast(precision):
-            logits = model(input_ids=ids, use_cache=False, logits_to_keep=1, **extra).logits[:, -1]
-        torch.nn.functional.cross_entropy(logits.float(), labels).backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    def loss(model: nn.Module, batch: dict) -> torch.Tensor:
+        logits = model(input_ids=batch["input_ids"], use_cache=False, logits_to_keep=1, **extra).logits[:, -1]
+        return torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
 
-    return median_seconds(step, repeats)
+    step = TrainStep(
+        loss, optimizer, max_grad_norm=settings.max_grad_norm, forward_context=lambda: autocast(precision)
+    )
+    ctx = TrainContext(model, settings, batch={"input_ids": ids, "labels": labels})
+    return median_seconds(lambda: step(model, ctx), repeats)
 
 
 def _scoring_seconds(
@@ -115,8 +121,8 @@ def _scoring_seconds(
 
 
 def bench_personalized(quick: bool, dataset: str | None, log, model: str | None = None) -> dict:
-    from lifelora.adapters.lora import SharedLoraConfig, attach_lora
-    from lifelora.adapters.personalized import PersonalizedModel
+    from lifelora.adapters.lora import LoraAdapter, SharedLoraConfig
+    from lifelora.adapters.personalized import PersonalizedAdapter
 
     precision = resolve("auto")
     config = PersonalizedConfig(n_loras=16, r=8)
@@ -151,14 +157,15 @@ def bench_personalized(quick: bool, dataset: str | None, log, model: str | None 
     ids = torch.randint(100, backbone.model.config.vocab_size, (step_batch, step_len), generator=g)
     labels = torch.randint(100, backbone.model.config.vocab_size, (step_batch,), generator=g)
     step_repeats = 1 if quick else 3
-    lm = attach_lora(backbone.model, SharedLoraConfig(r=config.r)).train()
+    lora = LoraAdapter.attach(backbone.model, SharedLoraConfig(r=config.r))
+    lm = lora.model.train()
     score_batch, score_len = (4, 128) if quick else (16, 384)
     score_ids = torch.randint(100, backbone.model.config.vocab_size, (score_batch, score_len), generator=g)
     score_routing = torch.randn(score_batch, ROUTING_DIM, generator=g)
     shared_step = _step_seconds(lm, ids, labels, precision, step_repeats)
     shared_score = _scoring_seconds(lm, score_ids, precision, step_repeats)
-    base = lm.unload()  # the same backbone without the shared LoRA
-    mixed = PersonalizedModel(base, config, ROUTING_DIM).train()
+    base = lora.unload()  # the same backbone without the shared LoRA
+    mixed = PersonalizedAdapter.attach(base, config, routing_dim=ROUTING_DIM).model.train()
     step_routing = torch.randn(step_batch, ROUTING_DIM, generator=g)
     personal_step = _step_seconds(mixed, ids, labels, precision, step_repeats, routing=step_routing)
     personal_score = _scoring_seconds(mixed, score_ids, precision, step_repeats, routing=score_routing)

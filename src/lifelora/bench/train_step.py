@@ -8,29 +8,41 @@ import torch
 
 from lifelora.bench.timing import bench_backbone, fp32_and_bf16
 from lifelora.precision import autocast
+from lifelora.training import TrainContext, TrainSettings, TrainStep
+
+
+def answer_token_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """Cross-entropy of the token after the prompt, as the CTR answer loss computes it."""
+    logits = model(input_ids=batch["input_ids"], use_cache=False, logits_to_keep=1).logits[:, -1]
+    return torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
 
 
 def bench_train_step(quick: bool, dataset: str | None, log, model: str | None = None) -> dict:
-    """One LoRA training step (forward, answer loss, backward, AdamW) at a CTR prompt's length."""
-    from lifelora.adapters.lora import SharedLoraConfig, attach_lora
+    """One LoRA training step at a CTR prompt's length: the loop's step (forward, answer loss, backward,
+    clipping, AdamW) with the default training settings."""
+    from lifelora.adapters.lora import LoraAdapter, SharedLoraConfig
 
     backbone, _ = bench_backbone(model, log)
-    lm = attach_lora(backbone.model, SharedLoraConfig())
+    lm = LoraAdapter.attach(backbone.model, SharedLoraConfig()).model
     batch, length = (2, 256) if quick else (4, 384)
     ids = torch.randint(
         100, lm.config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(0)
     )
     labels = torch.randint(100, lm.config.vocab_size, (batch,), generator=torch.Generator().manual_seed(1))
-    optimizer = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=1e-4)
-    lm.train()
+    settings = TrainSettings()
+    optimizer = torch.optim.AdamW(
+        [p for p in lm.parameters() if p.requires_grad], lr=settings.lr, weight_decay=settings.weight_decay
+    )
+    ctx = TrainContext(lm.train(), settings)
 
     def step(precision: str, tokens: torch.Tensor):
-        with autocast(precision):
-            logits = lm(input_ids=tokens, use_cache=False, logits_to_keep=1).logits[:, -1]
-        loss = torch.nn.functional.cross_entropy(logits.float(), labels[: len(tokens)])
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+        ctx.batch = {"input_ids": tokens, "labels": labels[: len(tokens)]}
+        TrainStep(
+            answer_token_loss,
+            optimizer,
+            max_grad_norm=settings.max_grad_norm,
+            forward_context=lambda: autocast(precision),
+        )(lm, ctx)
 
     log(f"timing a LoRA training step of {backbone.name}, batch {batch} × {length} tokens")
     timed = fp32_and_bf16(step, ids, 1 if quick else 3)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import typer
@@ -16,10 +15,30 @@ from lifelora.errors import LifeloraError
 app = typer.Typer()
 
 
-def _ctr_setup(cfg, log=log):
-    from lifelora.tasks.ctr.jobs import CTRSetup
+def _task(cfg):
+    from lifelora.tasks.ctr.task import CTRTask
 
-    return CTRSetup(cfg, load_data(cfg.dataset, cfg.preset, cfg.data_dir), log=log)
+    return CTRTask(load_data(cfg.dataset, cfg.preset, cfg.data_dir), cfg.model, log=log)
+
+
+def _run_config(run: Path, overrides: list[str] | None = None):
+    """The resolved config of a trained run directory (its adapter must be there)."""
+    from lifelora.adapters import is_adapter_dir
+    from lifelora.config import load_config
+    from lifelora.io import read_yaml
+    from lifelora.tasks.ctr.config import CTRConfig
+
+    if not is_adapter_dir(run / "adapter"):
+        raise LifeloraError(f"--run {run}: not a trained run (no adapter/ with an adapter config)")
+    return load_config(CTRConfig, None, overrides, base=read_yaml(run / "config.yaml"))
+
+
+def _print_metrics(title: str, split: str, metrics: dict) -> None:
+    from lifelora.distributed import is_main_process
+    from lifelora.report import metrics_table, print_table
+
+    if is_main_process():
+        print_table(metrics_table(title, [(split, metrics)]))
 
 
 @app.command("retrieve")
@@ -54,28 +73,6 @@ def retrieve(
     typer.echo(str(save_history_index(retriever, data, k, target, embeddings)))
 
 
-def _user_index(data, user: str) -> int:
-    matches = data.users.filter(data.users["user"] == user)["user_idx"]
-    if matches.is_empty():
-        raise LifeloraError(f"user {user!r} is not in {data.name}")
-    return int(matches[0])
-
-
-def _item_indices(data, keys: list[str], option: str):
-    found = data.items.filter(data.items["item"].is_in(keys))
-    missing = sorted(set(keys) - set(found["item"].to_list()))
-    if missing:
-        raise LifeloraError(f"{option}: {missing[0]!r} is not an item of {data.name}")
-    return found["item_idx"].to_numpy()
-
-
-def _check_trained_run(run: Path) -> None:
-    from lifelora.adapters import is_adapter_dir
-
-    if not is_adapter_dir(run / "adapter"):
-        raise LifeloraError(f"--run {run}: not a trained run (no adapter/ with an adapter config)")
-
-
 @app.command("train")
 def train(
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (see configs/llm/)"),
@@ -93,11 +90,11 @@ def train(
 ) -> None:
     """Train an LLM CTR adapter on a fixed few-shot subset, then evaluate it; writes a run directory."""
     from lifelora.config import load_config
+    from lifelora.distributed import is_main_process, world_size
     from lifelora.io import read_yaml
-    from lifelora.report import metrics_table, print_table
     from lifelora.run import new_run_dir, record_run
     from lifelora.tasks.ctr.config import CTRConfig
-    from lifelora.tasks.ctr.jobs import train_ctr
+    from lifelora.tasks.ctr.jobs import train_and_evaluate
 
     if resume is not None:
         if not (resume / "config.yaml").is_file():
@@ -110,21 +107,28 @@ def train(
         cfg = load_config(CTRConfig, config, [*(overrides or []), *extra])
         if cfg.adapter is None:
             raise LifeloraError("adapter: null means zero-shot; use `lifelora evaluate` for that")
-        if run_dir is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if run_dir is None and world_size() > 1:
             raise LifeloraError("--run-dir is required with several processes (they must share one)")
         run_dir = run_dir or new_run_dir("train", f"{cfg.dataset}-{cfg.name}")
         run_dir.mkdir(parents=True, exist_ok=True)
-        record_run(run_dir, cfg, command_line())
-    summary = train_ctr(_ctr_setup(cfg), run_dir, resume=resume is not None)
-    if summary:
-        split = cfg.eval.split
-        print_table(metrics_table(f"{cfg.name} on {cfg.dataset}", [(split, summary["metrics"][split])]))
+        if is_main_process():
+            record_run(run_dir, cfg, command_line())
+    summary = train_and_evaluate(_task(cfg), cfg, run_dir, resume=resume is not None)
+    split = cfg.eval.split
+    _print_metrics(f"{cfg.name} on {cfg.dataset}", split, summary["metrics"][split])
+    if is_main_process():
         typer.echo(str(run_dir))
 
 
 @app.command("evaluate")
 def evaluate(
-    run: Path | None = typer.Option(None, help="a `lifelora train` run directory (its adapter is used)"),
+    run: Path | None = typer.Option(
+        None,
+        "--run",
+        "--trained-run",
+        help="a `lifelora train` run directory (its adapter is used); under torchrun write --trained-run, "
+        "since torchrun's own parser takes --run for its --run-path",
+    ),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config; without --run: zero-shot"),
     run_dir: Path | None = typer.Option(
         None, help="where to write (default: RUN/eval-SPLIT or runs/eval-...)"
@@ -133,26 +137,29 @@ def evaluate(
 ) -> None:
     """Score the eval split (subset) with a trained adapter, or zero-shot with the bare backbone."""
     from lifelora.config import load_config
-    from lifelora.io import read_yaml
-    from lifelora.report import metrics_table, print_table
+    from lifelora.distributed import is_main_process, world_size
     from lifelora.run import new_run_dir, record_run
     from lifelora.tasks.ctr.config import CTRConfig
-    from lifelora.tasks.ctr.jobs import evaluate_ctr
+    from lifelora.tasks.ctr.jobs import evaluate_run
 
     if run is not None:
-        _check_trained_run(run)
-        cfg = load_config(CTRConfig, None, overrides, base=read_yaml(run / "config.yaml"))
+        cfg = _run_config(run, overrides)
         out = run_dir or run / f"eval-{cfg.eval.split}"
     else:
         cfg = load_config(CTRConfig, config, overrides, base={"adapter": None})
+        if run_dir is None and world_size() > 1:
+            raise LifeloraError("--run-dir is required with several processes (they must share one)")
         out = run_dir or new_run_dir("eval", f"{cfg.dataset}-{cfg.name}")
     out.mkdir(parents=True, exist_ok=True)
-    record_run(out, cfg, command_line())
-    summary = evaluate_ctr(_ctr_setup(cfg), out, adapter_dir=run / "adapter" if run else None)
+    if is_main_process():
+        record_run(out, cfg, command_line())
+    summary = evaluate_run(_task(cfg), cfg, out, adapter_dir=run / "adapter" if run else None)
     split = cfg.eval.split
-    name = "zero-shot" if run is None else cfg.name
-    print_table(metrics_table(f"{name} on {cfg.dataset}", [(split, summary["metrics"][split])]))
-    typer.echo(str(out))
+    _print_metrics(
+        f"{'zero-shot' if run is None else cfg.name} on {cfg.dataset}", split, summary["metrics"][split]
+    )
+    if is_main_process():
+        typer.echo(str(out))
 
 
 @app.command("recommend")
@@ -169,28 +176,22 @@ def recommend(
     """Rank candidate items for one user: the shared prompt prefix is computed once for all of them."""
     import numpy as np
 
-    from lifelora.adapters import load_adapter
+    from lifelora.adapters import load
     from lifelora.config import load_config
-    from lifelora.io import read_yaml
     from lifelora.tasks.ctr.config import CTRConfig
-    from lifelora.tasks.ctr.jobs import recommend as rank
+    from lifelora.tasks.ctr.ranking import recommend as rank
 
-    if run is not None:
-        _check_trained_run(run)
-    base = read_yaml(run / "config.yaml") if run else {"adapter": None}
-    cfg = load_config(CTRConfig, None if run else config, base=base)
-    setup = _ctr_setup(cfg)
-    data = setup.data
-    user_idx = _user_index(data, user)
+    cfg = _run_config(run) if run else load_config(CTRConfig, config, base={"adapter": None})
+    task = _task(cfg)
+    data = task.data
+    user_idx = data.user_index(user)
     if items:
-        pool = _item_indices(data, [key.strip() for key in items.split(",") if key.strip()], "--items")
+        pool = data.item_indices([key.strip() for key in items.split(",") if key.strip()], "--items")
     else:
-        row = data.users.row(user_idx, named=True)
-        seen = data.sequences["item_idx"].slice(row["seq_offset"], row["seq_len"]).to_numpy()
-        unseen = np.setdiff1d(np.arange(len(data.items)), seen)
+        unseen = data.unseen_items(user_idx)
         pool = np.random.default_rng(seed).choice(unseen, size=min(candidates, len(unseen)), replace=False)
-    model = load_adapter(setup.backbone.model, run / "adapter") if run else setup.backbone.model
-    top = rank(setup, model, user_idx, pool, k)
+    model = load(task.backbone.model, run / "adapter").model if run else task.backbone.model
+    top = rank(task, model, cfg, user_idx, pool, k)
     if as_json:
         for record in top.iter_rows(named=True):
             typer.echo(json.dumps(record))
@@ -212,26 +213,22 @@ def export_user(
     split: str = typer.Option("test", help="the split whose sample is the instance"),
 ) -> None:
     """Write one instance's RecLoRA adapter as a plain PEFT LoRA (`PeftModel.from_pretrained` loads it)."""
-    from lifelora.adapters import PERSONALIZED_CONFIG, load_adapter
-    from lifelora.config import load_config
-    from lifelora.data.prepared import SPLITS
-    from lifelora.io import read_yaml
-    from lifelora.tasks.ctr.config import CTRConfig
-    from lifelora.tasks.ctr.jobs import export_user as export
+    from lifelora.adapters import kind_of, load
+    from lifelora.data.prepare import SPLITS
+    from lifelora.tasks.ctr.ranking import export_user as export
 
     if split not in SPLITS:
         raise LifeloraError(f"--split: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    _check_trained_run(run)
-    if not (run / "adapter" / PERSONALIZED_CONFIG).is_file():
+    cfg = _run_config(run)
+    if kind_of(run / "adapter") != "personalized":
         raise LifeloraError(
             f"{run}: its adapter is a shared LoRA, not a personalized one: nothing per user to export"
         )
-    cfg = load_config(CTRConfig, None, base=read_yaml(run / "config.yaml"))
-    setup = _ctr_setup(cfg)
-    user_idx = _user_index(setup.data, user)
-    item_idx = None if item is None else int(_item_indices(setup.data, [item], "--item")[0])
-    model = load_adapter(setup.backbone.model, run / "adapter")
-    written = export(setup, model, user_idx, split, out, item_idx)
+    task = _task(cfg)
+    user_idx = task.data.user_index(user)
+    item_idx = None if item is None else int(task.data.item_indices([item], "--item")[0])
+    adapter = load(task.backbone.model, run / "adapter")
+    written = export(task, adapter.model, cfg, user_idx, split, out, item_idx)
     typer.echo(
         f"user {user}, {written['split']} sample {written['row']} ({written['item']}) → {written['out']}"
     )

@@ -49,8 +49,8 @@ def data_prepare(
     """Label, sort, cut histories and split chronologically; writes Parquet tables + meta.json."""
     from lifelora.config import load_config
     from lifelora.data.prepare import Preset, prepare, preset_by_name, save_prepared
-    from lifelora.data.store import prepared_dir
     from lifelora.data.registry import load_raw
+    from lifelora.data.store import prepared_dir
 
     recipe = load_config(Preset, overrides=overrides, base=preset_by_name(preset).model_dump())
     raw = load_raw(dataset, source=source, fmt=fmt, columns=columns)

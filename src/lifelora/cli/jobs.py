@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from lifelora.cli.common import command_line, log
+from lifelora.cli.common import command_line, load_data, log
 from lifelora.errors import LifeloraError
 
 app = typer.Typer()
@@ -46,10 +46,11 @@ def experiment_reclora(
 ) -> None:
     """RecLoRA vs lens, zero-shot and shared LoRA, and its ablations: a table and a bar chart."""
     from lifelora.config import load_config
-    from lifelora.jobs.reclora_experiment import COLUMNS, run_reclora_experiment
-    from lifelora.report import metrics_table, print_table
+    from lifelora.jobs.reclora_experiment import run_reclora_experiment
+    from lifelora.report import CTR_COLUMNS, metrics_table, print_table
     from lifelora.run import new_run_dir
     from lifelora.tasks.ctr.config import CTRConfig
+    from lifelora.tasks.ctr.task import CTRTask
 
     def numbers(option: str, text: str, kind):
         try:
@@ -61,7 +62,8 @@ def experiment_reclora(
     out = out or new_run_dir("experiment", f"{cfg.dataset}-reclora")
     out.mkdir(parents=True, exist_ok=True)
     rows = run_reclora_experiment(
-        _ctr_setup(cfg),
+        CTRTask(load_data(cfg.dataset, cfg.preset, cfg.data_dir), cfg.model, log=log),
+        cfg,
         out,
         command_line(),
         numbers("n-loras", n_loras, int),
@@ -71,7 +73,7 @@ def experiment_reclora(
         other_lenses=also_lens or [],
         log=log,
     )
-    print_table(metrics_table(f"RecLoRA experiment on {cfg.dataset}", rows, COLUMNS))
+    print_table(metrics_table(f"RecLoRA experiment on {cfg.dataset}", rows, CTR_COLUMNS))
     typer.echo(str(out))
 
 

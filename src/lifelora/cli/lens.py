@@ -20,7 +20,7 @@ def lens_train(
     """Train DIN (or SIM with a history index) on the full training split, early-stopped on valid AUC."""
     from lifelora.config import load_config
     from lifelora.lens.config import LensConfig
-    from lifelora.lens.train import train_run
+    from lifelora.lens.train import train_lens
     from lifelora.report import metrics_table, print_table
     from lifelora.run import new_run_dir, record_run
 
@@ -29,7 +29,7 @@ def lens_train(
     run_dir = run_dir or new_run_dir("lens", f"{cfg.dataset}-{cfg.kind}")
     run_dir.mkdir(parents=True, exist_ok=True)
     record_run(run_dir, cfg, command_line())
-    result = train_run(cfg, data, run_dir, log=log)
+    result = train_lens(cfg, data, run_dir, log=log)
     m = result["metrics"]
     print_table(
         metrics_table(f"{cfg.kind.upper()} on {cfg.dataset}", [("valid", m["valid"]), ("test", m["test"])])
@@ -44,6 +44,7 @@ def lens_evaluate(
     data_dir: Path | None = typer.Option(None),
 ) -> None:
     """Score a split with a trained lens; writes predictions_SPLIT.parquet and prints the metrics."""
+    from lifelora.distributed import is_main_process
     from lifelora.lens.model import Lens
     from lifelora.lens.train import evaluate_split
     from lifelora.report import metrics_table, print_table
@@ -51,7 +52,8 @@ def lens_evaluate(
     lens = Lens.load(run_dir)
     data = load_data(lens.config.dataset, lens.config.preset, data_dir or lens.config.data_dir)
     metrics = evaluate_split(lens, data, split, run_dir)
-    print_table(metrics_table(f"{lens.config.kind.upper()} on {data.name}", [(split, metrics)]))
+    if is_main_process():
+        print_table(metrics_table(f"{lens.config.kind.upper()} on {data.name}", [(split, metrics)]))
 
 
 @app.command("export")
@@ -62,9 +64,12 @@ def lens_export(
     data_dir: Path | None = typer.Option(None),
 ) -> None:
     """Save the hidden vectors (the personalized LoRA's routing input) of a split."""
+    from lifelora.distributed import is_main_process
     from lifelora.lens.model import Lens
     from lifelora.lens.train import export_hidden
 
     lens = Lens.load(run_dir)
     data = load_data(lens.config.dataset, lens.config.preset, data_dir or lens.config.data_dir)
-    typer.echo(str(export_hidden(lens, data, split, out or run_dir / "hidden" / f"{split}.safetensors")))
+    written = export_hidden(lens, data, split, out or run_dir / "hidden" / f"{split}.safetensors")
+    if is_main_process():
+        typer.echo(str(written))

@@ -13,7 +13,6 @@ import polars as pl
 import torch
 from safetensors.numpy import save_file
 
-from lifelora.data.prepare import SPLITS
 from lifelora.data.prepared import PreparedData
 from lifelora.errors import LifeloraError
 from lifelora.io import atomic_path
@@ -83,7 +82,7 @@ def save_history_index(
     """Positions for every split in one safetensors file: what a SIM lens reads as `history_index`."""
     tensors = {
         split: np.ascontiguousarray(history_positions(retriever, data, data.split(split), k, embeddings))
-        for split in SPLITS
+        for split in data.split_names
     }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"retriever": retriever, "k": str(k), "dataset": data.name})

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from lifelora.data.prepare import SPLITS
+from lifelora.data.periods import PeriodSpec, assign_periods
 from lifelora.errors import LifeloraError
 from lifelora.io import read_json
 
@@ -26,12 +27,15 @@ class History:
 
 @dataclass
 class PreparedData:
+    """The prepared tables; `period_spec` is set once `with_periods` has tagged the samples."""
+
     directory: Path
     meta: dict
     samples: pl.DataFrame
     sequences: pl.DataFrame
     users: pl.DataFrame
     items: pl.DataFrame
+    period_spec: PeriodSpec | None = None
 
     @classmethod
     def load(cls, directory: str | Path) -> PreparedData:
@@ -53,10 +57,75 @@ class PreparedData:
     def name(self) -> str:
         return self.meta["dataset"]
 
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        """The split values of the samples: an Enum column's categories (empty ones too), else those present."""
+        column = self.samples["split"]
+        if isinstance(column.dtype, pl.Enum):
+            return tuple(column.dtype.categories.to_list())
+        return tuple(column.unique(maintain_order=True).drop_nulls().cast(pl.Utf8).to_list())
+
     def split(self, name: str) -> pl.DataFrame:
-        if name not in SPLITS:
-            raise LifeloraError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
+        names = self.split_names
+        if name not in names:
+            raise LifeloraError(f"unknown split {name!r}; choose one of {', '.join(names)}")
         return self.samples.filter(pl.col("split") == name)
+
+    def with_periods(self, spec: PeriodSpec) -> PreparedData:
+        """This data with every sample tagged by its time period; the tables are shared, not copied."""
+        return replace(self, samples=assign_periods(self, spec), period_spec=spec)
+
+    def period(self, index: int) -> pl.DataFrame:
+        """The samples of one period (histories still reach into earlier periods)."""
+        return self.samples.filter(pl.col("period") == self._period_index(index))
+
+    def periods_through(self, index: int) -> pl.DataFrame:
+        """The samples of periods 0 … `index`, in global time order."""
+        return self.samples.filter(pl.col("period") <= self._period_index(index))
+
+    def _period_index(self, index: int) -> int:
+        if self.period_spec is None:
+            raise LifeloraError("the samples have no periods yet; cut them with data.with_periods(spec)")
+        if not 0 <= index < self.period_spec.n_periods:
+            raise LifeloraError(f"period {index}: no such period (0 … {self.period_spec.n_periods - 1})")
+        return index
+
+    def sequence_users(self) -> np.ndarray:
+        """The user_idx of every row of `sequences` (they are grouped per user)."""
+        return np.repeat(np.arange(self.users.height), self.users["seq_len"].to_numpy())
+
+    def users_seen_until(self, timestamp: int) -> np.ndarray:
+        """Sorted user_idx of the users with an interaction at or before `timestamp`."""
+        seen = self.sequences["timestamp"].to_numpy() <= timestamp
+        return np.unique(self.sequence_users()[seen])
+
+    def items_seen_until(self, timestamp: int) -> np.ndarray:
+        """Sorted item_idx of the items with an interaction at or before `timestamp`."""
+        seen = self.sequences["timestamp"].to_numpy() <= timestamp
+        return np.unique(self.sequences["item_idx"].to_numpy()[seen])
+
+    def user_index(self, raw_user_id: str) -> int:
+        """The user_idx of a user id as in the raw data."""
+        matches = self.users.filter(pl.col("user") == raw_user_id)["user_idx"]
+        if matches.is_empty():
+            raise LifeloraError(f"user {raw_user_id!r} is not in {self.name}")
+        return int(matches[0])
+
+    def item_indices(self, raw_item_ids: Sequence[str], option_name: str) -> np.ndarray:
+        """The item_idx of raw item ids, each once, in catalogue order; `option_name` heads the error."""
+        found = self.items.filter(pl.col("item").is_in(list(raw_item_ids)))
+        missing = sorted(set(raw_item_ids) - set(found["item"].to_list()))
+        if missing:
+            raise LifeloraError(f"{option_name}: {missing[0]!r} is not an item of {self.name}")
+        return found["item_idx"].to_numpy()
+
+    def unseen_items(self, user_idx: int) -> np.ndarray:
+        """Sorted item_idx of the items the user never interacted with: the candidates to recommend."""
+        if not 0 <= user_idx < self.users.height:
+            raise LifeloraError(f"user index {user_idx} is out of range ({self.users.height} users)")
+        row = self.users.row(user_idx, named=True)
+        seen = self.sequences["item_idx"].slice(row["seq_offset"], row["seq_len"]).to_numpy()
+        return np.setdiff1d(np.arange(self.items.height), seen)
 
     def recent_history(self, samples: pl.DataFrame, length: int) -> History:
         """The `length` most recent earlier interactions of each sample's user, in time order."""

@@ -12,73 +12,67 @@ from pathlib import Path
 
 import polars as pl
 
+from lifelora.config import load_config, shipped_config
 from lifelora.data.prepared import PreparedData
 from lifelora.data.store import open_prepared
 from lifelora.io import write_json
 from lifelora.lens.config import LensConfig
-from lifelora.lens.train import train_run
+from lifelora.lens.train import train_lens
 from lifelora.metrics.ctr import ctr_metrics
-from lifelora.report import markdown_table, metrics_table, print_table
+from lifelora.report import CTR_COLUMNS, markdown_table, metrics_table, print_table
 from lifelora.run import new_run_dir, record_run
 
 DATASET = "ml-100k"
-LENSES = {
-    "DIN": {},
-    "DIN w/o history ratings": {"model": {"use_ratings": False}},
-}
-# mirrored by configs/llm/lora-ml100k-demo.yaml (a test keeps the two equal)
-LLM_SETTINGS = {
-    "dataset": DATASET,
-    "prompt": {"history": 5},
-    "subset": {"train": 128, "eval": 200, "seed": 42},
-    "train": {"batch_size": 8, "grad_accum": 2, "checkpoint_every": 50},
-    "eval": {"batch_size": 16},
-}
-# RecLoRA on the same subset, routed by the demo's DIN (configs/llm/reclora-ml100k-demo.yaml)
-RECLORA_ADAPTER = {"kind": "personalized", "n_loras": 16, "temperature": 5.0, "mixing": "factors"}
-QUICK_LLM = {"subset": {"train": 16, "eval": 48, "seed": 42}, "prompt": {"history": 3}}
-COLUMNS = ("samples", "AUC", "gAUC", "LogLoss", "ACC")
+# (row name, shipped config, overrides); a lens's run directory is named after its row
+LENSES = (
+    ("DIN", "lens/din-ml100k.yaml", []),
+    ("DIN w/o history ratings", "lens/din-ml100k.yaml", ["model.use_ratings=false"]),
+)
+SHARED_LORA_CONFIG = "llm/lora-ml100k-demo.yaml"
+RECLORA_CONFIG = "llm/reclora-ml100k-demo.yaml"
+QUICK_LENS = ["train.epochs=1", "train.max_train_samples=20000"]
+QUICK_LLM = ["subset.train=16", "subset.eval=48", "prompt.history=3"]
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    return {k: {**base.get(k, {}), **v} if isinstance(v, dict) else v for k, v in {**base, **extra}.items()}
+def _slug(name: str) -> str:
+    return name.lower().replace(" ", "-").replace("/", "")
 
 
 def _lens_rows(data: PreparedData, run_dir: Path, quick: bool, command: str, log) -> list[tuple[str, dict]]:
     rows = []
-    for name, settings in LENSES.items():
-        train = {"max_epochs": 1, "max_train_samples": 20_000} if quick else {}
-        config = LensConfig.model_validate({"dataset": DATASET, **settings, "train": train})
-        model_dir = run_dir / name.lower().replace(" ", "-").replace("/", "")
+    for name, config_name, overrides in LENSES:
+        config = load_config(
+            LensConfig, shipped_config(config_name), [*overrides, *(QUICK_LENS if quick else [])]
+        )
+        model_dir = run_dir / _slug(name)
         model_dir.mkdir(parents=True, exist_ok=True)
         record_run(model_dir, config, command)
         log(f"training {name}")
-        result = train_run(config, data, model_dir, log=log)
+        result = train_lens(config, data, model_dir, log=log)
         rows.append((name, {"samples": data.meta["stats"]["test"]["samples"], **result["metrics"]["test"]}))
     return rows
 
 
 def _llm_rows(data: PreparedData, run_dir: Path, quick: bool, command: str, log) -> list[tuple[str, dict]]:
     from lifelora.tasks.ctr.config import CTRConfig
-    from lifelora.tasks.ctr.jobs import CTRSetup, evaluate_ctr, train_ctr
+    from lifelora.tasks.ctr.jobs import evaluate_run, train_and_evaluate
+    from lifelora.tasks.ctr.task import CTRTask
 
-    settings = _merge(LLM_SETTINGS, QUICK_LLM) if quick else LLM_SETTINGS
-    lora_cfg = CTRConfig.model_validate(settings)
+    quick_overrides = QUICK_LLM if quick else []
+    lora_cfg = load_config(CTRConfig, shipped_config(SHARED_LORA_CONFIG), quick_overrides)
     zero_cfg = lora_cfg.model_copy(update={"adapter": None})
-    reclora_cfg = CTRConfig.model_validate(
-        {**settings, "adapter": RECLORA_ADAPTER, "lens": str(run_dir / "din")}
+    reclora_cfg = load_config(
+        CTRConfig, shipped_config(RECLORA_CONFIG), [*quick_overrides, f"lens={run_dir / 'din'}"]
     )
-    setup = CTRSetup(zero_cfg, data, log=log)
+    task = CTRTask(data, lora_cfg.model, log=log)
     zero_dir, lora_dir, reclora_dir = run_dir / "zero-shot", run_dir / "shared-lora", run_dir / "reclora"
     for directory, cfg in ((zero_dir, zero_cfg), (lora_dir, lora_cfg), (reclora_dir, reclora_cfg)):
         directory.mkdir(parents=True, exist_ok=True)
         record_run(directory, cfg, command)
     log(f"scoring {zero_cfg.subset.eval} test samples zero-shot with {zero_cfg.model}")
-    zero = evaluate_ctr(setup, zero_dir)["metrics"]["test"]
-    setup.configure(lora_cfg)
-    lora = train_ctr(setup, lora_dir)["metrics"]["test"]
-    setup.configure(reclora_cfg)
-    reclora = train_ctr(setup, reclora_dir)["metrics"]["test"]
+    zero = evaluate_run(task, zero_cfg, zero_dir)["metrics"]["test"]
+    lora = train_and_evaluate(task, lora_cfg, lora_dir)["metrics"]["test"]
+    reclora = train_and_evaluate(task, reclora_cfg, reclora_dir)["metrics"]["test"]
     name, n = zero_cfg.model, lora_cfg.subset.train
     return [
         (f"{name} zero-shot", zero),
@@ -89,7 +83,7 @@ def _llm_rows(data: PreparedData, run_dir: Path, quick: bool, command: str, log)
 
 def _lens_on_subset(run_dir: Path, lens_name: str, llm_dir: Path) -> dict:
     """The lens's metrics on exactly the rows the LLM rows were scored on."""
-    lens_dir = run_dir / lens_name.lower().replace(" ", "-")
+    lens_dir = run_dir / _slug(lens_name)
     rows = pl.read_parquet(llm_dir / "predictions_test.parquet").select("sample_id", "user_idx")
     scored = rows.join(pl.read_parquet(lens_dir / "predictions_test.parquet"), on="sample_id")
     metrics = ctr_metrics(
@@ -111,9 +105,9 @@ def run_demo(quick: bool = False, run_dir: Path | None = None, log=print) -> dic
         f"{DATASET} fixed test subset (seed 42): lens vs LLM": subset_rows,
     }
     for title, rows in tables.items():
-        print_table(metrics_table(title, rows, COLUMNS))
+        print_table(metrics_table(title, rows, CTR_COLUMNS))
     (run_dir / "results.md").write_text(
-        "".join(f"## {title}\n\n{markdown_table(rows, COLUMNS)}\n" for title, rows in tables.items())
+        "".join(f"## {title}\n\n{markdown_table(rows, CTR_COLUMNS)}\n" for title, rows in tables.items())
     )
     results = {name: metrics for rows in tables.values() for name, metrics in rows}
     write_json(run_dir / "results.json", results)

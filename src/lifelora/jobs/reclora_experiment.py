@@ -16,12 +16,14 @@ from pathlib import Path
 from lifelora.adapters.lora import SharedLoraConfig
 from lifelora.errors import LifeloraError
 from lifelora.io import read_json, write_json
+from lifelora.lens import Lens
 from lifelora.metrics.ctr import ctr_metrics
-from lifelora.report import markdown_table, plot_bars
+from lifelora.report import CTR_COLUMNS, markdown_table, plot_bars
+from lifelora.run import record_run
 from lifelora.tasks.ctr.config import CTRConfig
-from lifelora.tasks.ctr.jobs import CTRSetup
-
-COLUMNS = ("samples", "AUC", "gAUC", "LogLoss", "ACC")
+from lifelora.tasks.ctr.examples import subset_rows
+from lifelora.tasks.ctr.jobs import evaluate_run, train_and_evaluate
+from lifelora.tasks.ctr.task import CTRTask
 
 
 def _slug(name: str) -> str:
@@ -76,21 +78,19 @@ def reclora_variants(
     return rows
 
 
-def _lens_row(setup, lens_dir: Path) -> dict:
+def _lens_row(task: CTRTask, cfg: CTRConfig, lens_dir: Path) -> dict:
     """The lens alone, on exactly the rows the LLM variants are evaluated on."""
-    from lifelora.lens import Lens
-    from lifelora.tasks.ctr.examples import subset_rows
-
     lens = Lens.load(lens_dir)
-    split, cfg = setup.cfg.eval.split, setup.cfg
-    rows = subset_rows(setup.data.split(split).height, cfg.subset.eval, cfg.subset.seed)
-    encoded = lens.encode(setup.data, split, rows=rows)
+    split = cfg.eval.split
+    rows = subset_rows(task.data.split(split).height, cfg.subset.eval, cfg.subset.seed)
+    encoded = lens.encode(task.data, split, rows=rows)
     metrics = ctr_metrics(encoded.labels, lens.predict(encoded), encoded.user_idx)
     return {"samples": len(rows), **metrics}
 
 
 def run_reclora_experiment(
-    setup: CTRSetup,
+    task: CTRTask,
+    cfg: CTRConfig,
     out_dir: Path,
     command: str,
     n_values: list[int],
@@ -100,11 +100,7 @@ def run_reclora_experiment(
     other_lenses: Sequence[Path] = (),
     log=print,
 ) -> list[tuple[str, dict]]:
-    """Every variant of `setup.cfg` (a personalized-adapter config) on `setup`'s data and backbone."""
-    from lifelora.run import record_run
-    from lifelora.tasks.ctr.jobs import evaluate_ctr, train_ctr
-
-    cfg = setup.cfg
+    """Every variant of `cfg` (a personalized-adapter config) on the task's data and backbone."""
     if cfg.adapter is None or cfg.adapter.kind != "personalized":
         raise LifeloraError("experiment reclora needs a personalized-adapter config (adapter.kind)")
     variants = reclora_variants(cfg, n_values, temperatures, sizes)
@@ -117,7 +113,7 @@ def run_reclora_experiment(
     names = [f"lens alone ({d.name})" for d in lens_dirs]
     if len(set(names)) < len(names):
         raise LifeloraError(f"--also-lens: two lens run directories share a name ({', '.join(names)})")
-    rows = [(name, _lens_row(setup, d)) for name, d in zip(names, lens_dirs, strict=True)]
+    rows = [(name, _lens_row(task, cfg, d)) for name, d in zip(names, lens_dirs, strict=True)]
     for name, variant in variants:
         run_dir = out_dir / _slug(name)
         metrics_file = run_dir / "metrics.json"
@@ -126,14 +122,13 @@ def run_reclora_experiment(
             resume = (run_dir / "checkpoints").is_dir()
             run_dir.mkdir(parents=True, exist_ok=True)
             record_run(run_dir, variant, command)
-            setup.configure(variant)
             if variant.adapter is None:
-                evaluate_ctr(setup, run_dir)
+                evaluate_run(task, variant, run_dir)
             else:
-                train_ctr(setup, run_dir, resume=resume)
+                train_and_evaluate(task, variant, run_dir, resume=resume)
         rows.append((name, read_json(metrics_file)["metrics"][cfg.eval.split]))
     title = f"RecLoRA on {cfg.dataset} ({cfg.model}, {cfg.eval.split} subset of {rows[0][1]['samples']:,})"
-    (out_dir / "results.md").write_text(f"## {title}\n\n{markdown_table(rows, COLUMNS)}\n")
+    (out_dir / "results.md").write_text(f"## {title}\n\n{markdown_table(rows, CTR_COLUMNS)}\n")
     write_json(out_dir / "results.json", dict(rows))
     plot_bars(rows, out_dir / "results.png", title)
     return rows

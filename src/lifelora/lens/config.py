@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from lifelora.io import history_index_file
+from lifelora.training.settings import TrainSettings
 
 
 class LensModelConfig(BaseModel):
@@ -26,20 +27,27 @@ class LensModelConfig(BaseModel):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 
-class LensTrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LensTrainConfig(TrainSettings):
+    """The shared training settings with the lens's defaults (one large batch per step, constant learning
+    rate, no clipping, no mid-run checkpoints), plus validation and early stopping."""
 
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    epochs: int = Field(
+        10,
+        ge=1,
+        validation_alias=AliasChoices("epochs", "max_epochs"),
+        description="at most (early stopping); `max_epochs` is accepted as its old name",
+    )
     batch_size: int = Field(1024, ge=1)
-    eval_batch_size: int = Field(8192, ge=1)
-    max_epochs: int = Field(10, ge=1)
-    patience: int = Field(2, ge=1, description="epochs without a better validation AUC before stopping")
-    max_train_samples: int | None = Field(None, ge=1, description="train on the first N (quick runs)")
+    grad_accum: int = Field(1, ge=1)
+    schedule: Literal["linear", "constant"] = "constant"
+    max_grad_norm: float | None = Field(None, gt=0)
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "fp32", description="bf16 autocast measured ~15x slower for this small model on an AVX2 CPU"
     )
-    seed: int = 42
+    checkpoint_every: int | None = Field(None, ge=1)
+    eval_batch_size: int = Field(8192, ge=1)
+    patience: int = Field(2, ge=1, description="epochs without a better validation AUC before stopping")
+    max_train_samples: int | None = Field(None, ge=1, description="train on the first N (quick runs)")
 
 
 class LensConfig(BaseModel):

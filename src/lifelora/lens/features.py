@@ -1,7 +1,8 @@
 """Encoding prepared samples into the lens's categorical fields.
 
-Vocabularies come from what was known by the end of the training period; code 0 of every field is
-"unknown" and its embedding stays zero, which defines the lens's cold-start input.
+Vocabularies come from what was known by the end of the training period (or by a chosen time, for
+continual learning); code 0 of every field is "unknown" and its embedding stays zero, which defines
+the lens's cold-start input.
 """
 
 from __future__ import annotations
@@ -53,12 +54,21 @@ class FieldEncoder:
         self.ratings = ratings
 
     @classmethod
-    def fit(cls, data: PreparedData) -> FieldEncoder:
-        """Values seen up to the end of the training period (train samples and earlier history)."""
-        train = data.split("train")
-        cutoff = int(train["timestamp"].max())
-        seen_items = data.sequences.filter(pl.col("timestamp") <= cutoff)["item_idx"].unique()
-        seen_users = train["user_idx"].unique()
+    def fit(cls, data: PreparedData, until: int | None = None) -> FieldEncoder:
+        """Values known at a point in time; everything later gets code 0 (unknown).
+
+        `until=None`: the end of the training split, users being those of the train samples and items
+        those in any interaction by then. A timestamp (a continual-learning period's end): users and
+        items with an interaction at or before it. Rating values always come from the whole data.
+        """
+        if until is None:
+            train = data.split("train")
+            cutoff = int(train["timestamp"].max())
+            seen_users = train["user_idx"].unique()
+        else:
+            cutoff = int(until)
+            seen_users = pl.Series(data.users_seen_until(cutoff))
+        seen_items = pl.Series(data.items_seen_until(cutoff))
         users = data.users.filter(pl.col("user_idx").is_in(seen_users.implode()))
         items = data.items.filter(pl.col("item_idx").is_in(seen_items.implode()))
         user_fields = ["user", *data.meta["stats"]["user_features"]]

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lifelora.data.prepared import History, PreparedData
+from lifelora.distributed import map_batches
 from lifelora.errors import LifeloraError
 from lifelora.io import atomic_dir, read_json, write_json
 from lifelora.lens.config import LensConfig
@@ -43,8 +44,9 @@ class Lens:
         self.fingerprint = fingerprint
 
     @classmethod
-    def create(cls, config: LensConfig, data: PreparedData) -> Lens:
-        encoder = FieldEncoder.fit(data)
+    def create(cls, config: LensConfig, data: PreparedData, until: int | None = None) -> Lens:
+        """An untrained lens knowing the users and items seen by `until` (None: the training split's end)."""
+        encoder = FieldEncoder.fit(data, until)
         model = DIN(config.model, encoder.field_sizes(), encoder.user_fields)
         return cls(config, encoder, model, data.meta["fingerprint"])
 
@@ -85,21 +87,31 @@ class Lens:
             )
 
     @torch.no_grad()
-    def predict(self, encoded: EncodedSplit, batch_size: int = 8192, hidden: bool = False):
-        """P(click) for every row, and optionally the [n, H] hidden vectors (fp32)."""
+    def predict(
+        self, encoded: EncodedSplit, batch_size: int = 8192, hidden: bool = False, shard: bool = False
+    ):
+        """P(click) for every row, and optionally the [n, H] hidden vectors (fp32).
+
+        `shard`: under several processes each scores its share of the batches and all get every row
+        back (`lifelora.distributed`); every process must call it then."""
         self.model.eval()
-        probs, vectors = [], []
-        for start in range(0, len(encoded), batch_size):
-            idx = torch.arange(start, min(start + batch_size, len(encoded)))
+        n = len(encoded)
+        batches = [np.arange(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+
+        def run(rows: np.ndarray) -> np.ndarray:
             with autocast(self.config.train.precision):
-                logits, h = self.model(encoded.batch(idx))
-            probs.append(torch.sigmoid(logits.float()))
-            if hidden:
-                vectors.append(h.float())
-        p = torch.cat(probs).numpy() if probs else np.zeros(0, dtype=np.float32)
-        if hidden:
-            return p, (torch.cat(vectors) if vectors else torch.zeros(0, self.hidden_size))
-        return p
+                logits, h = self.model(encoded.batch(torch.from_numpy(rows)))
+            columns = [torch.sigmoid(logits.float()).unsqueeze(1)] + ([h.float()] if hidden else [])
+            return torch.cat(columns, dim=1).numpy()
+
+        if shard:
+            out = map_batches(batches, run, n)
+        else:
+            out = np.concatenate([run(rows) for rows in batches]) if batches else np.zeros((0, 1), np.float32)
+        if n == 0:
+            out = np.zeros((0, 1 + (self.hidden_size if hidden else 0)), dtype=np.float32)
+        p = np.ascontiguousarray(out[:, 0])
+        return (p, torch.from_numpy(np.ascontiguousarray(out[:, 1:]))) if hidden else p
 
     def save(self, directory: Path) -> None:
         with atomic_dir(directory) as tmp:

@@ -1,8 +1,11 @@
-"""Training the lens on the full training split: AdamW, early stopping on validation AUC,
-best checkpoint kept in the run directory; evaluation and hidden-vector export."""
+"""Training the lens on the full training split through the one training loop (AdamW), validated after
+every epoch: the best epoch's weights kept in the run directory, early stopping on validation AUC;
+evaluation and hidden-vector export."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
 from pathlib import Path
 
@@ -10,91 +13,123 @@ import numpy as np
 import polars as pl
 import torch
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
+from lifelora import distributed
 from lifelora.data.prepared import PreparedData
 from lifelora.io import atomic_path, read_json, write_json, write_parquet
 from lifelora.lens.config import LensConfig
-from lifelora.lens.features import EncodedSplit
+from lifelora.lens.features import EncodedSplit, LensBatch
 from lifelora.lens.model import Lens
 from lifelora.metrics.ctr import ctr_metrics
-from lifelora.precision import autocast
 from lifelora.report import plot_curve
 from lifelora.run import seed_everything
+from lifelora.training import train_model
+from lifelora.training.hooks import TrainContext, TrainHook
 
 
-def evaluate(lens: Lens, encoded: EncodedSplit) -> tuple[dict[str, float], np.ndarray]:
-    scores = lens.predict(encoded, lens.config.train.eval_batch_size)
+def evaluate(lens: Lens, encoded: EncodedSplit, shard: bool = False) -> tuple[dict[str, float], np.ndarray]:
+    """Metrics and scores; `shard` spreads the batches over the processes (`lifelora.distributed`)."""
+    scores = lens.predict(encoded, lens.config.train.eval_batch_size, shard=shard)
     return ctr_metrics(encoded.labels, scores, groups=encoded.user_idx), scores
 
 
-def train_epoch(
-    lens: Lens, train: EncodedSplit, optimizer: torch.optim.Optimizer, epoch: int
-) -> tuple[float, float]:
-    """One pass in a seeded random order; returns (mean loss, samples per second)."""
-    cfg = lens.config.train
-    lens.model.train()
-    generator = torch.Generator().manual_seed(cfg.seed + epoch)
-    order = torch.randperm(len(train), generator=generator)
-    labels = torch.from_numpy(train.labels)
-    total, count, start = 0.0, 0, time.perf_counter()
-    bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}", unit="batch", leave=False)
-    for offset in bar:
-        idx = order[offset : offset + cfg.batch_size]
-        with autocast(cfg.precision):
-            logits, _ = lens.model(train.batch(idx))
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.item() * len(idx)
-        count += len(idx)
-        if offset // cfg.batch_size % 50 == 0:
-            bar.set_postfix(loss=f"{total / count:.4f}")
-    return total / max(count, 1), count / (time.perf_counter() - start)
+class LensRows(torch.utils.data.Dataset):
+    """An encoded split as a dataset of row positions: the loader samples positions and `collate` builds
+    the whole batch at once (vectorised), the lens inputs as a dict of tensors that Accelerate can move."""
+
+    def __init__(self, encoded: EncodedSplit):
+        self.encoded = encoded
+        self.labels = torch.from_numpy(encoded.labels)
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def __getitem__(self, row: int) -> int:
+        return row
+
+    def collate(self, rows: list[int]) -> dict:
+        idx = torch.tensor(rows)
+        inputs = self.encoded.batch(idx)
+        fields = {f.name: getattr(inputs, f.name) for f in dataclasses.fields(inputs)}
+        return {"inputs": fields, "labels": self.labels[idx]}
+
+
+def lens_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """Binary cross-entropy of the click logit (computed in fp32)."""
+    logits, _ = model(LensBatch(**batch["inputs"]))
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), batch["labels"])
+
+
+def _on_cpu(lens: Lens) -> Lens:
+    """`Lens.predict` builds its batches on the CPU: a lens training on a GPU is validated as a CPU copy."""
+    if next(lens.model.parameters()).device.type == "cpu":
+        return lens
+    cpu = copy.copy(lens)
+    cpu.model = copy.deepcopy(lens.model).cpu()
+    return cpu
+
+
+class Validation(TrainHook):
+    """After every epoch: validation metrics into `curve.json`, the best epoch's lens (by AUC) saved to
+    `run_dir/lens`, and a stop after `patience` epochs without a better AUC."""
+
+    def __init__(self, lens: Lens, valid: EncodedSplit, run_dir: Path, log=print):
+        self.lens, self.valid, self.run_dir, self.log = lens, valid, run_dir, log
+        self.curve: list[dict] = []
+        self.best_auc, self.best_epoch = -1.0, -1
+
+    def epoch_end(self, ctx: TrainContext) -> bool:
+        lens, epoch = _on_cpu(self.lens), ctx.epoch + 1
+        metrics, _ = evaluate(lens, self.valid)
+        self.curve.append(
+            {"epoch": epoch, "train_loss": ctx.epoch_loss, "samples_per_s": ctx.samples_per_s}
+            | {f"valid_{k}": v for k, v in metrics.items()}
+        )
+        self.log(
+            f"epoch {epoch}: train loss {ctx.epoch_loss:.4f}, valid AUC {metrics['AUC']:.4f}, "
+            f"LogLoss {metrics['LogLoss']:.4f} ({ctx.samples_per_s:,.0f} samples/s)"
+        )
+        write_json(self.run_dir / "curve.json", self.curve)
+        if metrics["AUC"] > self.best_auc:
+            self.best_auc, self.best_epoch = metrics["AUC"], epoch
+            lens.save(self.run_dir / "lens")
+            return False
+        patience = self.lens.config.train.patience
+        if epoch - self.best_epoch >= patience:
+            self.log(
+                f"early stop: no better validation AUC for {patience} epoch(s); best epoch {self.best_epoch}"
+            )
+            return True
+        return False
 
 
 def fit(config: LensConfig, data: PreparedData, run_dir: Path, log=print) -> tuple[Lens, dict]:
-    """Train with early stopping; the best epoch's weights end up in `run_dir/lens` and are returned."""
+    """Train with early stopping; the best epoch's weights end up in `run_dir/lens` and are returned.
+
+    Seeded once, here: model init, then dropout in training, draw one stream (the loop does not reseed);
+    the data order depends on the seed and the epoch only."""
     cfg = config.train
     seed_everything(cfg.seed)
     lens = Lens.create(config, data)
-    train = lens.encode(data, "train", limit=cfg.max_train_samples)
-    valid = lens.encode(data, "valid")
-    optimizer = torch.optim.AdamW(lens.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    curve, best_auc, best_epoch, speeds = [], -1.0, -1, []
-    for epoch in range(cfg.max_epochs):
-        loss, speed = train_epoch(lens, train, optimizer, epoch)
-        metrics, _ = evaluate(lens, valid)
-        speeds.append(speed)
-        curve.append(
-            {"epoch": epoch + 1, "train_loss": loss, "samples_per_s": speed}
-            | {f"valid_{k}": v for k, v in metrics.items()}
-        )
-        log(
-            f"epoch {epoch + 1}: train loss {loss:.4f}, valid AUC {metrics['AUC']:.4f}, "
-            f"LogLoss {metrics['LogLoss']:.4f} ({speed:,.0f} samples/s)"
-        )
-        write_json(run_dir / "curve.json", curve)
-        if metrics["AUC"] > best_auc:
-            best_auc, best_epoch = metrics["AUC"], epoch + 1
-            lens.save(run_dir / "lens")
-        elif epoch + 1 - best_epoch >= cfg.patience:
-            log(f"early stop: no better validation AUC for {cfg.patience} epoch(s); best epoch {best_epoch}")
-            break
+    rows = LensRows(lens.encode(data, "train", limit=cfg.max_train_samples))
+    validation = Validation(lens, lens.encode(data, "valid"), run_dir, log)
+    train_model(lens.model, rows, rows.collate, lens_loss, cfg, run_dir, hooks=[validation], log=log)
     summary = {
-        "best_epoch": best_epoch,
-        "epochs_run": len(curve),
-        "train_samples": len(train),
-        "samples_per_s": float(np.median(speeds)),
+        "best_epoch": validation.best_epoch,
+        "epochs_run": len(validation.curve),
+        "train_samples": len(rows),
+        "samples_per_s": float(np.median([row["samples_per_s"] for row in validation.curve])),
     }
     return Lens.load(run_dir / "lens"), summary
 
 
 def evaluate_split(lens: Lens, data: PreparedData, split: str, out_dir: Path) -> dict[str, float]:
-    """Metrics for a split, with a predictions Parquet (sample_id, label, score) beside them."""
+    """Metrics for a split, with a predictions Parquet (sample_id, label, score) beside them. Under
+    several processes each scores its share; the main process writes."""
     encoded = lens.encode(data, split)
-    metrics, scores = evaluate(lens, encoded)
+    metrics, scores = evaluate(lens, encoded, shard=True)
+    if not distributed.is_main_process():
+        return metrics
     write_parquet(
         out_dir / f"predictions_{split}.parquet",
         pl.DataFrame(
@@ -111,7 +146,9 @@ def evaluate_split(lens: Lens, data: PreparedData, split: str, out_dir: Path) ->
 def export_hidden(lens: Lens, data: PreparedData, split: str, path: Path) -> Path:
     """Save the split's hidden vectors [n, H] with their sample ids, for the personalized LoRA."""
     encoded = lens.encode(data, split)
-    _, hidden = lens.predict(encoded, lens.config.train.eval_batch_size, hidden=True)
+    _, hidden = lens.predict(encoded, lens.config.train.eval_batch_size, hidden=True, shard=True)
+    if not distributed.is_main_process():
+        return path
     with atomic_path(path) as tmp:
         save_file(
             {
@@ -123,7 +160,7 @@ def export_hidden(lens: Lens, data: PreparedData, split: str, path: Path) -> Pat
     return path
 
 
-def train_run(config: LensConfig, data: PreparedData, run_dir: Path, log=print) -> dict:
+def train_lens(config: LensConfig, data: PreparedData, run_dir: Path, log=print) -> dict:
     """The whole `lens train` job: fit, then evaluate the best checkpoint on valid and test."""
     start = time.perf_counter()
     lens, summary = fit(config, data, run_dir, log=log)

@@ -1,175 +1,148 @@
-"""The one training loop (Accelerate): mixed precision, gradient accumulation, multi-process,
-checkpoints with optimizer state, and `resume` that continues a killed run to the same result.
-
-Every adapter kind and, later, every continual strategy trains through `train_loop`: the caller gives
-the model, a dataset, a collate function and a `loss_fn(model, batch)`; extra loss terms (a proximal
-regularizer) come in as `loss_hooks`. Checkpoints hold only trainable weights, in safetensors, with the
-optimizer state split into safetensors (tensors) and JSON (scalars): no pickle.
-"""
+"""The one training loop (Accelerate) the LLM adapters and the lens train through: gradient accumulation,
+multi-process, bf16 autocast, per-group learning rates, hooks, checkpoints with optimizer state, and
+`resume` that continues a killed run to the same result."""
 
 from __future__ import annotations
 
 import math
-import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from lifelora.errors import LifeloraError
-from lifelora.io import atomic_dir, read_json, write_json
-from lifelora.precision import resolve
+from lifelora.precision import autocast
+from lifelora.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+    trainable,
+)
+from lifelora.training.hooks import TrainContext, TrainHook
+from lifelora.training.settings import TrainSettings
+from lifelora.training.step import LossFn, TrainStep
+
+ParamGroups = Callable[[torch.nn.Module], list[dict]]
 
 
-class TrainSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(8, ge=1, description="per process, per micro-batch")
-    grad_accum: int = Field(4, ge=1, description="micro-batches per optimizer step")
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    max_grad_norm: float | None = Field(1.0, gt=0)
-    precision: str = Field(
-        "auto", description="auto (bf16 where native), bf16 or fp32", pattern="^(auto|fp32|bf16)$"
-    )
-    checkpoint_every: int = Field(100, ge=1, description="optimizer steps between checkpoints")
-    keep_checkpoints: int = Field(2, ge=1)
-    seed: int = 42
+def batch_len(batch: Any) -> int | None:
+    """Samples in a micro-batch, whatever the collate's layout: the first dimension of its first tensor."""
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] if batch.ndim else None
+    items = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, list | tuple) else ()
+    for item in items:
+        found = batch_len(item)
+        if found is not None:
+            return found
+    return None
 
 
-LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]
+def _param_groups(model: torch.nn.Module, param_groups: ParamGroups | None) -> list[dict]:
+    known = trainable(model)
+    groups = param_groups(model) if param_groups is not None else [{"params": list(known.values())}]
+    groups = [{**group, "params": list(group["params"])} for group in groups]
+    if not any(group["params"] for group in groups):
+        raise LifeloraError("the model has no trainable parameters")
+    ids = {id(p) for p in known.values()}
+    if any(id(p) not in ids for group in groups for p in group["params"]):
+        raise LifeloraError("param_groups: every parameter must be a trainable parameter of the model")
+    return groups
 
 
-def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+def _schedule(optimizer: torch.optim.Optimizer, settings: TrainSettings, total_steps: int):
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    warmup = int(settings.warmup_ratio * total_steps)
+    if settings.schedule == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup)
+    return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
 
-def save_checkpoint(directory: Path, model, optimizer, scheduler, progress: dict) -> None:
-    """Trainable weights, optimizer moments, schedule and RNG state, atomically."""
-    names = {id(p): name for name, p in _trainable(model).items()}
-    tensors = {f"param/{name}": p.detach().cpu().contiguous() for name, p in _trainable(model).items()}
-    state = optimizer.state_dict()
-    params_in_order = [p for group in optimizer.param_groups for p in group["params"]]
-    for index, slots in state["state"].items():
-        name = names[id(params_in_order[index])]
-        for slot, value in slots.items():
-            tensors[f"optim/{name}/{slot}"] = torch.as_tensor(value).cpu().contiguous()
-    tensors["rng/torch"] = torch.get_rng_state()
-    with atomic_dir(directory) as tmp:
-        save_file(tensors, str(tmp / "state.safetensors"))
-        write_json(
-            tmp / "trainer.json",
-            {
-                **progress,
-                "param_groups": [
-                    {k: v for k, v in g.items() if k != "params"} for g in state["param_groups"]
-                ],
-                "scheduler": scheduler.state_dict(),
-            },
-        )
+def _set_rng(trainer: dict) -> None:
+    torch.set_rng_state(trainer["rng"])
+    if torch.cuda.is_available() and len(trainer["cuda_rng"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(trainer["cuda_rng"])
 
 
-def load_checkpoint(directory: Path, model, optimizer, scheduler) -> dict:
-    tensors = load_file(str(directory / "state.safetensors"))
-    trainer = read_json(directory / "trainer.json")
-    params = _trainable(model)
-    missing = [n for n in params if f"param/{n}" not in tensors]
-    if missing:
-        raise LifeloraError(f"{directory}: checkpoint lacks {missing[0]} (a different model or adapter)")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(tensors[f"param/{name}"])
-    order = [p for group in optimizer.param_groups for p in group["params"]]
-    names = {id(p): n for n, p in params.items()}
-    state = {}
-    for index, p in enumerate(order):
-        prefix = f"optim/{names[id(p)]}/"
-        slots = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        if slots:
-            state[index] = slots
-    groups = [
-        {**g, "params": og["params"]}
-        for g, og in zip(trainer["param_groups"], optimizer.state_dict()["param_groups"], strict=True)
-    ]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-    scheduler.load_state_dict(trainer["scheduler"])
-    return {**trainer, "rng": tensors["rng/torch"]}
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    return found[-1] if found else None
-
-
-def _prune(run_dir: Path, keep: int) -> None:
-    found = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    for old in found[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def train_loop(
+def train_model(
     model: torch.nn.Module,
     dataset: torch.utils.data.Dataset,
-    collate: Callable[[list], dict],
+    collate: Callable[[list], Any],
     loss_fn: LossFn,
     settings: TrainSettings,
     run_dir: Path,
+    *,
     resume: bool = False,
-    loss_hooks: Sequence[LossFn] = (),
-    log=print,
+    hooks: Sequence[TrainHook] = (),
+    param_groups: ParamGroups | None = None,
+    stage: str | None = None,
+    log: Callable[[str], object] = print,
 ) -> dict:
-    """Train the model's trainable parameters; returns loss curve and throughput figures."""
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, set_seed
-    from transformers import get_linear_schedule_with_warmup
+    """Train the model's trainable parameters with AdamW; returns the (unwrapped) model, the curve (per
+    optimizer step: task loss, each hook's loss term by name, learning rate(s)), steps, epochs run in this
+    call and throughput (training time only, not epoch_end hooks).
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    Seeding is the caller's: the loop never reseeds the global RNG, so model init and dropout draw one
+    stream the caller seeded once (the LLM jobs call `accelerate.utils.set_seed(settings.seed)` right
+    before this; the lens seeds before building its model). The data order depends on `settings.seed`
+    and the epoch only (Accelerate's seedable sampler, a DataLoader generator of its own), so it is the
+    same when resumed and draws nothing from the global RNG.
+
+    `param_groups(model)` gives AdamW's groups (per-group learning rates; `lr`/`weight_decay` default to
+    the settings'); default one group of all trainable parameters. `hooks` add loss terms, edit
+    gradients and stop training (`TrainHook`); `stage` is handed to them.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
     accelerator = Accelerator(
-        cpu=device == "cpu",  # also what makes several CPU processes (torchrun, accelerate launch) use gloo
-        mixed_precision="bf16" if resolve(settings.precision, device) == "bf16" else "no",
+        cpu=not torch.cuda.is_available(),  # also what makes several CPU processes use gloo
+        mixed_precision="no",  # autocast is the step's (one process may train at several precisions)
         gradient_accumulation_steps=settings.grad_accum,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=settings.seed),
     )
-    set_seed(settings.seed)
-    # its own generator: making batches never draws from the global RNG (dropout's), so a resumed
-    # run's RNG stream matches the uninterrupted one
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=settings.batch_size, shuffle=True, collate_fn=collate, generator=torch.Generator()
     )
-    params = list(_trainable(model).values())
-    if not params:
-        raise LifeloraError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    steps_per_epoch = math.ceil(len(loader) / settings.grad_accum)
-    total_steps = steps_per_epoch * settings.epochs
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(settings.warmup_ratio * total_steps), total_steps
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, param_groups), lr=settings.lr, weight_decay=settings.weight_decay
     )
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    unwrapped = accelerator.unwrap_model(model)
+    total_steps = math.ceil(len(loader) / settings.grad_accum) * settings.epochs
+    scheduler = _schedule(optimizer, settings, total_steps)
+    train_step = TrainStep(
+        loss_fn,
+        optimizer,
+        hooks,
+        settings.max_grad_norm,
+        backward=accelerator.backward,
+        clip=accelerator.clip_grad_norm_,
+        forward_context=lambda: autocast(settings.precision, accelerator.device),
+    )
+    ctx = TrainContext(unwrapped, settings, stage)
 
-    step, start_epoch, skip, curve, pending_rng = 0, 0, 0, [], None
+    start_epoch, skip, curve, pending_rng = 0, 0, [], None
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if checkpoint is not None:
-        trainer = load_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, scheduler)
-        step, start_epoch, skip, curve = (
+        trainer = load_checkpoint(checkpoint, unwrapped, optimizer, scheduler)
+        ctx.step, start_epoch, skip, curve = (
             trainer["step"],
             trainer["epoch"],
             trainer["batches_done"],
             trainer["curve"],
         )
-        pending_rng = trainer["rng"]
-        log(f"resuming from {checkpoint} (step {step}/{total_steps})")
+        pending_rng = trainer
+        log(f"resuming from {checkpoint} (step {ctx.step}/{total_steps})")
 
-    model.train()
-    samples, started = 0, time.perf_counter()
-    running, micro = 0.0, 0
+    samples, seconds, epochs_run = 0, 0.0, 0
     for epoch in range(start_epoch, settings.epochs):
+        model.train()  # epoch_end hooks may have evaluated
+        ctx.epoch = epoch
         loader.set_epoch(epoch)  # the order depends on (seed, epoch) only: the same when resumed
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         bar = tqdm(
@@ -180,51 +153,56 @@ def train_loop(
             unit="batch",
             disable=not accelerator.is_local_main_process,
         )
-        done = skip
+        done, epoch_samples, loss_sum, running, micro = skip, 0, 0.0, {}, 0
+        started = time.perf_counter()
         for batch in bar:
             if pending_rng is not None:  # once the loader is running, as it was when the state was saved
-                torch.set_rng_state(pending_rng)
+                _set_rng(pending_rng)
                 pending_rng = None
+            ctx.batch = batch
             with accelerator.accumulate(model):
-                loss = loss_fn(model, batch)
-                for hook in loss_hooks:
-                    loss = loss + hook(model, batch)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and settings.max_grad_norm:
-                    accelerator.clip_grad_norm_(params, settings.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            done += 1
-            samples += len(batch["input_ids"])
-            running, micro = running + loss.item(), micro + 1
+                loss, terms = train_step(model, ctx, sync=accelerator.sync_gradients)
+            n = batch_len(batch)
+            if n is None:
+                raise LifeloraError("cannot count the samples of a batch: the collate returned no tensor")
+            done, epoch_samples, micro = done + 1, epoch_samples + n, micro + 1
+            values = {name: value.item() for name, value in {"loss": loss, **terms}.items()}
+            loss_sum += values["loss"] * n
+            for name, value in values.items():
+                running[name] = running.get(name, 0.0) + value
             if accelerator.sync_gradients:
                 scheduler.step()
-                step += 1
-                curve.append({"step": step, "loss": running / micro, "lr": scheduler.get_last_lr()[0]})
-                bar.set_postfix(loss=f"{running / micro:.4f}")
-                running, micro = 0.0, 0
-                if (
-                    step % settings.checkpoint_every == 0
-                    and step < total_steps
-                    and accelerator.is_main_process
-                ):
-                    progress = {"step": step, "epoch": epoch, "batches_done": done, "curve": curve}
+                ctx.step += 1
+                lrs = scheduler.get_last_lr()
+                row = {"step": ctx.step, "epoch": epoch + 1, **{k: v / micro for k, v in running.items()}}
+                curve.append({**row, "lr": lrs[0], **({"lrs": lrs} if len(lrs) > 1 else {})})
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                running, micro = {}, 0
+                every = settings.checkpoint_every
+                if every and ctx.step % every == 0 and ctx.step < total_steps and accelerator.is_main_process:
+                    progress = {"step": ctx.step, "epoch": epoch, "batches_done": done, "curve": curve}
                     save_checkpoint(
-                        run_dir / "checkpoints" / f"step-{step}",
-                        accelerator.unwrap_model(model),
+                        run_dir / "checkpoints" / f"step-{ctx.step}",
+                        unwrapped,
                         optimizer,
                         scheduler,
                         progress,
                     )
-                    _prune(run_dir, settings.keep_checkpoints)
-        skip = 0
-    seconds = time.perf_counter() - started
+                    prune_checkpoints(run_dir, settings.keep_checkpoints)
+        elapsed = time.perf_counter() - started
+        samples, seconds, skip, epochs_run = samples + epoch_samples, seconds + elapsed, 0, epochs_run + 1
+        ctx.batch, ctx.loss = None, None
+        ctx.epoch_loss = loss_sum / epoch_samples if epoch_samples else None
+        ctx.samples_per_s = epoch_samples / elapsed if elapsed > 0 else None
+        if any([hook.epoch_end(ctx) for hook in hooks]):  # a list: every hook sees every epoch
+            break
     model.eval()
     accelerator.wait_for_everyone()
     return {
         "is_main_process": accelerator.is_main_process,
-        "model": accelerator.unwrap_model(model),
-        "steps": step,
+        "model": unwrapped,
+        "steps": ctx.step,
+        "epochs_run": epochs_run,
         "curve": curve,
         "seconds": round(seconds, 2),
         "samples_per_s": round(samples / seconds, 2) if seconds > 0 else None,

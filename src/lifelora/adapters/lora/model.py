@@ -1,30 +1,41 @@
 """The shared LoRA (TALLRec/ReLLa baseline), built on PEFT and saved in PEFT's own format, so
-`peft.PeftModel.from_pretrained` and multi-LoRA servers load it as is."""
+`peft.PeftModel.from_pretrained` and multi-LoRA servers load it as is.
+
+Branches are PEFT adapters of one PeftModel, all active at once: PEFT's LoRA layers sum every active
+adapter's delta. PEFT ties "active" to "trainable" (its set_adapter and add_adapter flip requires_grad), so
+each change of branches puts every parameter's own requires_grad back afterwards.
+"""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from torch import nn
+
+from lifelora.adapters.base import DEFAULT_BRANCH, Adapter
 from lifelora.adapters.lora.config import SharedLoraConfig
 from lifelora.errors import LifeloraError
 from lifelora.io import atomic_dir
 
+CONFIG_FILE = "adapter_config.json"
+PREFIX = "base_model.model."  # PEFT's wrapper path in front of the backbone's module paths
+
 
 @contextmanager
-def _without_peft_deprecation_notice():
+def _peft_calls() -> Iterator[None]:
     """transformers warns about a call PEFT makes internally; users cannot act on it."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
         yield
 
 
-def attach_lora(model, config: SharedLoraConfig):
-    """Wrap the backbone in a PeftModel whose only trainable weights are the LoRA factors."""
-    from peft import LoraConfig, get_peft_model
+def _peft_config(config: SharedLoraConfig):
+    from peft import LoraConfig
 
-    peft_config = LoraConfig(
+    return LoraConfig(
         task_type="CAUSAL_LM",
         r=config.r,
         lora_alpha=config.lora_alpha,
@@ -32,31 +43,193 @@ def attach_lora(model, config: SharedLoraConfig):
         target_modules=config.target_modules,
         modules_to_save=config.modules_to_save,
     )
-    try:
-        with _without_peft_deprecation_notice():
-            return get_peft_model(model, peft_config)
-    except ValueError as exc:
-        raise LifeloraError(
-            f"adapter.target_modules {config.target_modules!r}: {str(exc).splitlines()[0]}"
-        ) from None
 
 
-def save_adapter(model, directory: Path) -> Path:
-    """A plain PEFT directory (adapter_config.json + adapter_model.safetensors), written atomically."""
-    with atomic_dir(directory) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+def _settings(peft_config) -> SharedLoraConfig:
+    """Our config of a saved PEFT LoRA (PEFT keeps target_modules as a set)."""
+    targets = peft_config.target_modules
+    return SharedLoraConfig(
+        r=peft_config.r,
+        lora_alpha=peft_config.lora_alpha,
+        lora_dropout=peft_config.lora_dropout,
+        target_modules=targets if isinstance(targets, str) else sorted(targets),
+        modules_to_save=list(peft_config.modules_to_save) if peft_config.modules_to_save else None,
+    )
+
+
+def _target_error(config: SharedLoraConfig, exc: ValueError) -> LifeloraError:
+    return LifeloraError(f"adapter.target_modules {config.target_modules!r}: {str(exc).splitlines()[0]}")
+
+
+def _adapter_dir(directory: Path) -> Path:
+    directory = Path(directory)
+    if not (directory / CONFIG_FILE).is_file():
+        raise LifeloraError(f"{directory}: not a PEFT adapter directory (no {CONFIG_FILE})")
     return directory
 
 
-def load_adapter(model, directory: Path, trainable: bool = False):
-    from peft import PeftModel
-
-    if not (Path(directory) / "adapter_config.json").is_file():
-        raise LifeloraError(f"{directory}: not a PEFT adapter directory (no adapter_config.json)")
+@contextmanager
+def _loading(directory: Path) -> Iterator[None]:
     try:
-        with _without_peft_deprecation_notice():
-            return PeftModel.from_pretrained(model, str(directory), is_trainable=trainable)
+        with _peft_calls():
+            yield
     except (ValueError, RuntimeError) as exc:
         raise LifeloraError(
             f"{directory}: cannot load onto this backbone ({str(exc).splitlines()[0]})"
         ) from None
+
+
+class LoraAdapter(Adapter):
+    """One PeftModel; its PEFT adapters are the branches."""
+
+    kind = "lora"
+    config_class = SharedLoraConfig
+    config_file = CONFIG_FILE
+
+    def __init__(self, model: nn.Module, configs: dict[str, SharedLoraConfig]):
+        self.model = model
+        self._configs = configs
+
+    @classmethod
+    def attach(
+        cls,
+        base: nn.Module,
+        config: SharedLoraConfig,
+        *,
+        branch: str = DEFAULT_BRANCH,
+        routing_dim: int | None = None,
+    ) -> LoraAdapter:
+        """`routing_dim` is ignored: a shared LoRA is the same for every instance."""
+        from peft import get_peft_model
+
+        cls._check_branch_name(branch)
+        try:
+            with _peft_calls():
+                model = get_peft_model(base, _peft_config(config), adapter_name=branch)
+        except ValueError as exc:
+            raise _target_error(config, exc) from None
+        return cls(model, {branch: config})
+
+    @classmethod
+    def load(
+        cls, base: nn.Module, directory: Path, *, trainable: bool = False, branch: str = DEFAULT_BRANCH
+    ) -> LoraAdapter:
+        from peft import PeftModel
+
+        cls._check_branch_name(branch)
+        directory = _adapter_dir(directory)
+        with _loading(directory):
+            model = PeftModel.from_pretrained(
+                base, str(directory), adapter_name=branch, is_trainable=trainable
+            )
+        # PEFT leaves a branch loaded with is_trainable=False frozen and the model in eval mode
+        return cls(model, {branch: _settings(model.peft_config[branch])})
+
+    @classmethod
+    def _check_branch_name(cls, name: str) -> None:
+        super()._check_branch_name(name)
+        if name in "lora_":  # PEFT would mistake the branch for its key prefix when loading weights
+            raise LifeloraError(f"adapter branch name {name!r}: PEFT reserves parts of 'lora_'")
+
+    def add_branch(
+        self, name: str, config: SharedLoraConfig | None = None, *, trainable: bool = True
+    ) -> None:
+        self._check_new_branch(name)
+        config = config or self.config(self.branches[0])
+        self._check_summable(config)
+        flags = self._requires_grad()
+        try:
+            with _peft_calls():
+                self.model.add_adapter(name, _peft_config(config))
+        except ValueError as exc:
+            raise _target_error(config, exc) from None
+        self._configs[name] = config
+        self._activate_all(flags, trainable)
+
+    def load_branch(self, directory: Path, name: str, *, trainable: bool = False) -> None:
+        from peft import LoraConfig
+
+        self._check_new_branch(name)
+        directory = _adapter_dir(directory)
+        with _loading(directory):
+            config = _settings(LoraConfig.from_pretrained(str(directory)))
+        self._check_summable(config)
+        flags, training = self._requires_grad(), self.model.training
+        with _loading(directory):
+            self.model.load_adapter(str(directory), adapter_name=name, is_trainable=trainable)
+        self.model.train(training)  # PEFT's load_adapter switches the whole model to eval mode
+        self._configs[name] = config
+        self._activate_all(flags, trainable)
+
+    def remove_branch(self, name: str) -> None:
+        self._check_removable(name)
+        flags = self._requires_grad()
+        self.model.delete_adapter(name)
+        del self._configs[name]
+        self._activate_all(flags, trainable=False)
+
+    @property
+    def branches(self) -> list[str]:
+        return list(self._configs)
+
+    def config(self, branch: str = DEFAULT_BRANCH) -> SharedLoraConfig:
+        self._check_branch(branch)
+        return self._configs[branch]
+
+    def _check_summable(self, config: SharedLoraConfig) -> None:
+        """PEFT keeps one active copy of a `modules_to_save` module: such branches cannot be summed."""
+        if config.modules_to_save or any(c.modules_to_save for c in self._configs.values()):
+            raise LifeloraError(
+                "adapter.modules_to_save: a LoRA with modules_to_save cannot have several branches"
+            )
+
+    def _requires_grad(self) -> dict[str, bool]:
+        return {name: p.requires_grad for name, p in self.model.named_parameters()}
+
+    def _activate_all(self, flags: dict[str, bool], trainable: bool) -> None:
+        """Every branch active (summed); each parameter's requires_grad as in `flags`, new ones `trainable`."""
+        self.model.base_model.set_adapter(self.branches)
+        self.model.active_adapter = self.branches[0]  # PeftModel reads one branch's config for its forward
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(flags.get(name, trainable))
+
+    # --- weights -------------------------------------------------------------------------------------
+
+    def branch_parameters(self, branch: str = DEFAULT_BRANCH) -> dict[str, nn.Parameter]:
+        """PEFT's `base_model.model.{module}.lora_A.{branch}.weight` as `{module}.lora_A.weight`."""
+        from peft.tuners.lora import LoraLayer
+
+        self._check_branch(branch)
+        holders = {*LoraLayer.adapter_layer_names, "modules_to_save"}
+        found = {}
+        for name, p in self.model.named_parameters():
+            parts = name.removeprefix(PREFIX).split(".")
+            for i in range(1, len(parts)):
+                if parts[i] == branch and parts[i - 1] in holders:
+                    found[".".join(parts[:i] + parts[i + 1 :])] = p
+                    break
+        return found
+
+    @contextmanager
+    def disabled(self) -> Iterator[None]:
+        with self.model.disable_adapter():
+            yield
+
+    # --- files and teardown -------------------------------------------------------------------------
+
+    def save(self, directory: Path, branch: str = DEFAULT_BRANCH) -> Path:
+        """A plain PEFT directory (adapter_config.json + adapter_model.safetensors at its top)."""
+        self._check_branch(branch)
+        with atomic_dir(directory) as tmp:
+            self.model.save_pretrained(str(tmp), selected_adapters=[branch], safe_serialization=True)
+            if branch != DEFAULT_BRANCH:  # PEFT writes other adapters into a subdirectory named after them
+                for path in (tmp / branch).iterdir():
+                    path.replace(tmp / path.name)
+                (tmp / branch).rmdir()
+        return Path(directory)
+
+    def unload(self) -> nn.Module:
+        base = self.model.unload()
+        if hasattr(base, "peft_config"):  # PEFT leaves it behind; the next attach would warn about it
+            del base.peft_config
+        return base

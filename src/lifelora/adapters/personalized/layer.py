@@ -7,7 +7,8 @@ For a batch x [B, L, d_in] with mixing weights w [B, N] (one row per instance, s
 - products: Σ w_i B_i A_i x = B_cat · diag(w ⊗ 1_r) · A_cat x: one rank-N·r LoRA with the
   rank-r blocks of its hidden activations scaled by w.
 
-Neither form loops over samples or meta-LoRAs.
+Neither form loops over samples or meta-LoRAs. A `PersonalizedLinear` holds one bank per adapter branch
+and adds every bank's delta to its base layer's output.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import math
 import torch
 from torch import nn
 
+from lifelora.adapters.base import DEFAULT_BRANCH
 from lifelora.adapters.personalized.config import PersonalizedConfig
-from lifelora.adapters.personalized.routing import current_routing
+from lifelora.adapters.personalized.routing import banks_disabled, current_routing
 from lifelora.errors import LifeloraError
 
 
@@ -39,15 +41,20 @@ class Gate(nn.Module):
         return self.net(routing)
 
 
-class PersonalizedLinear(nn.Module):
-    def __init__(self, base_layer: nn.Linear, config: PersonalizedConfig, routing_dim: int):
+class MetaLoraBank(nn.Module):
+    """One branch of a personalized layer: N meta-LoRAs and the gate that mixes them per instance.
+
+    Its state_dict keys (`lora_A`, `lora_B`, `gate.net...`) are the saved file's keys after the layer name."""
+
+    def __init__(
+        self, d_in: int, d_out: int, device: torch.device, config: PersonalizedConfig, routing_dim: int
+    ):
         super().__init__()
-        self.base_layer = base_layer
         self.config = config
         self.routing_dim = routing_dim
         n, r = config.n_loras, config.r
-        d_in, d_out = base_layer.in_features, base_layer.out_features
-        device, dtype = base_layer.weight.device, torch.float32
+        dtype = torch.float32
+        # the order of random draws is the saved adapters' contract: A per meta-LoRA, then the gate
         self.lora_A = nn.Parameter(torch.empty(n, r, d_in, device=device, dtype=dtype))
         self.lora_B = nn.Parameter(torch.zeros(n, d_out, r, device=device, dtype=dtype))
         for a in self.lora_A:  # each meta-LoRA initialised like PEFT's lora_A (Kaiming-uniform)
@@ -99,12 +106,8 @@ class PersonalizedLinear(nn.Module):
         return out * self.config.scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        result = self.base_layer(x)
-        flat = x.dim() == 2
-        xs = x.unsqueeze(1) if flat else x
-        change = self.delta(xs, self._weights_for(xs))
-        change = change.squeeze(1) if flat else change
-        return result + change.to(result.dtype)
+        """This bank's delta for x [B, L, d_in], mixed with the current routing vectors."""
+        return self.delta(x, self._weights_for(x))
 
     @torch.no_grad()
     def instance_lora(self, routing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -119,3 +122,37 @@ class PersonalizedLinear(nn.Module):
         a = (self.lora_A * w.view(n, 1, 1)).reshape(n * r, d_in)
         b = self.lora_B.permute(1, 0, 2).reshape(self.lora_B.shape[1], n * r)
         return a, b, n * r
+
+
+class PersonalizedLinear(nn.Module):
+    """A linear layer plus one meta-LoRA bank per branch: base(x) + Σ_branches bank(x)."""
+
+    def __init__(
+        self,
+        base_layer: nn.Linear,
+        config: PersonalizedConfig,
+        routing_dim: int,
+        branch: str = DEFAULT_BRANCH,
+    ):
+        super().__init__()
+        self.base_layer = base_layer
+        self.banks = nn.ModuleDict()
+        self.add_bank(branch, config, routing_dim)
+
+    def add_bank(self, branch: str, config: PersonalizedConfig, routing_dim: int) -> None:
+        base = self.base_layer
+        self.banks[branch] = MetaLoraBank(
+            base.in_features, base.out_features, base.weight.device, config, routing_dim
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.base_layer(x)
+        if banks_disabled():
+            return result
+        flat = x.dim() == 2
+        xs = x.unsqueeze(1) if flat else x
+        for bank in self.banks.values():
+            change = bank(xs)
+            change = change.squeeze(1) if flat else change
+            result = result + change.to(result.dtype)
+        return result

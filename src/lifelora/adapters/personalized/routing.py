@@ -1,8 +1,10 @@
-"""The per-instance routing vector, handed to every personalized layer through a context.
+"""What every personalized layer reads from the running forward, handed through contexts rather than
+arguments or module attributes: the per-instance routing vector, and whether the banks are switched off.
 
-`PersonalizedModel.forward(routing=h)` opens the context; layers read it. Under gradient checkpointing
-the layers run again during backward, after the context has closed: `checkpoint_context` captures the
-vector at forward time and reopens it for the recomputation (torch.utils.checkpoint's `context_fn`).
+`PersonalizedModel.forward(routing=h)` opens the routing context; `PersonalizedAdapter.disabled()` the
+other. Under gradient checkpointing the layers run again during backward, after the contexts have closed:
+`checkpoint_context` captures both at forward time and reopens them for the recomputation
+(torch.utils.checkpoint's `context_fn`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from lifelora.errors import LifeloraError
 
 _ROUTING: ContextVar[torch.Tensor | None] = ContextVar("lifelora_routing", default=None)
+_DISABLED: ContextVar[bool] = ContextVar("lifelora_banks_disabled", default=False)
 
 
 @contextlib.contextmanager
@@ -25,6 +28,20 @@ def routing_context(vectors: torch.Tensor | None) -> Iterator[None]:
         yield
     finally:
         _ROUTING.reset(token)
+
+
+@contextlib.contextmanager
+def disabled_context(disabled: bool = True) -> Iterator[None]:
+    """Inside, personalized layers compute their base layer only (no bank, no routing needed)."""
+    token = _DISABLED.set(disabled)
+    try:
+        yield
+    finally:
+        _DISABLED.reset(token)
+
+
+def banks_disabled() -> bool:
+    return _DISABLED.get()
 
 
 def current_routing() -> torch.Tensor:
@@ -37,6 +54,12 @@ def current_routing() -> torch.Tensor:
     return vectors
 
 
+@contextlib.contextmanager
+def _replay(vectors: torch.Tensor | None, disabled: bool) -> Iterator[None]:
+    with routing_context(vectors), disabled_context(disabled):
+        yield
+
+
 def checkpoint_context() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
-    """For torch.utils.checkpoint(context_fn=...): the recomputation sees the forward's routing."""
-    return contextlib.nullcontext(), routing_context(_ROUTING.get())
+    """For torch.utils.checkpoint(context_fn=...): the recomputation sees the forward's contexts."""
+    return contextlib.nullcontext(), _replay(_ROUTING.get(), _DISABLED.get())

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_val
 
 from lifelora.adapters.lora import SharedLoraConfig
 from lifelora.adapters.personalized.config import PersonalizedConfig
-from lifelora.training.loop import TrainSettings
+from lifelora.training import TrainSettings
 
 
 def _adapter_kind(value) -> str:

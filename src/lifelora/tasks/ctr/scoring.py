@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lifelora.distributed import map_batches, my_batches
 from lifelora.llm.batching import left_pad, positions_of
 from lifelora.precision import autocast
 
@@ -34,6 +35,12 @@ def yes_probability(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=-1)[:, 1]
 
 
+def length_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> list[np.ndarray]:
+    """Row numbers in batches of similar length (little padding), the same for any number of processes."""
+    order = np.argsort([len(p) for p in prompts], kind="stable")
+    return [order[start : start + batch_size] for start in range(0, len(prompts), batch_size)]
+
+
 @torch.no_grad()
 def score_prompts(
     model,
@@ -45,21 +52,27 @@ def score_prompts(
     progress: bool = True,
     routing: torch.Tensor | None = None,
 ) -> np.ndarray:
-    """P(yes) per prompt; prompts are batched by length to waste little on padding.
+    """P(yes) per prompt. Under several processes (`torchrun`) each scores its share of the batches and
+    all get every score back (`lifelora.distributed`).
 
     `routing` ([n, d_h], one row per prompt) is handed to a personalized adapter's forward."""
-    order = np.argsort([len(p) for p in prompts], kind="stable")
-    out = np.empty(len(prompts), dtype=np.float32)
     device = next(model.parameters()).device
-    starts = range(0, len(prompts), batch_size)
-    for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress, leave=False):
-        rows = order[start : start + batch_size]
+    batches = length_batches(prompts, batch_size)
+    bar = tqdm(
+        total=len(my_batches(batches)), desc="scoring", unit="batch", disable=not progress, leave=False
+    )
+
+    def score(rows: np.ndarray) -> np.ndarray:
         ids, mask = left_pad([prompts[r] for r in rows], pad_id)
         extra = {} if routing is None else {"routing": routing[torch.from_numpy(rows)].to(device)}
         with autocast(precision, device):
             logits = answer_logits(model, ids.to(device), mask.to(device), answer_ids, **extra)
-        out[rows] = yes_probability(logits).cpu().numpy()
-    return out
+        bar.update()
+        return yes_probability(logits).cpu().numpy().astype(np.float32)
+
+    scores = map_batches(batches, score, len(prompts))
+    bar.close()
+    return scores
 
 
 @torch.no_grad()
