@@ -88,6 +88,8 @@ def test_the_demo_reads_shipped_configs():
 def test_shipped_configs_are_found_by_name_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for name in ("configs/llm/lora-ml1m.yaml", "llm/lora-ml1m.yaml"):
-        assert load_config(CTRConfig, Path(name)) == load_config(CTRConfig, CONFIG_DIR / "llm" / "lora-ml1m.yaml")
+        assert load_config(CTRConfig, Path(name)) == load_config(
+            CTRConfig, CONFIG_DIR / "llm" / "lora-ml1m.yaml"
+        )
     with pytest.raises(LifeloraError, match=r"configs/llm/nope\.yaml: config file not found"):
         load_config(CTRConfig, Path("configs/llm/nope.yaml"))

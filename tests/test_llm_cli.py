@@ -336,7 +336,9 @@ def test_two_process_evaluation_equals_one_process(setup, run_cli, tmp_path):
     trained = tmp_path / "trained"
     assert run_cli("train", "-c", config, "--run-dir", trained).code == 0
     for count, port in ((1, 0), (2, 29541)):
-        _processes(count, ["evaluate", "--trained-run", trained, "--run-dir", tmp_path / f"eval-{count}"], port)
+        _processes(
+            count, ["evaluate", "--trained-run", trained, "--run-dir", tmp_path / f"eval-{count}"], port
+        )
     one = pl.read_parquet(tmp_path / "eval-1" / "predictions_test.parquet")
     two = pl.read_parquet(tmp_path / "eval-2" / "predictions_test.parquet")
     assert one.height == 60 and one.equals(two)
