@@ -33,6 +33,20 @@ def _run_config(run: Path, overrides: list[str] | None = None):
     return load_config(CTRConfig, None, overrides, base=read_yaml(run / "config.yaml"))
 
 
+def _run_dir(run_dir: Path | None, kind: str, cfg) -> Path:
+    """The run directory (default: a new one under runs/), with the resolved config recorded once."""
+    from lifelora.distributed import is_main_process, world_size
+    from lifelora.run import new_run_dir, record_run
+
+    if run_dir is None and world_size() > 1:
+        raise LifeloraError("--run-dir is required with several processes (they must share one)")
+    run_dir = run_dir or new_run_dir(kind, f"{cfg.dataset}-{cfg.name}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if is_main_process():
+        record_run(run_dir, cfg, command_line())
+    return run_dir
+
+
 def _print_metrics(title: str, split: str, metrics: dict) -> None:
     from lifelora.distributed import is_main_process
     from lifelora.report import metrics_table, print_table
@@ -90,9 +104,8 @@ def train(
 ) -> None:
     """Train an LLM CTR adapter on a fixed few-shot subset, then evaluate it; writes a run directory."""
     from lifelora.config import load_config
-    from lifelora.distributed import is_main_process, world_size
+    from lifelora.distributed import is_main_process
     from lifelora.io import read_yaml
-    from lifelora.run import new_run_dir, record_run
     from lifelora.tasks.ctr.config import CTRConfig
     from lifelora.tasks.ctr.jobs import train_and_evaluate
 
@@ -107,12 +120,7 @@ def train(
         cfg = load_config(CTRConfig, config, [*(overrides or []), *extra])
         if cfg.adapter is None:
             raise LifeloraError("adapter: null means zero-shot; use `lifelora evaluate` for that")
-        if run_dir is None and world_size() > 1:
-            raise LifeloraError("--run-dir is required with several processes (they must share one)")
-        run_dir = run_dir or new_run_dir("train", f"{cfg.dataset}-{cfg.name}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if is_main_process():
-            record_run(run_dir, cfg, command_line())
+        run_dir = _run_dir(run_dir, "train", cfg)
     summary = train_and_evaluate(_task(cfg), cfg, run_dir, resume=resume is not None)
     split = cfg.eval.split
     _print_metrics(f"{cfg.name} on {cfg.dataset}", split, summary["metrics"][split])
@@ -137,22 +145,16 @@ def evaluate(
 ) -> None:
     """Score the eval split (subset) with a trained adapter, or zero-shot with the bare backbone."""
     from lifelora.config import load_config
-    from lifelora.distributed import is_main_process, world_size
-    from lifelora.run import new_run_dir, record_run
+    from lifelora.distributed import is_main_process
     from lifelora.tasks.ctr.config import CTRConfig
     from lifelora.tasks.ctr.jobs import evaluate_run
 
     if run is not None:
         cfg = _run_config(run, overrides)
-        out = run_dir or run / f"eval-{cfg.eval.split}"
+        out = _run_dir(run_dir or run / f"eval-{cfg.eval.split}", "eval", cfg)
     else:
         cfg = load_config(CTRConfig, config, overrides, base={"adapter": None})
-        if run_dir is None and world_size() > 1:
-            raise LifeloraError("--run-dir is required with several processes (they must share one)")
-        out = run_dir or new_run_dir("eval", f"{cfg.dataset}-{cfg.name}")
-    out.mkdir(parents=True, exist_ok=True)
-    if is_main_process():
-        record_run(out, cfg, command_line())
+        out = _run_dir(run_dir, "eval", cfg)
     summary = evaluate_run(_task(cfg), cfg, out, adapter_dir=run / "adapter" if run else None)
     split = cfg.eval.split
     _print_metrics(
@@ -174,12 +176,11 @@ def recommend(
     as_json: bool = typer.Option(False, "--json", help="print JSON lines instead of a table"),
 ) -> None:
     """Rank candidate items for one user: the shared prompt prefix is computed once for all of them."""
-    import numpy as np
-
     from lifelora.adapters import load
     from lifelora.config import load_config
     from lifelora.tasks.ctr.config import CTRConfig
     from lifelora.tasks.ctr.ranking import recommend as rank
+    from lifelora.tasks.ctr.ranking import sample_candidates
 
     cfg = _run_config(run) if run else load_config(CTRConfig, config, base={"adapter": None})
     task = _task(cfg)
@@ -188,8 +189,7 @@ def recommend(
     if items:
         pool = data.item_indices([key.strip() for key in items.split(",") if key.strip()], "--items")
     else:
-        unseen = data.unseen_items(user_idx)
-        pool = np.random.default_rng(seed).choice(unseen, size=min(candidates, len(unseen)), replace=False)
+        pool = sample_candidates(data, user_idx, candidates, seed)
     model = load(task.backbone.model, run / "adapter").model if run else task.backbone.model
     top = rank(task, model, cfg, user_idx, pool, k)
     if as_json:

@@ -1,4 +1,4 @@
-"""Lens hyperparameters; defaults follow REFERENCE.md (ML-1M DIN: embed 64, history 60, MLP 3×256)."""
+"""Lens hyperparameters; defaults follow ReLLa/RecLoRA's DIN on ML-1M (embed 64, history 60, MLP 3×256)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from lifelora.adapters.lora import LoraSettings
 
 
 class PersonalizedConfig(LoraSettings):
-    """N meta-LoRAs per target module mixed per instance by `softmax(gate(h) / T)` (REFERENCE.md)."""
+    """N meta-LoRAs per target module mixed per instance by `softmax(gate(h) / T)` (RecLoRA, arXiv 2408.03533)."""
 
     kind: Literal["personalized"] = "personalized"
     n_loras: int = Field(16, ge=1, le=256, description="meta-LoRAs per target module (N)")

@@ -8,10 +8,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from lifelora.data.prepared import PreparedData
 from lifelora.errors import LifeloraError
 from lifelora.tasks.ctr.config import CTRConfig
 from lifelora.tasks.ctr.scoring import score_candidates
 from lifelora.tasks.ctr.task import CTRTask
+
+
+def sample_candidates(data: PreparedData, user: int, n: int, seed: int) -> np.ndarray:
+    """`n` random items the user never interacted with (all of them when there are fewer)."""
+    unseen = data.unseen_items(user)
+    return np.random.default_rng(seed).choice(unseen, size=min(n, len(unseen)), replace=False)
 
 
 def recommend(
