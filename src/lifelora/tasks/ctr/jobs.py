@@ -52,6 +52,7 @@ def build(task: CTRTask, cfg: CTRConfig, lens: Lens | None = None) -> Adapter:
     if cfg.adapter is None:
         raise LifeloraError("adapter: null means zero-shot; there is no adapter to build")
     lens = lens or task.lens(cfg)
+    task.before_adapter(cfg)
     torch.manual_seed(cfg.train.seed)
     return attach(task.backbone.model, cfg.adapter, lens.hidden_size if lens is not None else None)
 
@@ -178,6 +179,7 @@ def train_and_evaluate(task: CTRTask, cfg: CTRConfig, run_dir: Path, resume: boo
 
 def evaluate_run(task: CTRTask, cfg: CTRConfig, run_dir: Path, adapter_dir: Path | None = None) -> dict:
     """`lifelora evaluate`: zero-shot (no adapter) or a saved adapter, on the configured subset."""
+    task.before_adapter(cfg)
     adapter = load(task.backbone.model, adapter_dir) if adapter_dir is not None else None
     try:
         model = adapter.model if adapter is not None else task.backbone.model

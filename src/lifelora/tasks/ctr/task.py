@@ -35,7 +35,9 @@ class CTRTask:
         return self._builders[layout]
 
     def embeddings(self, prompt: PromptSettings) -> np.ndarray | None:
-        """Item vectors for semantic retrieval (None when the prompt shows no retrieved history)."""
+        """Item vectors for semantic retrieval (None when the prompt shows no retrieved history).
+
+        They are the bare backbone's: `before_adapter` makes them before an adapter goes on."""
         if prompt.retriever != "semantic" or prompt.history == 0:
             return None
         if prompt.pca_dim not in self._embeddings:
@@ -43,6 +45,10 @@ class CTRTask:
                 self.backbone, self.data, prompt.pca_dim, log=self.log
             )
         return self._embeddings[prompt.pca_dim]
+
+    def before_adapter(self, cfg: CTRConfig) -> None:
+        """Make what the run needs from the bare backbone (item vectors) while it is still bare."""
+        self.embeddings(cfg.prompt)
 
     def lens(self, cfg: CTRConfig) -> Lens | None:
         """The frozen lens that routes the run's personalized adapter (None for other adapters)."""
