@@ -6,10 +6,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+say() { echo "setup: $*" >&2; }
+if [ -x .venv/bin/python ]; then
+  say "using the existing .venv"
+else
+  say "creating .venv with $PYTHON"
+  "$PYTHON" -m venv .venv
+fi
 PIP=".venv/bin/python -m pip"
-if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+if .venv/bin/python -c "import torch" 2>/dev/null; then
+  say "torch already installed"
+else
+  say "installing ${TORCH_SPEC:-torch==2.13.0} (the largest download: a minute or more)"
   # shellcheck disable=SC2086
   $PIP install --quiet ${TORCH_SPEC:-torch==2.13.0}
 fi
+say "installing lifelora and its dependencies (pip install -e .[dev])"
 $PIP install --quiet -e ".[dev]"
+say "done: .venv/bin/lifelora --help"

@@ -455,3 +455,27 @@ def keep_lines(path: Path, count: int) -> Path:
     lines = path.read_bytes().split(b"\n")
     path.write_bytes(b"\n".join(lines[:count]) + b"\n")
     return path
+
+
+def insert_line(path: Path, line: int, text: str, encoding: str = "utf-8") -> Path:
+    """Insert `text` as line `line` (1-based; one past the last line appends)."""
+    lines = path.read_bytes().decode(encoding).split("\n")
+    lines.insert(line - 1, text)
+    path.write_bytes("\n".join(lines).encode(encoding))
+    return path
+
+
+def gzip_file(path: Path) -> Path:
+    """Replace `path` with `path.gz`; returns the new path."""
+    target = path.with_name(f"{path.name}.gz")
+    target.write_bytes(gzip.compress(path.read_bytes()))
+    path.unlink()
+    return target
+
+
+def replace_json_field(path: Path, line: int, field: str, value: object) -> Path:
+    """Set `field` of the JSON record on line `line` (1-based) of a JSON-lines file."""
+    lines = path.read_text().split("\n")
+    lines[line - 1] = json.dumps({**json.loads(lines[line - 1]), field: value})
+    path.write_text("\n".join(lines))
+    return path

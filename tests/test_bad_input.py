@@ -11,9 +11,11 @@ from data_files import (
     build_wheel,
     change_separator,
     duplicate_line,
+    insert_line,
     keep_lines,
     reencode,
     replace_field,
+    replace_json_field,
     truncate_last_line,
     write_amazon,
     write_generic_csv,
@@ -307,14 +309,14 @@ def test_duplicate_rows_in_generic_csv(tmp_path, prepare_fails):
     generic(
         prepare_fails,
         source,
-        expect=("mine.csv", "2 duplicate rows", "user '9' item '2' at 10", "drop_duplicates"),
+        expect=("mine.csv", "1 row repeats an earlier row", "user '9' item '2' at 10", "drop_duplicates"),
     )
 
 
 def test_duplicate_rows_in_recbole_inter(tmp_path, prepare_fails):
     raw = write_recbole_ml100k(tmp_path / "raw")
     duplicate_line(raw / "ml-100k.inter", 2)
-    prepare_fails("ml-100k", raw, "recbole", expect=(str(raw), "duplicate rows", "user '1' item '1'"))
+    prepare_fails("ml-100k", raw, "recbole", expect=(str(raw), "repeat", "user '1' item '1'"))
 
 
 # --- nothing left to learn from ---------------------------------------------------------------------
@@ -454,3 +456,266 @@ def test_generic_rows_are_fine_before_damage(tmp_path, run_cli, out):
                      "--columns", GENERIC_COLUMNS, "--out", out, "min_history=1")  # fmt: skip
     assert result.code == 0, result.stderr
     assert (out / "meta.json").is_file()
+
+
+# --- the GroupLens ml-1m layout, damaged ----------------------------------------------------------------
+# ratings.dat holds RATINGS in reverse: line 1 is user 10's (10, 3, 5, T0 + 1100), line 3 (10, 1, 4, ...).
+# movies.dat and users.dat list ITEMS and USERS in order (line 3: movie 3 "Four Rooms", user 3).
+
+
+def ml1m(tmp_path: Path) -> Path:
+    return write_grouplens_ml1m(tmp_path / "raw")
+
+
+def damage_ratings(raw: Path, line: int, field: int, value: str) -> Path:
+    return replace_field(raw / "ratings.dat", line, field, value, "::", encoding="latin-1")
+
+
+def test_twenty_digit_timestamp_in_ratings_dat(tmp_path, prepare_fails):
+    raw = ml1m(tmp_path)
+    damage_ratings(raw, 2, 3, "12345678901234567890")
+    prepare_fails(
+        "ml-1m", raw, "grouplens",
+        expect=("ratings.dat", "line 2: timestamp '12345678901234567890' is out of range"),
+    )  # fmt: skip
+
+
+def test_twenty_digit_timestamp_in_generic_csv(tmp_path, prepare_fails):
+    source = replace_field(write_generic_csv(tmp_path / "mine.csv"), 3, 5, "98765432109876543210", ",")
+    generic(prepare_fails, source, expect=("mine.csv", "line 3: when '98765432109876543210' is out of range"))
+
+
+def test_fractional_timestamp_in_ratings_dat(tmp_path, prepare_fails):
+    raw = ml1m(tmp_path)
+    damage_ratings(raw, 4, 3, "978300500.5")
+    prepare_fails(
+        "ml-1m",
+        raw,
+        "grouplens",
+        expect=("ratings.dat", "line 4: timestamp '978300500.5' is not a whole number"),
+    )
+
+
+def test_unreadable_ratings_dat(tmp_path, prepare_fails, monkeypatch):
+    # tests run as root, who may read a chmod-000 file: refuse the read itself
+    raw = ml1m(tmp_path)
+    read_bytes = Path.read_bytes
+
+    def denied(path: Path) -> bytes:
+        if path.name == "ratings.dat":
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    prepare_fails(
+        "ml-1m", raw, "grouplens", expect=(f"{raw / 'ratings.dat'}: cannot read (Permission denied)",)
+    )
+
+
+@pytest.mark.parametrize("below", ["prepared", "deeper/prepared"])
+def test_out_below_a_regular_file(tmp_path, run_cli, lifelora_home, below):
+    blocker = tmp_path / "results"
+    blocker.write_text("my notes\n")
+    target = blocker / below
+    result = run_cli(
+        "data", "prepare", "ml-1m", "--source", ml1m(tmp_path), "--format", "grouplens",
+        "--out", target, "min_history=2",
+    )  # fmt: skip
+    assert result.code == 2, result.stderr
+    assert result.error_lines == [
+        f"lifelora: error: {target}: cannot create it: {blocker} is a file, not a directory"
+    ]
+    assert blocker.read_text() == "my notes\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "results"]
+
+
+def test_out_is_a_regular_file(tmp_path, run_cli, lifelora_home):
+    target = tmp_path / "results" / "prepared"
+    target.parent.mkdir()
+    target.write_text("my notes\n")
+    result = run_cli(
+        "data", "prepare", "ml-1m", "--source", ml1m(tmp_path), "--format", "grouplens",
+        "--out", target, "min_history=2",
+    )  # fmt: skip
+    assert result.code == 2, result.stderr
+    assert result.error_lines == [f"lifelora: error: {target}: exists and is not a directory"]
+    assert target.read_text() == "my notes\n"
+    assert [p.name for p in target.parent.iterdir()] == ["prepared"]
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [("9", "9"), ("7", "7"), ("-1", "-1"), ("3.5", "3.5"), ("inf", "inf"), ("0", "0")]
+)
+def test_rating_off_the_ml1m_scale(tmp_path, prepare_fails, value, shown):
+    raw = ml1m(tmp_path)
+    damage_ratings(raw, 3, 2, value)
+    prepare_fails(
+        "ml-1m", raw, "grouplens",
+        expect=(f"{raw / 'ratings.dat'}: line 3: rating {shown} is off the ml-1m rating scale (1 to 5 in steps of 1)",),
+    )  # fmt: skip
+
+
+def test_rating_off_the_ml100k_scale(tmp_path, prepare_fails):
+    raw = write_grouplens_ml100k(tmp_path / "raw")
+    replace_field(raw / "u.data", 5, 2, "6", "\t")
+    prepare_fails(
+        "ml-100k", raw, "grouplens", expect=("u.data", "line 5: rating 6 is off the ml-100k rating scale")
+    )
+
+
+@pytest.mark.parametrize("value", ["4.25", "0", "5.5"])
+def test_rating_off_the_ml25m_half_star_scale(tmp_path, prepare_fails, value):
+    raw = write_ml_csv(tmp_path / "raw")
+    replace_field(raw / "ratings.csv", 3, 2, value, ",")
+    prepare_fails(
+        "ml-25m", raw, "grouplens",
+        expect=("ratings.csv", f"line 3: rating {value} is off the ml-25m rating scale (0.5 to 5 in steps of 0.5)"),
+    )  # fmt: skip
+
+
+def test_rating_off_the_amazon_scale(tmp_path, prepare_fails):
+    reviews = replace_json_field(write_amazon(tmp_path / "raw"), 3, "rating", 6.0)
+    prepare_fails(
+        "amazon-Toys", reviews, None, expect=("Toys.jsonl", "line 3: rating 6 is off the amazon-Toys")
+    )
+
+
+def test_rating_off_the_goodreads_scale(tmp_path, prepare_fails):
+    interactions = replace_json_field(write_goodreads(tmp_path / "raw"), 5, "rating", 7)
+    prepare_fails(
+        "goodreads-poetry", interactions, None,
+        expect=("goodreads_interactions_poetry.json", "line 5: rating 7 is off the goodreads-poetry rating scale (0 to 5"),
+    )  # fmt: skip
+
+
+def test_rating_off_a_declared_scale_in_generic_csv(tmp_path, prepare_fails):
+    source = replace_field(write_generic_csv(tmp_path / "mine.csv"), 4, 4, "9", ",")
+    generic(
+        prepare_fails, source, "--rating-scale", "1,5",
+        expect=("mine.csv", "line 4: rating 9 is off the rating scale given by --rating-scale (1 to 5)"),
+    )  # fmt: skip
+
+
+def test_infinite_rating_in_generic_csv_without_a_scale(tmp_path, prepare_fails):
+    source = replace_field(write_generic_csv(tmp_path / "mine.csv"), 4, 4, "inf", ",")
+    generic(prepare_fails, source, expect=("mine.csv", "line 4: rating inf is not a finite number"))
+
+
+@pytest.mark.parametrize("value", ["5,1", "1", "one,five", "1,5,0", "1,5,1,2"])
+def test_bad_rating_scale_option(tmp_path, prepare_fails, value):
+    generic(
+        prepare_fails,
+        write_generic_csv(tmp_path / "mine.csv"),
+        "--rating-scale",
+        value,
+        expect=("--rating-scale",),
+    )
+
+
+def test_negative_timestamp_in_ratings_dat(tmp_path, prepare_fails):
+    raw = ml1m(tmp_path)
+    damage_ratings(raw, 6, 3, "-5")
+    prepare_fails("ml-1m", raw, "grouplens", expect=("ratings.dat", "line 6: timestamp -5 is negative"))
+
+
+def test_fifth_field_on_line_1_of_ratings_dat(tmp_path, prepare_fails):
+    raw = ml1m(tmp_path)
+    damage_ratings(raw, 1, 3, "978301100::extra")
+    prepare_fails(
+        "ml-1m", raw, "grouplens",
+        expect=("ratings.dat", "line 1 has 5 fields with separator '::', expected 4 (user, item, rating, timestamp)"),
+    )  # fmt: skip
+
+
+def test_extra_field_on_line_1_of_movies_dat(tmp_path, prepare_fails):
+    raw = ml1m(tmp_path)
+    replace_field(raw / "movies.dat", 1, 2, "Animation::Comedy", "::", encoding="latin-1")
+    prepare_fails("ml-1m", raw, "grouplens", expect=("movies.dat", "line 1 has 4 fields", "expected 3"))
+
+
+def test_fifth_field_on_line_3_of_ratings_dat(tmp_path, prepare_fails):
+    raw = ml1m(tmp_path)
+    damage_ratings(raw, 3, 3, "978300900::extra")
+    prepare_fails(
+        "ml-1m", raw, "grouplens",
+        expect=("ratings.dat", "line 3 has 5 fields with separator '::', line 1 has 4"),
+    )  # fmt: skip
+
+
+def test_movie_id_listed_twice_in_movies_dat(tmp_path, prepare_fails):
+    raw = ml1m(tmp_path)
+    insert_line(raw / "movies.dat", 13, "3::Heat (1995)::Action|Crime|Thriller", encoding="latin-1")
+    prepare_fails(
+        "ml-1m", raw, "grouplens",
+        expect=(f"{raw / 'movies.dat'}: line 13: movie id '3' is listed twice (also on line 3)",),
+    )  # fmt: skip
+
+
+def test_title_listed_twice_in_movies_dat(tmp_path, prepare_fails):
+    # ML-1M items are keyed by title (as the RecBole copy keys them): two movies may not share one
+    raw = ml1m(tmp_path)
+    insert_line(raw / "movies.dat", 13, "13::Four Rooms (1995)::Comedy", encoding="latin-1")
+    prepare_fails(
+        "ml-1m",
+        raw,
+        "grouplens",
+        expect=("movies.dat", "line 13: title 'Four Rooms (1995)' is listed twice (also on line 3)"),
+    )
+
+
+def test_user_id_listed_twice_in_users_dat(tmp_path, prepare_fails):
+    raw = ml1m(tmp_path)
+    duplicate_line(raw / "users.dat", 3)
+    prepare_fails(
+        "ml-1m",
+        raw,
+        "grouplens",
+        expect=("users.dat", "line 7: user id '3' is listed twice (also on line 3)"),
+    )
+
+
+@pytest.mark.parametrize(("encoding", "problem"), [("utf-16", "UTF-16"), ("utf-16-le", "NUL bytes")])
+def test_utf16_ratings_dat(tmp_path, prepare_fails, encoding, problem):
+    raw = ml1m(tmp_path)
+    reencode(raw / "ratings.dat", "latin-1", encoding)
+    prepare_fails("ml-1m", raw, "grouplens", expect=("ratings.dat", problem, "expected latin-1"))
+
+
+@pytest.mark.parametrize(
+    ("name", "header"),
+    [("ratings.dat", "UserID::MovieID::Rating::Timestamp"), ("movies.dat", "MovieID::Title::Genres"),
+     ("users.dat", "UserID::Gender::Age::Occupation::Zip-code")],
+)  # fmt: skip
+def test_header_line_in_a_dat_file(tmp_path, prepare_fails, name, header):
+    raw = ml1m(tmp_path)
+    insert_line(raw / name, 1, header, encoding="latin-1")
+    prepare_fails(
+        "ml-1m", raw, "grouplens",
+        expect=(f"{raw / name}: line 1 is a header line", "GroupLens .dat files have none"),
+    )  # fmt: skip
+
+
+def test_duplicate_rows_in_ratings_dat_name_the_file_and_count_right(tmp_path, prepare_fails):
+    raw = ml1m(tmp_path)
+    for _ in range(3):
+        duplicate_line(raw / "ratings.dat", 2)
+    prepare_fails(
+        "ml-1m", raw, "grouplens",
+        expect=(f"{raw / 'ratings.dat'}: 3 rows repeat an earlier row with the same", "drop_duplicates"),
+    )  # fmt: skip
+
+
+def test_one_duplicate_row_is_counted_as_one(tmp_path, prepare_fails):
+    raw = ml1m(tmp_path)
+    duplicate_line(raw / "ratings.dat", 2)
+    prepare_fails(
+        "ml-1m", raw, "grouplens", expect=("ratings.dat: 1 row repeats an earlier row with the same",)
+    )
+
+
+def test_movie_id_not_in_movies_dat_names_the_line(tmp_path, prepare_fails):
+    raw = ml1m(tmp_path)
+    damage_ratings(raw, 4, 1, "99")
+    prepare_fails(
+        "ml-1m", raw, "grouplens", expect=("ratings.dat", "line 4: movie id '99' is not in", "movies.dat")
+    )

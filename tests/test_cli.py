@@ -85,6 +85,7 @@ def test_demo_quick_prints_the_comparison_table(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "DIN w/o history ratings" in result.stdout and "zero-shot" in result.stdout
     rows = json.loads((tmp_path / "demo" / "results.json").read_text())
+    paired = rows.pop("RecLoRA vs shared LoRA")
     assert set(rows) == {
         "DIN",
         "DIN w/o history ratings",
@@ -95,11 +96,24 @@ def test_demo_quick_prints_the_comparison_table(tmp_path):
     }
     for name in ("DIN", "DIN w/o history ratings"):
         assert 0.5 < rows[name]["AUC"] < 1.0
+    for values in rows.values():  # every AUC with its DeLong 95% interval
+        assert values["AUC_low"] <= values["AUC"] <= values["AUC_high"]
+    assert paired["low"] <= paired["difference"] <= paired["high"] and 0 <= paired["p_value"] <= 1
+    assert "RecLoRA − shared LoRA AUC" in result.stderr
+    assert (tmp_path / "demo" / "results.png").is_file()
     assert rows["DIN (same rows)"]["samples"] == rows["smollm2-135m zero-shot"]["samples"] == 48
     assert (tmp_path / "demo" / "din" / "lens" / "model.safetensors").is_file()
     assert (tmp_path / "demo" / "shared-lora" / "adapter" / "adapter_config.json").is_file()
     assert (tmp_path / "demo" / "reclora" / "adapter" / "personalized_config.json").is_file()
     assert rows["smollm2-135m + RecLoRA, DIN-routed (16 train samples)"]["samples"] == 48
+
+
+def _ratios(figures):
+    if isinstance(figures, dict):
+        if "pairs" in figures:
+            yield figures
+        for value in figures.values():
+            yield from _ratios(value)
 
 
 @pytest.mark.integration
@@ -113,23 +127,31 @@ def test_quick_benchmarks_print_json_and_append_results(tmp_path, name):
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     expected = {
         "prepare": {"seconds", "peak_rss_gb"},
-        "lens": {"samples_per_s", "auc", "logloss"},
-        "scoring": {"speedup", "tokens_per_s", "fraction_of_bf16_peak"},
-        "ranking": {"speedup", "max_abs_diff"},
-        "train-step": {"samples_per_s", "peak_rss_gb", "bf16_vs_fp32_time"},
-        "personalized": {
-            "layer_ratio_vs_shared",
-            "step_ratio_vs_shared",
-            "speedup_vs_loop",
-            "speedup_vs_loop_products",
-        },
+        "lens": {"samples_per_s", "auc", "logloss", "precision", "bf16_vs_fp32_step_time"},
+        "scoring": {"speedup", "fp32", "bf16", "bf16_vs_fp32_time", "matmul_peak_bf16_gflops"},
+        "ranking": {"speedup", "max_abs_diff", "precision"},
+        "train-step": {"fp32", "bf16", "bf16_vs_fp32_time", "peak_rss_gb"},
+        "personalized": {"precisions", "fp32", "bf16", "targets"},
     }[name]
     assert expected <= set(figures)
+    assert set(figures["load_avg_1m"]) == {"start", "end"}
+    for ratio in _ratios(figures):  # every comparison: median of alternated pairs, with its spread
+        assert ratio["ratio_min"] <= ratio["ratio"] <= ratio["ratio_max"] and ratio["pairs"] >= 1
     history = json.loads((results / f"{name}.json").read_text())
     assert len(history) == runs
     if name == "ranking":
         assert figures["max_abs_diff"] <= 1e-4
     if name == "personalized":
-        assert figures["loop_max_abs_diff"] <= 1e-4  # both batched mixtures compute the loop's outputs
+        targets = {
+            "layer_ratio_vs_shared",
+            "step_ratio_vs_shared",
+            "scoring_ratio_vs_shared",
+            "speedup_vs_loop",
+            "speedup_vs_loop_products",
+        }
+        for precision in figures["precisions"]:  # fp32, and bf16 where it is native
+            assert targets <= set(figures[precision]) and targets == set(figures["targets"][precision])
+        # both batched mixtures compute the loop's outputs
+        assert figures["fp32"]["loop_max_abs_diff"] <= 1e-4
     assert {"command", "machine", "date", "figures"} <= set(history[-1])
     assert history[-1]["command"] == f"lifelora bench {name} --quick"

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lifelora.config import SHIPPED_CONFIGS, load_config
+from lifelora.config import SHIPPED_CONFIGS, load_config, shipped_config
 from lifelora.data.prepare import Preset
 from lifelora.errors import LifeloraError
 from lifelora.lens.config import LensConfig
@@ -93,3 +93,42 @@ def test_shipped_configs_are_found_by_name_from_any_directory(tmp_path, monkeypa
         )
     with pytest.raises(LifeloraError, match=r"configs/llm/nope\.yaml: config file not found"):
         load_config(CTRConfig, Path("configs/llm/nope.yaml"))
+
+
+def test_errors_name_the_override_or_the_file_that_set_the_value(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"train": {"lr": 0.01, "epochs": "many"}}))
+    with pytest.raises(LifeloraError, match=r"^override train\.lr=fast: Input should be a valid number"):
+        load_config(LensConfig, shipped_config("lens/din-ml100k.yaml"), ["train.lr=fast"])
+    with pytest.raises(LifeloraError, match=rf"^{path}: train\.epochs: Input should be a valid integer"):
+        load_config(LensConfig, path, ["train.lr=1e-3"])
+    with pytest.raises(LifeloraError, match=r"^override train=\{lr: x\}: train\.lr: "):
+        load_config(LensConfig, None, ["train={lr: x}"])
+
+
+@pytest.mark.parametrize(
+    ("model", "overrides", "message"),
+    [
+        (LensConfig, ["train.lrr=1e-3"], "override train.lrr=1e-3: unknown key; did you mean train.lr?"),
+        (LensConfig, ["trian.lr=1e-3"], "override trian.lr=1e-3: trian: unknown key; did you mean train?"),
+        (CTRConfig, ["adapter.rr=4"], "override adapter.rr=4: unknown key; did you mean adapter.r?"),
+        (
+            CTRConfig,
+            ["adapter.kind=personalized", "lens=x", "adapter.n_lora=4"],
+            "override adapter.n_lora=4: unknown key; did you mean adapter.n_loras?",
+        ),
+        (CTRConfig, ["eval.zzz=1"], "override eval.zzz=1: unknown key; eval takes batch_size, split"),
+    ],
+)
+def test_unknown_keys_get_the_closest_known_one(model, overrides, message):
+    with pytest.raises(LifeloraError) as caught:
+        load_config(model, None, overrides)
+    assert str(caught.value) == message
+
+
+def test_unknown_keys_in_a_file_get_the_closest_known_one(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model": {"embed_dimm": 8}}))
+    with pytest.raises(LifeloraError) as caught:
+        load_config(LensConfig, path)
+    assert str(caught.value) == f"{path}: model.embed_dimm: unknown key; did you mean model.embed_dim?"

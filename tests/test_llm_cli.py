@@ -38,9 +38,11 @@ def test_train_evaluate_and_recommend(setup, run_cli, tmp_path):
     result = run_cli("train", "-c", config, "--run-dir", run, "train.lr=2e-3")
     assert result.code == 0, result.stderr
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["lr"] == pytest.approx(2e-3)
-    assert {"command", "torch", "date"} <= set(json.loads((run / "run.json").read_text()))
+    recorded = json.loads((run / "run.json").read_text())
+    assert {"command", "torch", "date"} <= set(recorded)
+    assert recorded["status"] == "finished" and recorded["precision"] == "fp32"
     trained = json.loads((run / "metrics.json").read_text())
-    assert trained["train_samples"] == 32 and trained["subset_seed"] == 42
+    assert trained["train_samples"] == 32 and trained["subset_seed"] == 42 and trained["precision"] == "fp32"
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     assert (run / "checkpoints").is_dir()
 
@@ -48,6 +50,8 @@ def test_train_evaluate_and_recommend(setup, run_cli, tmp_path):
     assert result.code == 0, result.stderr
     again = json.loads((run / "eval-test" / "metrics.json").read_text())
     assert again["metrics"]["test"]["AUC"] == pytest.approx(trained["metrics"]["test"]["AUC"], abs=1e-6)
+    assert again["precision"] == "fp32"
+    assert json.loads((run / "eval-test" / "run.json").read_text())["status"] == "finished"
 
     result = run_cli("evaluate", "-c", config, "subset.eval=40")
     assert result.code == 0, result.stderr
@@ -161,6 +165,8 @@ def test_export_user_writes_one_instance_as_a_peft_adapter(setup, run_cli, tmp_p
     seen = set(test.filter(test["user_idx"] == test["user_idx"][0])["item_idx"].to_list())
     item = data.items["item"][int(test["item_idx"][0])]
     other = next(i for i in range(len(data.items)) if i not in seen)
+    with_test = data.split_users("test")["user"]
+    without = sorted(set(data.users["user"]) - set(with_test))[0]
     result = run_cli("export-user", run, user, "--item", item, "--out", tmp_path / "user")
     assert result.code == 0, result.stderr
     assert f"user {user}, test sample 0 (" in result.stdout
@@ -174,6 +180,7 @@ def test_export_user_writes_one_instance_as_a_peft_adapter(setup, run_cli, tmp_p
         ([user, "--item", "no-such-item"], "--item: 'no-such-item' is not an item"),
         ([user, "--item", data.items["item"][other]], "has no sample in the test split with target item"),
         ([user, "--split", "nonsense"], "--split: unknown split 'nonsense'"),
+        ([without], f"user {without!r} has no sample in the test split; users with one: {with_test[0]}, "),
     ]
     for extra, message in cases:
         result = run_cli("export-user", run, *extra, "--out", tmp_path / "bad")
@@ -266,6 +273,7 @@ def test_reclora_experiment_adds_a_row_per_other_lens(setup, run_cli, tmp_path):
     [
         (["train", "-c", "{config}", "model={tmp}/nowhere"], "model directory not found"),
         (["train", "-c", "{config}", "model={tmp}"], "not a model directory (no config.json)"),
+        (["train", "-c", "{config}", "model=smolm2-135m"], "did you mean smollm2-135m?"),
         (["train", "-c", "{config}", "prompt.retriever=bm25"], "prompt.retriever"),
         (["train", "-c", "{config}", "adapter.target_modules=[nothing_here]"], "adapter.target_modules"),
         (["train", "-c", "{config}", "adapter.r=0"], "adapter.r"),

@@ -50,3 +50,40 @@ def test_logloss_clips_certain_wrong_predictions():
 def test_bad_metric_inputs_raise_clear_errors(labels, scores, message):
     with pytest.raises(LifeloraError, match=message):
         ctr_metrics(np.array(labels), np.array(scores))
+
+
+def test_delong_interval_by_hand_and_against_the_bootstrap():
+    from sklearn.metrics import roc_auc_score
+
+    from lifelora.metrics.intervals import auc_interval
+
+    # 2 positives (0.9, 0.4), 2 negatives (0.5, 0.1): V10 = (1, 0.5), V01 = (0.5, 0); AUC 0.75;
+    # variance = var(V10)/2 + var(V01)/2 = 0.125/2 + 0.125/2 = 0.125
+    auc, low, high = auc_interval([1, 1, 0, 0], [0.9, 0.4, 0.5, 0.1])
+    assert auc == pytest.approx(0.75)
+    assert auc - low == pytest.approx(1.959964 * 0.125**0.5)
+    assert high == 1.0  # 0.75 + 0.69, clipped
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    scores = np.round(labels * 0.6 + rng.normal(size=400), 1)  # with ties
+    auc, low, high = auc_interval(labels, scores)
+    assert auc == pytest.approx(roc_auc_score(labels, scores))
+    draws = [rng.integers(0, 400, 400) for _ in range(1000)]
+    boot = np.std([roc_auc_score(labels[d], scores[d]) for d in draws])
+    assert (high - low) / 2 / 1.959964 == pytest.approx(boot, rel=0.15)
+
+
+def test_paired_auc_difference_tells_a_better_model_from_noise():
+    from lifelora.metrics.intervals import paired_auc_difference
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 300)
+    noise = rng.normal(size=300)
+    strong, weak = labels + noise, 0.1 * labels + noise
+    better = paired_auc_difference(labels, strong, weak)
+    assert better["difference"] > 0 and better["low"] > 0 and better["p_value"] < 0.01
+    same = paired_auc_difference(labels, strong, strong)
+    assert same["difference"] == 0 and same["p_value"] == 1.0
+    flipped = paired_auc_difference(labels, weak, strong)
+    assert flipped["difference"] == pytest.approx(-better["difference"])
+    assert flipped["p_value"] == pytest.approx(better["p_value"])

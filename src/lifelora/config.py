@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 
 from lifelora.errors import LifeloraError
 
@@ -57,13 +58,66 @@ def _user_path(tree: dict, loc: tuple) -> list[str]:
     return path
 
 
+def _members(annotation) -> list[tuple[str | None, type[BaseModel]]]:
+    """The config classes a field's annotation allows, through Optional, unions and Annotated, each with
+    its discriminator tag (None without one)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [(None, annotation)]
+    if get_origin(annotation) is Annotated:
+        tags = [m.tag for m in annotation.__metadata__ if isinstance(m, Tag)]
+        inner = _members(get_args(annotation)[0])
+        return [(tags[0], cls) for _, cls in inner] if tags else inner
+    return [member for arg in get_args(annotation) for member in _members(arg)]
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> set[str]:
+    """The keys the section holding `loc`'s last key accepts (a union's members narrowed by its tag)."""
+    members = [(None, model)]
+    for part in loc[:-1]:
+        tagged = [(tag, cls) for tag, cls in members if tag == part]
+        if tagged:  # pydantic's loc names the member of a discriminated union
+            members = tagged
+            continue
+        fields = [cls.model_fields[part] for _, cls in members if part in cls.model_fields]
+        members = [member for field in fields for member in _members(field.annotation)]
+    return {name for _, cls in members for name in cls.model_fields}
+
+
+def _message(model: type[BaseModel], error: dict, where: str) -> str:
+    """pydantic's message, except that an unknown key gets the closest known one (or the known ones)."""
+    if error["type"] != "extra_forbidden":
+        return error["msg"]
+    known = _known_keys(model, error["loc"])
+    section = where.rpartition(".")[0]
+    prefix = f"{section}." if section else ""
+    close = difflib.get_close_matches(where.rpartition(".")[2], known, n=1)
+    if close:
+        return f"unknown key; did you mean {prefix}{close[0]}?"
+    return f"unknown key; {section or 'the config'} takes {', '.join(sorted(known))}"
+
+
+def _source(where: str, overrides: dict[str, str], path: Path | None) -> str:
+    """Who set the bad value: the override of that key, of a section holding it or of a key inside it
+    (the last one given), else the file."""
+    for key in sorted(overrides, key=len, reverse=True):
+        if where == key:
+            return f"override {overrides[key]}: "
+        if where.startswith(f"{key}."):
+            return f"override {overrides[key]}: {where}: "
+    inside = [key for key in overrides if key.startswith(f"{where}.")]
+    if inside:
+        return f"override {overrides[inside[-1]]}: {where}: "
+    return f"{path}: {where}: " if path else f"{where}: "
+
+
 def load_config(
     model: type[ConfigT],
     path: Path | None = None,
     overrides: list[str] | None = None,
     base: dict | None = None,
 ) -> ConfigT:
-    """`base` (e.g. a named preset), then the YAML file, then the overrides, validated by `model`."""
+    """`base` (e.g. a named preset), then the YAML file, then the overrides, validated by `model`. An error
+    names the override or the file that set the bad value, and an unknown key the closest known one."""
     tree: dict = dict(base or {})
     if path is not None:
         path = config_path(path)
@@ -74,12 +128,13 @@ def load_config(
         if not isinstance(loaded, dict):
             raise LifeloraError(f"{path}: the top level must be a mapping")
         tree.update(loaded)
+    applied: dict[str, str] = {}
     for assignment in overrides or []:
         apply_override(tree, assignment)
+        applied[assignment.partition("=")[0].strip()] = assignment
     try:
         return model.model_validate(tree)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(_user_path(tree, first["loc"])) or "config"
-        source = f"{path}: " if path else ""
-        raise LifeloraError(f"{source}{where}: {first['msg']}") from None
+        raise LifeloraError(f"{_source(where, applied, path)}{_message(model, first, where)}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,12 +13,24 @@ from lifelora.io import atomic_path
 
 METRIC_ORDER = ("AUC", "gAUC", "LogLoss", "ACC")
 CTR_COLUMNS = ("samples", *METRIC_ORDER)  # result tables that compare models on the same rows
+LOG_WIDTH = 160  # columns off a terminal: rich's default of 80 wraps title columns and long log lines
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A rich console for stdout (or stderr). Off a terminal (a log file, a pipe) it is `$COLUMNS` wide
+    when that is set (rich reads it), else LOG_WIDTH, so tables written to logs keep one line per row."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = LOG_WIDTH
+    return console
 
 
 def _cell(values: dict, column: str) -> str:
     value = values.get(column)
     if value is None:
         return "–"
+    if isinstance(value, str):  # already formatted, e.g. an interval
+        return value
     return f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
 
 
@@ -44,7 +57,7 @@ def markdown_table(
 
 
 def print_table(table: Table) -> None:
-    Console().print(table)
+    make_console().print(table)
 
 
 def _pyplot():
@@ -72,34 +85,59 @@ def plot_curve(
     title: str,
     x: str = "epoch",
     series: Sequence[tuple[str, str]] = (("train_loss", "train loss (BCE)"), ("valid_AUC", "valid AUC")),
+    best: float | None = None,
 ) -> Path:
-    """One panel per (key, label) in `series` against `x`, side by side, as a PNG."""
+    """One panel per (key, label) in `series` against `x`, side by side, as a PNG. `best` (an `x` value,
+    e.g. the early-stopping epoch whose weights were kept) is marked on every panel."""
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.5), squeeze=False)
     xs = [row[x] for row in curve]
     for axis, (key, label), color in zip(
         axes[0], series, ("tab:blue", "tab:orange", "tab:green"), strict=False
     ):
-        axis.plot(xs, [row[key] for row in curve], marker="o" if len(xs) < 30 else None, color=color)
+        ys = [row[key] for row in curve]
+        axis.plot(xs, ys, marker="o" if len(xs) < 30 else None, color=color)
         axis.set(xlabel=x, ylabel=label)
+        if best in xs:
+            axis.axvline(best, color="tab:gray", linestyle="--", linewidth=1)
+            axis.plot(
+                [best], [ys[xs.index(best)]], "*", color="tab:red", markersize=12, label=f"best {x} {best}"
+            )
+            axis.legend(loc="best", fontsize=8)
     figure.suptitle(title)
     return _save_png(figure, path)
 
 
-def plot_bars(rows: Sequence[tuple[str, dict]], path: Path, title: str, metric: str = "AUC") -> Path:
-    """One horizontal bar per row for `metric` (rows without it are left out), as a PNG."""
+def plot_bars(
+    rows: Sequence[tuple[str, dict]],
+    path: Path,
+    title: str,
+    metric: str = "AUC",
+    interval: tuple[str, str] | None = None,
+) -> Path:
+    """One horizontal bar per row for `metric` (rows without it are left out), as a PNG; `interval`
+    names the keys of each row's (low, high) bounds, drawn as error bars."""
     plt = _pyplot()
-    shown = [(name, values[metric]) for name, values in rows if values.get(metric) is not None]
+    shown = [(name, values) for name, values in rows if values.get(metric) is not None]
     figure, axis = plt.subplots(figsize=(7, 0.4 * len(shown) + 1.2))
-    names, values = zip(*shown, strict=True) if shown else ((), ())
-    axis.barh(range(len(shown)), values, color="tab:blue")
+    names = [name for name, _ in shown]
+    values = [v[metric] for _, v in shown]
+    bounds = [(v[interval[0]], v[interval[1]]) for _, v in shown] if interval else None
+    errors = None
+    if bounds:
+        errors = [
+            [v - lo for v, (lo, _) in zip(values, bounds, strict=True)],
+            [hi - v for v, (_, hi) in zip(values, bounds, strict=True)],
+        ]
+    axis.barh(range(len(shown)), values, color="tab:blue", xerr=errors, ecolor="black", capsize=3)
     axis.set_yticks(range(len(shown)), names)
     axis.invert_yaxis()
     if shown:
-        low, high = min(values), max(values)
+        low = min(lo for lo, _ in bounds) if bounds else min(values)
+        high = max(hi for _, hi in bounds) if bounds else max(values)
         axis.set_xlim(max(0.0, low - 0.05), min(1.0, high + 0.02) if high <= 1 else high * 1.02)
     for i, value in enumerate(values):
-        axis.text(value, i, f" {value:.4f}", va="center", fontsize=8)
+        axis.text(value, i, f" {value:.4f}", va="bottom", fontsize=8)
     axis.set_xlabel(metric)
     axis.set_title(title, fontsize=10)
     return _save_png(figure, path)

@@ -6,6 +6,8 @@ import os
 import platform
 import random
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,7 +17,9 @@ import torch
 from pydantic import BaseModel
 
 from lifelora import __version__
-from lifelora.io import write_json, write_yaml
+from lifelora.distributed import is_main_process
+from lifelora.errors import LifeloraError
+from lifelora.io import read_json, write_json, write_yaml
 
 
 def new_run_dir(kind: str, name: str, root: Path | None = None) -> Path:
@@ -84,5 +88,50 @@ def environment() -> dict:
 
 
 def record_run(run_dir: Path, config: BaseModel, command: str) -> None:
+    """config.yaml and run.json; run.json also gets the precision the run trains and scores at here
+    (`auto` resolved: bf16 where it is native on the device the run uses, else fp32)."""
+    from lifelora.precision import resolve
+
     write_yaml(run_dir / "config.yaml", config.model_dump(mode="json"))
-    write_json(run_dir / "run.json", {"command": command, **environment()})
+    precision = getattr(getattr(config, "train", None), "precision", None)
+    resolved = {"precision": resolve(precision, _device())} if precision else {}
+    write_json(run_dir / "run.json", {"command": command, **resolved, **environment()})
+
+
+def _device() -> str:
+    """Where training runs (Accelerate's choice: the GPU when there is one)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _update_run_json(run_dir: Path, **fields) -> None:
+    path = run_dir / "run.json"
+    write_json(path, {**(read_json(path) if path.is_file() else {}), **fields})
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, LifeloraError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@contextmanager
+def run_status(run_dir: Path) -> Iterator[None]:
+    """Record in run.json how the run went, so a failed run is told from a finished one: `running` from
+    here (again when resumed), then `finished`, or `failed` with the one-line error. Main process only."""
+    if not is_main_process():
+        yield
+        return
+    _update_run_json(run_dir, status="running", started=_now(), ended=None, error=None)
+    try:
+        yield
+    except BaseException as exc:
+        _update_run_json(run_dir, status="failed", ended=_now(), error=_one_line(exc))
+        raise
+    _update_run_json(run_dir, status="finished", ended=_now())

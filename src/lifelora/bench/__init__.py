@@ -1,9 +1,16 @@
 """Named benchmarks (`lifelora bench NAME`), one module each: figures as JSON, appended to
-`results_dir/NAME.json` with the command, the machine and the date."""
+`results_dir/NAME.json` with the command, the machine and the date.
+
+The figures carry the 1-minute load average before and after the run (`load_avg_1m`): ratios are
+alternated pairs and hold while load comes and goes, but on a machine busier than its cores every
+multi-threaded op also waits on threads the other jobs descheduled, which inflates whichever contender
+runs more ops. A start well below `cpu_count` marks a quiet run; the end includes this run's own threads.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from lifelora.bench.lens import bench_lens
@@ -29,7 +36,10 @@ BENCHMARKS = {
 def run_benchmark(name: str, quick: bool, dataset: str | None, results_dir: Path, log=print) -> dict:
     if name not in BENCHMARKS:
         raise LifeloraError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
-    figures = {"quick": quick, **BENCHMARKS[name](quick, dataset, log)}
+    load_start = os.getloadavg()[0]
+    measured = BENCHMARKS[name](quick, dataset, log)
+    load = {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)}
+    figures = {"quick": quick, "load_avg_1m": load, **measured}
     path = results_dir / f"{name}.json"
     history = json.loads(path.read_text()) if path.is_file() else []
     machine = environment()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from lifelora.bench.timing import alternate
 
-def _step_seconds(config, data, steps: int = 4) -> float:
-    """Median seconds of the loop's training step (batch of `config.train.batch_size`, built inside the
-    timed step as in training), after a warm-up step."""
-    import time
 
+def _train_step(config, data):
+    """The loop's training step for a fresh lens at `config.train.precision`, as a call that draws its own
+    batch (of `config.train.batch_size`, built inside the timed step as in training)."""
     import torch
 
     from lifelora.lens.model import Lens
@@ -26,14 +26,14 @@ def _step_seconds(config, data, steps: int = 4) -> float:
         lens_loss, optimizer, max_grad_norm=cfg.max_grad_norm, forward_context=lambda: autocast(cfg.precision)
     )
     ctx = TrainContext(lens.model.train(), cfg)
-    times = []
-    for i in range(steps + 1):
-        idx = torch.randint(0, len(rows), (cfg.batch_size,), generator=torch.Generator().manual_seed(i))
-        start = time.perf_counter()
+    generator = torch.Generator().manual_seed(0)
+
+    def run():
+        idx = torch.randint(0, len(rows), (cfg.batch_size,), generator=generator)
         ctx.batch = rows.collate(idx.tolist())
         step(lens.model, ctx)
-        times.append(time.perf_counter() - start)
-    return sorted(times[1:])[len(times[1:]) // 2]
+
+    return run
 
 
 def bench_lens(quick: bool, dataset: str | None, log) -> dict:
@@ -41,6 +41,7 @@ def bench_lens(quick: bool, dataset: str | None, log) -> dict:
     from lifelora.data.store import open_prepared
     from lifelora.lens.config import LensConfig
     from lifelora.lens.train import train_lens
+    from lifelora.precision import resolve
 
     dataset = dataset or "ml-100k"
     data = open_prepared(dataset, prepare_missing=True)
@@ -49,17 +50,19 @@ def bench_lens(quick: bool, dataset: str | None, log) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         result = train_lens(config, data, Path(tmp), log=log)
     test = result["metrics"]["test"]
-    fp32 = _step_seconds(config, data)
-    bf16 = _step_seconds(
-        config.model_copy(update={"train": config.train.model_copy(update={"precision": "bf16"})}), data
+    in_bf16 = config.model_copy(update={"train": config.train.model_copy(update={"precision": "bf16"})})
+    in_fp32 = config.model_copy(update={"train": config.train.model_copy(update={"precision": "fp32"})})
+    ratio = alternate(
+        _train_step(in_bf16, data), _train_step(in_fp32, data), 4 if quick else 8, ("bf16", "fp32")
     )
     return {
         "dataset": dataset,
+        "precision": resolve(config.train.precision),
         "samples_per_s": round(result["samples_per_s"], 1),
         "auc": round(test["AUC"], 4),
         "logloss": round(test["LogLoss"], 4),
         "gauc": round(test["gAUC"], 4),
         "best_epoch": result["best_epoch"],
         "train_seconds": result["seconds"],
-        "bf16_vs_fp32_step_time": round(bf16 / fp32, 2),
+        "bf16_vs_fp32_step_time": {**ratio, "batch": config.train.batch_size},
     }

@@ -1,24 +1,43 @@
 """`lifelora bench personalized`: what RecLoRA's per-instance mixture costs over one shared LoRA.
 
-Four ratios, each measured in one process on the same inputs: a single q_proj-shaped layer
-(forward + backward, the personalized bank vs PEFT's LoRA of rank r), a whole training step and a
-whole scoring forward of the model, and candidate-scoring shapes against a per-sample loop over
-merged per-instance weights (both mixing forms: the loop merges a rank-r LoRA for factors, a
-rank-N·r one for products).
+Per precision (fp32, and bf16 where it is native), each figure the median ratio over alternated pairs
+(`bench.timing.alternate`) on the same inputs: a single q_proj-shaped layer (forward + backward, the
+personalized bank vs PEFT's LoRA of rank r), a whole training step and a whole scoring forward of the
+model, and candidate-scoring shapes against a per-sample loop over merged per-instance weights (both
+mixing forms: the loop merges a rank-r LoRA for factors, a rank-N·r one for products). `targets` reads
+each target figure against its bound.
 """
 
 from __future__ import annotations
+
+import copy
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from lifelora.adapters import DEFAULT_BRANCH
 from lifelora.adapters.personalized import PersonalizedConfig, PersonalizedLinear, routing_context
-from lifelora.bench.timing import bench_backbone, median_seconds
-from lifelora.precision import autocast, resolve
+from lifelora.bench.timing import (
+    EMULATED_BF16,
+    alternate,
+    bench_backbone,
+    compare,
+    interleave,
+    measured_precisions,
+)
+from lifelora.precision import autocast, native_bf16
 from lifelora.training import TrainContext, TrainSettings, TrainStep
 
 ROUTING_DIM = 256
+LOOP_BATCH = (256, 32)  # the loop targets' shape: many candidates, short continuations
+TARGETS = {  # figure: (comparison, bound), read against the figure's median ratio
+    "layer_ratio_vs_shared": ("<=", 1.5),
+    "step_ratio_vs_shared": ("<=", 1.15),
+    "scoring_ratio_vs_shared": ("<=", 1.10),
+    "speedup_vs_loop": (">=", 5.0),
+    "speedup_vs_loop_products": (">=", 5.0),
+}
 
 
 class _Projection(nn.Module):
@@ -72,24 +91,40 @@ def _merged_loop(layer: PersonalizedLinear, x: torch.Tensor, routing: torch.Tens
     return torch.stack(out)
 
 
-def _loop_speedup(layer: PersonalizedLinear, batch: int, length: int, repeats: int) -> tuple[float, float]:
-    x = torch.randn(batch, length, layer.base_layer.in_features)
-    routing = torch.randn(batch, ROUTING_DIM)
+@torch.no_grad()
+def _versus_loop(layer: PersonalizedLinear, shape: tuple[int, int], precision: str, pairs: int) -> dict:
+    """Loop ÷ batched time; at `LOOP_BATCH` also loop ÷ the frozen layer alone (`ceiling`: the most
+    batching could win, were the bank's delta free), the three interleaved. The outputs of the last
+    round are compared."""
+    x = torch.randn(*shape, layer.base_layer.in_features)
+    routing = torch.randn(shape[0], ROUTING_DIM)
+    outputs = {}
 
-    @torch.no_grad()
+    def loop():
+        with autocast(precision):
+            outputs["loop"] = _merged_loop(layer, x, routing)
+
     def batched():
-        with routing_context(routing):
-            return layer(x)
+        with routing_context(routing), autocast(precision):
+            outputs["batched"] = layer(x)
 
-    diff = float((batched() - _merged_loop(layer, x, routing)).abs().max())
-    loop_s = median_seconds(lambda: _merged_loop(layer, x, routing), repeats)
-    return loop_s / median_seconds(batched, repeats), diff
+    def dense():
+        with autocast(precision):
+            layer.base_layer(x)
+
+    contenders = {"loop": loop, "batched": batched} | ({"dense": dense} if shape == LOOP_BATCH else {})
+    times = interleave(contenders, pairs)
+    figures = {
+        "speedup": compare(times["loop"], times["batched"], ("loop", "batched")),
+        "max_abs_diff": float((outputs["batched"].float() - outputs["loop"].float()).abs().max()),
+    }
+    if "dense" in times:
+        figures["ceiling"] = compare(times["loop"], times["dense"], ("loop", "dense_layer"))
+    return figures
 
 
-def _step_seconds(
-    model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, precision: str, repeats: int, routing=None
-) -> float:
-    """Median seconds of the loop's training step (with the default settings' clipping)."""
+def _train_step(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, precision: str, routing=None):
+    """The loop's training step (with the default settings' clipping) on one batch, as a call."""
     settings = TrainSettings(precision=precision)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     extra = {} if routing is None else {"routing": routing}
@@ -102,14 +137,11 @@ def _step_seconds(
         loss, optimizer, max_grad_norm=settings.max_grad_norm, forward_context=lambda: autocast(precision)
     )
     ctx = TrainContext(model, settings, batch={"input_ids": ids, "labels": labels})
-    return median_seconds(lambda: step(model, ctx), repeats)
+    return lambda: step(model, ctx)
 
 
-def _scoring_seconds(
-    model: nn.Module, ids: torch.Tensor, precision: str, repeats: int, routing=None
-) -> float:
+def _scoring_forward(model: nn.Module, ids: torch.Tensor, precision: str, routing=None) -> Callable[[], None]:
     """One eval-mode forward of a scoring batch (answer position only), as `lifelora evaluate` runs it."""
-    model.eval()
     extra = {} if routing is None else {"routing": routing}
 
     @torch.no_grad()
@@ -117,82 +149,112 @@ def _scoring_seconds(
         with autocast(precision):
             model(input_ids=ids, use_cache=False, logits_to_keep=1, **extra)
 
-    return median_seconds(forward, repeats)
+    return forward
+
+
+def _targets(by_precision: dict[str, dict]) -> dict:
+    """Each target figure's median ratio against its bound, per measured precision (reported only)."""
+    return {
+        precision: {
+            name: {
+                "ratio": figures[name]["ratio"],
+                "target": f"{op} {bound}",
+                "met": figures[name]["ratio"] <= bound if op == "<=" else figures[name]["ratio"] >= bound,
+            }
+            for name, (op, bound) in TARGETS.items()
+        }
+        for precision, figures in by_precision.items()
+    }
 
 
 def bench_personalized(quick: bool, dataset: str | None, log, model: str | None = None) -> dict:
     from lifelora.adapters.lora import LoraAdapter, SharedLoraConfig
     from lifelora.adapters.personalized import PersonalizedAdapter
 
-    precision = resolve("auto")
     config = PersonalizedConfig(n_loras=16, r=8)
     backbone, _ = bench_backbone(model, log)
     q_proj = backbone.model.model.layers[0].self_attn.q_proj
     d_in, d_out = q_proj.in_features, q_proj.out_features
-    repeats = 2 if quick else 5
+    pairs, model_pairs = (3, 3) if quick else (7, 5)
+    precisions = measured_precisions()
 
     shared, personalized = _layers(d_in, d_out, config)
-    batch, length = (4, 128) if quick else (16, 256)
-    log(f"layer {d_in}→{d_out}, N {config.n_loras}, r {config.r}, batch {batch} × {length}, {precision}")
-    x, routing = torch.randn(batch, length, d_in), torch.randn(batch, ROUTING_DIM)
-    shared_s = median_seconds(_forward_backward(shared, x, routing, precision), repeats)
-    personal_s = median_seconds(_forward_backward(personalized, x, routing, precision), repeats)
-
-    log("candidate-scoring shapes: batched mixture vs a loop over merged per-instance weights")
     products = PersonalizedLinear(
         personalized.base_layer, config.model_copy(update={"mixing": "products"}), ROUTING_DIM
     )
     products.load_state_dict(personalized.state_dict())
     products.eval()
-    short = (64, 32) if quick else (256, 32)
-    loops = {
-        (mixing, shape): _loop_speedup(layer, *shape, repeats)
-        for mixing, layer in (("factors", personalized), ("products", products))
-        for shape in (short, (batch, length))
-    }
+    batch, length = (4, 128) if quick else (16, 256)
+    x, routing = torch.randn(batch, length, d_in), torch.randn(batch, ROUTING_DIM)
 
     step_batch, step_len = (2, 128) if quick else (4, 256)
-    log(f"training step of {backbone.name}: shared LoRA vs personalized, batch {step_batch} × {step_len}")
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(100, backbone.model.config.vocab_size, (step_batch, step_len), generator=g)
-    labels = torch.randint(100, backbone.model.config.vocab_size, (step_batch,), generator=g)
-    step_repeats = 1 if quick else 3
-    lora = LoraAdapter.attach(backbone.model, SharedLoraConfig(r=config.r))
-    lm = lora.model.train()
     score_batch, score_len = (4, 128) if quick else (16, 384)
-    score_ids = torch.randint(100, backbone.model.config.vocab_size, (score_batch, score_len), generator=g)
-    score_routing = torch.randn(score_batch, ROUTING_DIM, generator=g)
-    shared_step = _step_seconds(lm, ids, labels, precision, step_repeats)
-    shared_score = _scoring_seconds(lm, score_ids, precision, step_repeats)
-    base = lora.unload()  # the same backbone without the shared LoRA
-    mixed = PersonalizedAdapter.attach(base, config, routing_dim=ROUTING_DIM).model.train()
+    vocab = backbone.model.config.vocab_size
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(100, vocab, (step_batch, step_len), generator=g)
+    labels = torch.randint(100, vocab, (step_batch,), generator=g)
     step_routing = torch.randn(step_batch, ROUTING_DIM, generator=g)
-    personal_step = _step_seconds(mixed, ids, labels, precision, step_repeats, routing=step_routing)
-    personal_score = _scoring_seconds(mixed, score_ids, precision, step_repeats, routing=score_routing)
+    score_ids = torch.randint(100, vocab, (score_batch, score_len), generator=g)
+    score_routing = torch.randn(score_batch, ROUTING_DIM, generator=g)
+    bare = copy.deepcopy(backbone.model)  # both models live at once, so their steps can alternate
+    lm = LoraAdapter.attach(backbone.model, SharedLoraConfig(r=config.r)).model
+    mixed = PersonalizedAdapter.attach(bare, config, routing_dim=ROUTING_DIM).model
+
+    by_precision = {}
+    for precision in precisions:
+        log(f"{precision}: layer {d_in}→{d_out}, N {config.n_loras}, r {config.r}, batch {batch} × {length}")
+        layer = alternate(
+            _forward_backward(personalized, x, routing, precision),
+            _forward_backward(shared, x, routing, precision),
+            pairs,
+            ("personalized", "shared"),
+        )
+        log(f"{precision}: batched mixture vs a loop over merged per-instance weights")
+        loops = {
+            (mixing, shape): _versus_loop(bank_layer, shape, precision, pairs)
+            for mixing, bank_layer in (("factors", personalized), ("products", products))
+            for shape in (LOOP_BATCH, (batch, length))
+        }
+        log(
+            f"{precision}: {backbone.name} training step {step_batch} × {step_len}, scoring {score_batch} × {score_len}"
+        )
+        step = alternate(
+            _train_step(mixed.train(), ids, labels, precision, routing=step_routing),
+            _train_step(lm.train(), ids, labels, precision),
+            model_pairs,
+            ("personalized", "shared"),
+        )
+        scoring = alternate(
+            _scoring_forward(mixed.eval(), score_ids, precision, routing=score_routing),
+            _scoring_forward(lm.eval(), score_ids, precision),
+            model_pairs,
+            ("personalized", "shared"),
+        )
+        by_precision[precision] = {
+            "layer_ratio_vs_shared": layer,
+            "step_ratio_vs_shared": step,
+            "scoring_ratio_vs_shared": scoring,
+            "speedup_vs_loop": loops["factors", LOOP_BATCH]["speedup"],
+            "speedup_vs_loop_products": loops["products", LOOP_BATCH]["speedup"],
+            "speedup_vs_loop_at_layer_batch": loops["factors", (batch, length)]["speedup"],
+            "speedup_vs_loop_products_at_layer_batch": loops["products", (batch, length)]["speedup"],
+            "loop_vs_dense_layer": loops["factors", LOOP_BATCH]["ceiling"],
+            "loop_vs_dense_layer_products": loops["products", LOOP_BATCH]["ceiling"],
+            "loop_max_abs_diff": max(loop["max_abs_diff"] for loop in loops.values()),
+        }
     return {
         "model": backbone.name,
-        "precision": precision,
+        "precisions": precisions,
         "n_loras": config.n_loras,
         "r": config.r,
         "mixing": config.mixing,
         "layer_shape": [d_in, d_out],
         "layer_batch": [batch, length],
-        "layer_ratio_vs_shared": round(personal_s / shared_s, 3),
-        "layer_ms_shared": round(shared_s * 1000, 2),
-        "layer_ms_personalized": round(personal_s * 1000, 2),
-        "loop_batch": list(short),
-        "speedup_vs_loop": round(loops["factors", short][0], 2),
-        "speedup_vs_loop_at_layer_batch": round(loops["factors", (batch, length)][0], 2),
-        "speedup_vs_loop_products": round(loops["products", short][0], 2),
-        "speedup_vs_loop_products_at_layer_batch": round(loops["products", (batch, length)][0], 2),
-        "loop_max_abs_diff": max(diff for _, diff in loops.values()),
+        "loop_batch": list(LOOP_BATCH),
         "step_batch": [step_batch, step_len],
-        "step_ratio_vs_shared": round(personal_step / shared_step, 3),
-        "step_s_shared": round(shared_step, 3),
-        "step_s_personalized": round(personal_step, 3),
         "scoring_batch": [score_batch, score_len],
-        "scoring_ratio_vs_shared": round(personal_score / shared_score, 3),
-        "scoring_s_shared": round(shared_score, 3),
-        "scoring_s_personalized": round(personal_score, 3),
+        **by_precision,
+        **({} if native_bf16() else {"bf16": EMULATED_BF16}),
+        "targets": _targets(by_precision),
         "trainable_params_personalized": sum(p.numel() for p in mixed.parameters() if p.requires_grad),
     }

@@ -1,4 +1,5 @@
-"""`lifelora bench train-step`: one LoRA training step at a CTR prompt's length."""
+"""`lifelora bench train-step`: one LoRA training step at a CTR prompt's length, in fp32 and (where it is
+native) bf16, the two precisions alternated step by step."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import resource
 
 import torch
 
-from lifelora.bench.timing import bench_backbone, fp32_and_bf16
-from lifelora.precision import autocast
+from lifelora.bench.timing import EMULATED_BF16, bench_backbone, bf16_vs_fp32, median_seconds
+from lifelora.precision import autocast, native_bf16, resolve
 from lifelora.training import TrainContext, TrainSettings, TrainStep
 
 
@@ -17,9 +18,17 @@ def answer_token_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
 
 
+def _throughput(seconds: float, batch: int, length: int) -> dict:
+    return {
+        "step_seconds": round(seconds, 3),
+        "samples_per_s": round(batch / seconds, 3),
+        "tokens_per_s": round(batch * length / seconds, 1),
+    }
+
+
 def bench_train_step(quick: bool, dataset: str | None, log, model: str | None = None) -> dict:
     """One LoRA training step at a CTR prompt's length: the loop's step (forward, answer loss, backward,
-    clipping, AdamW) with the default training settings."""
+    clipping, AdamW) with the default training settings, per precision."""
     from lifelora.adapters.lora import LoraAdapter, SharedLoraConfig
 
     backbone, _ = bench_backbone(model, log)
@@ -34,29 +43,35 @@ def bench_train_step(quick: bool, dataset: str | None, log, model: str | None = 
         [p for p in lm.parameters() if p.requires_grad], lr=settings.lr, weight_decay=settings.weight_decay
     )
     ctx = TrainContext(lm.train(), settings)
-
-    def step(precision: str, tokens: torch.Tensor):
-        ctx.batch = {"input_ids": tokens, "labels": labels[: len(tokens)]}
-        TrainStep(
+    steps = {
+        precision: TrainStep(
             answer_token_loss,
             optimizer,
             max_grad_norm=settings.max_grad_norm,
-            forward_context=lambda: autocast(precision),
-        )(lm, ctx)
+            forward_context=lambda precision=precision: autocast(precision),
+        )
+        for precision in ("fp32", "bf16")
+    }
 
-    log(f"timing a LoRA training step of {backbone.name}, batch {batch} × {length} tokens")
-    timed = fp32_and_bf16(step, ids, 1 if quick else 3)
-    chosen_s = timed["auto_s"]
+    def step(precision: str, tokens: torch.Tensor):
+        ctx.batch = {"input_ids": tokens, "labels": labels[: len(tokens)]}
+        steps[precision](lm, ctx)
+
+    pairs = 3 if quick else 5
+    log(f"timing a LoRA training step of {backbone.name}, batch {batch} × {length} tokens, bf16 vs fp32")
+    ratio = bf16_vs_fp32(step, ids, pairs)
+    if native_bf16():
+        by_precision = {p: _throughput(ratio[f"{p}_s"], batch, length) for p in ("fp32", "bf16")}
+    else:
+        fp32_s = median_seconds(lambda: step("fp32", ids), pairs)
+        by_precision = {"fp32": _throughput(fp32_s, batch, length), "bf16": EMULATED_BF16}
     return {
         "model": backbone.name,
         "batch": batch,
         "seq_len": length,
-        "auto_precision": timed["auto"],
-        "samples_per_s": round(batch / chosen_s, 3),
-        "tokens_per_s": round(batch * length / chosen_s, 1),
-        "step_seconds": round(chosen_s, 2),
-        "bf16_vs_fp32_time": timed["bf16_vs_fp32"],
-        "bf16_ratio_shape": timed["ratio_shape"],
+        "auto_precision": resolve("auto"),
+        **by_precision,
+        "bf16_vs_fp32_time": ratio,
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
         "trainable_params": sum(p.numel() for p in lm.parameters() if p.requires_grad),
     }

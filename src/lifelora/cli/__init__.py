@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import sys
 
-import typer
-
 from lifelora.cli import ctr, data, jobs, lens
-from lifelora.cli.common import console
+from lifelora.cli.common import App, console, quiet_progress_bars
 from lifelora.errors import LifeloraError
 
-app = typer.Typer(
+app = App(
     help="LLM recommenders with personalized (RecLoRA) and continually evolving (PESO) LoRA adapters.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -25,6 +23,7 @@ app.add_typer(jobs.app)
 
 
 def main() -> None:
+    quiet_progress_bars()
     try:
         app()
     except LifeloraError as exc:

@@ -6,13 +6,12 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from lifelora.cli.common import command_line, load_data, log
+from lifelora.cli.common import App, command_line, load_data, log
 from lifelora.errors import LifeloraError
 
-app = typer.Typer()
+app = App()
 
 
 def _task(cfg):
@@ -55,15 +54,30 @@ def _print_metrics(title: str, split: str, metrics: dict) -> None:
         print_table(metrics_table(title, [(split, metrics)]))
 
 
+def _check_has_sample(data, user: str, split: str, data_dir: Path | None, shown: int = 5) -> None:
+    """An instance is a sample: name a few users who have one in `split` when `user` has none."""
+    names = data.split_users(split)["user"].to_list()
+    if user in names:
+        return
+    if not names:
+        raise LifeloraError(f"no user has a sample in the {split} split of {data.name}")
+    few = ", ".join(names[:shown]) + (", …" if len(names) > shown else "")
+    where = f" --data-dir {data_dir}" if data_dir else ""
+    raise LifeloraError(
+        f"user {user!r} has no sample in the {split} split; users with one: {few} "
+        f"(`lifelora data info {data.name}{where} --users {split}` lists them)"
+    )
+
+
 @app.command("retrieve")
 def retrieve(
     dataset: str = typer.Argument(..., help="a prepared dataset"),
     k: int = typer.Option(60, min=1, help="history items per sample"),
     retriever: str = typer.Option("semantic", help="semantic (ReLLa's SUBR) or recent"),
     model: str = typer.Option("smollm2-135m", help="backbone whose item embeddings drive semantic retrieval"),
-    pca_dim: int = typer.Option(512, min=1),
-    preset: str = typer.Option("rella"),
-    data_dir: Path | None = typer.Option(None),
+    pca_dim: int = typer.Option(512, min=1, help="PCA size of the item embeddings compared for retrieval"),
+    preset: str = typer.Option("rella", help="the preset the dataset was prepared with"),
+    data_dir: Path | None = typer.Option(None, help="a prepared directory (default: the cache)"),
     out: Path | None = typer.Option(
         None, help="default: $LIFELORA_HOME/retrieval/DATASET-RETRIEVER-K.safetensors"
     ),
@@ -106,6 +120,7 @@ def train(
     from lifelora.config import load_config
     from lifelora.distributed import is_main_process
     from lifelora.io import read_yaml
+    from lifelora.run import run_status
     from lifelora.tasks.ctr.config import CTRConfig
     from lifelora.tasks.ctr.jobs import train_and_evaluate
 
@@ -121,7 +136,8 @@ def train(
         if cfg.adapter is None:
             raise LifeloraError("adapter: null means zero-shot; use `lifelora evaluate` for that")
         run_dir = _run_dir(run_dir, "train", cfg)
-    summary = train_and_evaluate(_task(cfg), cfg, run_dir, resume=resume is not None)
+    with run_status(run_dir):
+        summary = train_and_evaluate(_task(cfg), cfg, run_dir, resume=resume is not None)
     split = cfg.eval.split
     _print_metrics(f"{cfg.name} on {cfg.dataset}", split, summary["metrics"][split])
     if is_main_process():
@@ -146,6 +162,7 @@ def evaluate(
     """Score the eval split (subset) with a trained adapter, or zero-shot with the bare backbone."""
     from lifelora.config import load_config
     from lifelora.distributed import is_main_process
+    from lifelora.run import run_status
     from lifelora.tasks.ctr.config import CTRConfig
     from lifelora.tasks.ctr.jobs import evaluate_run
 
@@ -155,7 +172,8 @@ def evaluate(
     else:
         cfg = load_config(CTRConfig, config, overrides, base={"adapter": None})
         out = _run_dir(run_dir, "eval", cfg)
-    summary = evaluate_run(_task(cfg), cfg, out, adapter_dir=run / "adapter" if run else None)
+    with run_status(out):
+        summary = evaluate_run(_task(cfg), cfg, out, adapter_dir=run / "adapter" if run else None)
     split = cfg.eval.split
     _print_metrics(
         f"{'zero-shot' if run is None else cfg.name} on {cfg.dataset}", split, summary["metrics"][split]
@@ -172,12 +190,13 @@ def recommend(
     k: int = typer.Option(10, min=1, help="how many to return"),
     candidates: int = typer.Option(100, min=1, help="random items the user has not rated, to rank"),
     items: str | None = typer.Option(None, help="comma-separated raw item ids to rank instead"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="seed of the random candidates"),
     as_json: bool = typer.Option(False, "--json", help="print JSON lines instead of a table"),
 ) -> None:
     """Rank candidate items for one user: the shared prompt prefix is computed once for all of them."""
     from lifelora.adapters import load
     from lifelora.config import load_config
+    from lifelora.report import make_console
     from lifelora.tasks.ctr.config import CTRConfig
     from lifelora.tasks.ctr.ranking import recommend as rank
     from lifelora.tasks.ctr.ranking import sample_candidates
@@ -201,13 +220,15 @@ def recommend(
             table.add_column(column, justify="left" if column == "title" else "right")
         for record in top.iter_rows(named=True):
             table.add_row(str(record["rank"]), record["title"], f"{record['score']:.4f}")
-        Console().print(table)
+        make_console().print(table)
 
 
 @app.command("export-user")
 def export_user(
     run: Path = typer.Argument(..., help="a `lifelora train` run with a personalized adapter"),
-    user: str = typer.Argument(..., help="the user's id as in the raw data (e.g. 1)"),
+    user: str = typer.Argument(
+        ..., help="the user's id as in the raw data; `lifelora data info DATASET --users test` lists them"
+    ),
     out: Path = typer.Option(..., help="the PEFT adapter directory to write"),
     item: str | None = typer.Option(None, help="raw item id of the instance's target (default: latest)"),
     split: str = typer.Option("test", help="the split whose sample is the instance"),
@@ -216,6 +237,7 @@ def export_user(
     from lifelora.adapters import kind_of, load
     from lifelora.data.prepare import SPLITS
     from lifelora.tasks.ctr.ranking import export_user as export
+    from lifelora.tasks.ctr.task import CTRTask
 
     if split not in SPLITS:
         raise LifeloraError(f"--split: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -224,9 +246,11 @@ def export_user(
         raise LifeloraError(
             f"{run}: its adapter is a shared LoRA, not a personalized one: nothing per user to export"
         )
-    task = _task(cfg)
-    user_idx = task.data.user_index(user)
-    item_idx = None if item is None else int(task.data.item_indices([item], "--item")[0])
+    data = load_data(cfg.dataset, cfg.preset, cfg.data_dir)
+    user_idx = data.user_index(user)
+    _check_has_sample(data, user, split, cfg.data_dir)
+    item_idx = None if item is None else int(data.item_indices([item], "--item")[0])
+    task = CTRTask(data, cfg.model, log=log)
     adapter = load(task.backbone.model, run / "adapter")
     written = export(task, adapter.model, cfg, user_idx, split, out, item_idx)
     typer.echo(

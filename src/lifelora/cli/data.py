@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Fetch, prepare and describe datasets.", no_args_is_help=True)
+from lifelora.cli.common import App
+from lifelora.report import make_console
+
+app = App(help="Fetch, prepare and describe datasets.", no_args_is_help=True)
 
 
 @app.command("fetch")
@@ -41,6 +43,11 @@ def data_prepare(
     columns: str | None = typer.Option(
         None, help="csv/parquet column map: user=uid,item=iid,rating=r,timestamp=ts"
     ),
+    rating_scale: str | None = typer.Option(
+        None,
+        help="MIN,MAX[,STEP]: ratings off this scale are an error (default: the dataset's own, e.g. "
+        "ml-1m 1,5,1, ml-25m 0.5,5,0.5; csv/parquet: none)",
+    ),
     out: Path | None = typer.Option(
         None, help="output directory (default: $LIFELORA_HOME/prepared/DATASET/PRESET)"
     ),
@@ -53,7 +60,7 @@ def data_prepare(
     from lifelora.data.store import prepared_dir
 
     recipe = load_config(Preset, overrides=overrides, base=preset_by_name(preset).model_dump())
-    raw = load_raw(dataset, source=source, fmt=fmt, columns=columns)
+    raw = load_raw(dataset, source=source, fmt=fmt, columns=columns, rating_scale=rating_scale)
     prepared = prepare(raw, recipe)
     target = save_prepared(prepared, out or prepared_dir(dataset, preset))
     _print_stats(prepared["meta"])
@@ -69,7 +76,7 @@ def _print_stats(meta: dict) -> None:
         part = stats[split]
         table.add_row(split, f"{part['samples']:,}", f"{part['users']:,}", f"{part['positive_rate']}")
     table.add_row("all", f"{stats['samples']:,}", f"{stats['users']:,}", f"{stats['positive_rate']}")
-    Console().print(table)
+    make_console().print(table)
     typer.echo(
         f"{stats['interactions']:,} interactions, {stats['items']:,} items, "
         f"user features: {', '.join(stats['user_features']) or 'none'}, fingerprint {meta['fingerprint']}"
@@ -78,16 +85,44 @@ def _print_stats(meta: dict) -> None:
 
 @app.command("info")
 def data_info(
-    dataset: str = typer.Argument(...),
-    preset: str = typer.Option("rella"),
+    dataset: str = typer.Argument(..., help="a prepared dataset (see `lifelora data prepare`)"),
+    preset: str = typer.Option("rella", help="the preset it was prepared with"),
     data_dir: Path | None = typer.Option(None, help="a prepared directory (default: the cache)"),
-    as_json: bool = typer.Option(False, "--json", help="print meta.json instead of the table"),
+    users: str | None = typer.Option(
+        None, help="list the users with samples in this split (train, valid, test) and their counts"
+    ),
+    limit: int = typer.Option(20, min=0, help="with --users: how many users to list (0: all)"),
+    offset: int = typer.Option(0, min=0, help="with --users: how many to skip (the next page)"),
+    as_json: bool = typer.Option(
+        False, "--json", help="print meta.json (with --users: a JSON line per user) instead of a table"
+    ),
 ) -> None:
-    """Statistics of a prepared dataset."""
+    """Statistics of a prepared dataset, or (--users SPLIT) which users have samples in a split."""
     from lifelora.cli.common import load_data
 
-    meta = load_data(dataset, preset, data_dir).meta
-    if as_json:
-        typer.echo(json.dumps(meta, indent=2))
+    data = load_data(dataset, preset, data_dir)
+    if users is not None:
+        _print_users(data, users, limit, offset, as_json)
+    elif as_json:
+        typer.echo(json.dumps(data.meta, indent=2))
     else:
-        _print_stats(meta)
+        _print_stats(data.meta)
+
+
+def _print_users(data, split: str, limit: int, offset: int, as_json: bool) -> None:
+    """A page of the users with samples in `split`, and on stderr how to get the next page."""
+    counts = data.split_users(split)
+    page = counts.slice(offset, limit or None)
+    if as_json:
+        for row in page.iter_rows(named=True):
+            typer.echo(json.dumps(row))
+    else:
+        shown = f"{offset + 1}–{offset + page.height}" if page.height else "none"
+        table = Table(title=f"{data.name}, {split} split", caption=f"users {shown} of {counts.height:,}")
+        table.add_column("user")
+        table.add_column(f"{split} samples", justify="right")
+        for row in page.iter_rows(named=True):
+            table.add_row(str(row["user"]), f"{row['samples']:,}")
+        make_console().print(table)
+    if offset + page.height < counts.height:
+        typer.echo(f"next page: --offset {offset + page.height}", err=True)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import typer
 
-from lifelora.cli.common import command_line, load_data, log
+from lifelora.cli.common import App, command_line, load_data, log
 from lifelora.errors import LifeloraError
 
-app = typer.Typer()
-experiment_app = typer.Typer(
+app = App()
+experiment_app = App(
     help="Result tables: a method against its baselines and ablations.", no_args_is_help=True
 )
 
@@ -40,7 +40,9 @@ def experiment_reclora(
     sizes: str = typer.Option("", help="extra training-subset sizes (e.g. 1000,10000)"),
     only: str | None = typer.Option(None, help="comma-separated parts of row names to run"),
     also_lens: list[Path] | None = typer.Option(
-        None, help="another lens run directory (e.g. SIM) to add as a lens-alone row; repeatable"
+        None,
+        metavar="<path>",
+        help="another lens run directory (e.g. SIM) to add as a lens-alone row; give it once per lens",
     ),
     overrides: list[str] | None = typer.Argument(None, help="KEY=VALUE overrides of the config"),
 ) -> None:
@@ -80,7 +82,7 @@ def experiment_reclora(
 @app.command("demo")
 def demo(
     quick: bool = typer.Option(False, help="tiny budgets everywhere (a smoke test of the pipeline)"),
-    run_dir: Path | None = typer.Option(None),
+    run_dir: Path | None = typer.Option(None, help="where to write everything (default: runs/demo-...)"),
 ) -> None:
     """Main job on the embedded defaults: ML-100K lens (DIN ± ratings), SmolLM2 zero-shot, shared LoRA, RecLoRA."""
     from lifelora.jobs.demo import run_demo

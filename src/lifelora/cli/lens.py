@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from lifelora.cli.common import OVERRIDES_HELP, command_line, load_data, log
+from lifelora.cli.common import OVERRIDES_HELP, App, command_line, load_data, log
 
-app = typer.Typer(help="The conventional recommender (DIN/SIM) that routes RecLoRA.", no_args_is_help=True)
+app = App(help="The conventional recommender (DIN/SIM) that routes RecLoRA.", no_args_is_help=True)
 
 
 @app.command("train")
@@ -22,14 +22,15 @@ def lens_train(
     from lifelora.lens.config import LensConfig
     from lifelora.lens.train import train_lens
     from lifelora.report import metrics_table, print_table
-    from lifelora.run import new_run_dir, record_run
+    from lifelora.run import new_run_dir, record_run, run_status
 
     cfg = load_config(LensConfig, config, overrides)
     data = load_data(cfg.dataset, cfg.preset, cfg.data_dir)
     run_dir = run_dir or new_run_dir("lens", f"{cfg.dataset}-{cfg.kind}")
     run_dir.mkdir(parents=True, exist_ok=True)
     record_run(run_dir, cfg, command_line())
-    result = train_lens(cfg, data, run_dir, log=log)
+    with run_status(run_dir):
+        result = train_lens(cfg, data, run_dir, log=log)
     m = result["metrics"]
     print_table(
         metrics_table(f"{cfg.kind.upper()} on {cfg.dataset}", [("valid", m["valid"]), ("test", m["test"])])
@@ -40,8 +41,8 @@ def lens_train(
 @app.command("evaluate")
 def lens_evaluate(
     run_dir: Path = typer.Argument(..., help="a lens run directory"),
-    split: str = typer.Option("test"),
-    data_dir: Path | None = typer.Option(None),
+    split: str = typer.Option("test", help="train, valid or test"),
+    data_dir: Path | None = typer.Option(None, help="a prepared directory (default: the lens's data_dir)"),
 ) -> None:
     """Score a split with a trained lens; writes predictions_SPLIT.parquet and prints the metrics."""
     from lifelora.distributed import is_main_process
@@ -59,9 +60,9 @@ def lens_evaluate(
 @app.command("export")
 def lens_export(
     run_dir: Path = typer.Argument(..., help="a lens run directory"),
-    split: str = typer.Option("test"),
+    split: str = typer.Option("test", help="train, valid or test"),
     out: Path | None = typer.Option(None, help="default: RUN_DIR/hidden/SPLIT.safetensors"),
-    data_dir: Path | None = typer.Option(None),
+    data_dir: Path | None = typer.Option(None, help="a prepared directory (default: the lens's data_dir)"),
 ) -> None:
     """Save the hidden vectors (the personalized LoRA's routing input) of a split."""
     from lifelora.distributed import is_main_process

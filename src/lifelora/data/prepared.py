@@ -71,6 +71,13 @@ class PreparedData:
             raise LifeloraError(f"unknown split {name!r}; choose one of {', '.join(names)}")
         return self.samples.filter(pl.col("split") == name)
 
+    def split_users(self, name: str) -> pl.DataFrame:
+        """The users with samples in split `name` (raw id, sample count), in user order: who can be
+        evaluated on, or exported for, that split."""
+        counts = self.split(name).group_by("user_idx").agg(pl.len().alias("samples"))
+        users = self.users.select("user_idx", "user").join(counts, on="user_idx", how="inner")
+        return users.sort("user_idx").select("user", "samples")
+
     def with_periods(self, spec: PeriodSpec) -> PreparedData:
         """This data with every sample tagged by its time period; the tables are shared, not copied."""
         return replace(self, samples=assign_periods(self, spec), period_spec=spec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import polars as pl
@@ -17,7 +18,8 @@ class RawDataset:
     """Interactions plus item and user tables in catalogue order.
 
     Catalogue order (e.g. ascending MovieID) is the tie-break of the chronological sort, so it must
-    be the same whichever file layout the data came from.
+    be the same whichever file layout the data came from. `source` is the file the interactions
+    came from, so that errors found later (duplicate rows, no samples) name that file.
     """
 
     name: str
@@ -56,18 +58,64 @@ def _check_catalogue(table: pl.DataFrame, key: str, interactions: pl.DataFrame, 
 
 
 def without_duplicates(frame: pl.DataFrame, source: str, drop: bool) -> pl.DataFrame:
-    """Rows sharing (user, item, timestamp) are an error, or with `drop` all but the first are removed."""
-    dupes = frame.select("user", "item", "timestamp").is_duplicated()
-    if not dupes.any():
+    """Rows sharing (user, item, timestamp) are an error, or with `drop` all but the first are removed.
+
+    The error counts the rows that repeat an earlier one: what `drop` would remove."""
+    key = pl.struct("user", "item", "timestamp")
+    repeats = frame.select(~key.is_first_distinct()).to_series()
+    if not repeats.any():
         return frame
     if drop:
-        return frame.unique(subset=["user", "item", "timestamp"], keep="first", maintain_order=True)
-    row = frame.filter(dupes).row(0, named=True)
+        return frame.filter(~repeats)
+    extra = int(repeats.sum())
+    row = frame.filter(repeats).row(0, named=True)
     raise LifeloraError(
-        f"{source}: {int(dupes.sum())} duplicate rows (same user, item and timestamp), e.g. "
+        f"{source}: {extra} row{'s' if extra > 1 else ''} repeat{'' if extra > 1 else 's'} an earlier "
+        "row with the same user, item and timestamp, e.g. "
         f"user {row['user']!r} item {row['item']!r} at {row['timestamp']}; "
         "remove them or prepare with drop_duplicates=true"
     )
+
+
+@dataclass(frozen=True)
+class RatingScale:
+    """The ratings a dataset can hold: `low` to `high`, on multiples of `step` above `low` if given.
+
+    Part of a dataset's definition (ML-1M: whole stars 1-5): a value off the scale is corrupt data,
+    not a strong opinion, and would be labelled as if it were one.
+    """
+
+    low: float
+    high: float
+    step: float | None = None
+    name: str = "the rating scale"
+
+    @classmethod
+    def parse(cls, text: str) -> RatingScale:
+        """`MIN,MAX[,STEP]` as given to `--rating-scale`."""
+        parts = [p.strip() for p in text.split(",")]
+        try:
+            numbers = [float(p) for p in parts]
+        except ValueError:
+            numbers = []
+        if len(numbers) not in (2, 3) or not all(math.isfinite(n) for n in numbers):
+            raise LifeloraError(f"--rating-scale: {text!r} is not MIN,MAX[,STEP] (e.g. 1,5 or 0.5,5,0.5)")
+        low, high, *step = numbers
+        if low >= high or (step and step[0] <= 0):
+            raise LifeloraError(f"--rating-scale: {text!r} needs MIN < MAX and STEP > 0")
+        return cls(low, high, step[0] if step else None, "the rating scale given by --rating-scale")
+
+    def off_scale(self, ratings: pl.Series) -> pl.Series:
+        """True where a rating is not on the scale (NaN and infinities never are)."""
+        inside = ratings.is_finite() & ratings.is_between(self.low, self.high)
+        if self.step:
+            steps = (ratings - self.low) / self.step
+            inside &= (steps - steps.round()).abs() < 1e-6
+        return ~inside.fill_null(False)
+
+    def __str__(self) -> str:
+        shown = f"{self.low:g} to {self.high:g}"
+        return f"{shown} in steps of {self.step:g}" if self.step else shown
 
 
 def catalogue_from_keys(keys: pl.Series, name: str) -> pl.DataFrame:

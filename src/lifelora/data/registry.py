@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from lifelora.data import embedded
-from lifelora.data.raw import RawDataset
+from lifelora.data.raw import RatingScale, RawDataset
 from lifelora.data.sources.amazon import load_amazon2023
 from lifelora.data.sources.generic import load_table
 from lifelora.data.sources.goodreads import load_goodreads
@@ -16,11 +17,31 @@ FORMATS = ("recbole", "grouplens", "amazon2023", "goodreads", "csv", "parquet")
 MOVIELENS = ("ml-100k", "ml-1m", "ml-25m", "ml-latest", "ml-latest-small")
 EMBEDDED_DATASETS = ("ml-100k", "ml-1m")
 NAME_PATTERNS = "ml-100k, ml-1m, ml-25m, ml-latest, ml-latest-small, amazon-<category>, goodreads-<genre>"
+_WHOLE_STARS, _HALF_STARS = (1.0, 5.0, 1.0), (0.5, 5.0, 0.5)
+RATING_SCALES = {
+    "ml-100k": _WHOLE_STARS,
+    "ml-1m": _WHOLE_STARS,
+    "ml-25m": _HALF_STARS,
+    "ml-latest": _HALF_STARS,
+    "ml-latest-small": _HALF_STARS,
+    "amazon-*": _WHOLE_STARS,
+    "goodreads*": (0.0, 5.0, 1.0),  # 0: shelved but not rated
+}
+
+
+def scale_for(dataset: str, declared: str | None = None) -> RatingScale | None:
+    """`--rating-scale MIN,MAX[,STEP]` if given, else the known dataset's own scale, else none."""
+    if declared is not None:
+        return RatingScale.parse(declared)
+    for pattern, (low, high, step) in RATING_SCALES.items():
+        if fnmatchcase(dataset, pattern):
+            return RatingScale(low, high, step, f"the {dataset} rating scale")
+    return None
 
 
 def default_format(dataset: str, source: Path | None) -> str:
     if dataset in MOVIELENS:
-        if source is None or (source / f"{dataset}.inter").exists():
+        if source is None or any((source / f"{dataset}.inter{gz}").exists() for gz in ("", ".gz")):
             return "recbole"
         return "grouplens"
     if dataset.startswith("amazon-"):
@@ -34,12 +55,20 @@ def default_format(dataset: str, source: Path | None) -> str:
 
 
 def load_raw(
-    dataset: str, source: Path | None = None, fmt: str | None = None, columns: str | None = None
+    dataset: str,
+    source: Path | None = None,
+    fmt: str | None = None,
+    columns: str | None = None,
+    rating_scale: str | None = None,
 ) -> RawDataset:
-    """Load `dataset` from `source` (a directory or file) or, for the embedded ones, from the cache."""
+    """Load `dataset` from `source` (a directory or file) or, for the embedded ones, from the cache.
+
+    Ratings off the dataset's scale are an error (see `scale_for`; `rating_scale` declares one).
+    """
     if fmt is not None and fmt not in FORMATS:
         raise LifeloraError(f"--format: unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     fmt = fmt or default_format(dataset, source)
+    ratings = scale_for(dataset, rating_scale)
     if source is None:
         if dataset not in EMBEDDED_DATASETS:
             raise LifeloraError(
@@ -47,14 +76,18 @@ def load_raw(
             )
         source = embedded.fetch(dataset)
     source = Path(source)
-    if not source.exists():
+    try:
+        exists = source.exists()
+    except OSError as exc:
+        raise LifeloraError(f"{source}: cannot read ({exc.strerror or exc})") from None
+    if not exists:
         raise LifeloraError(f"{source}: no such file or directory")
     if fmt == "recbole":
-        return load_recbole(source, dataset)
+        return load_recbole(source, dataset, ratings)
     if fmt == "grouplens":
-        return load_grouplens(source, dataset)
+        return load_grouplens(source, dataset, ratings)
     if fmt == "amazon2023":
-        return load_amazon2023(source, dataset)
+        return load_amazon2023(source, dataset, ratings)
     if fmt == "goodreads":
-        return load_goodreads(source, dataset)
-    return load_table(source, dataset, columns, fmt)
+        return load_goodreads(source, dataset, ratings)
+    return load_table(source, dataset, columns, fmt, ratings)

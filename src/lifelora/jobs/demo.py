@@ -19,7 +19,8 @@ from lifelora.io import write_json
 from lifelora.lens.config import LensConfig
 from lifelora.lens.train import train_lens
 from lifelora.metrics.ctr import ctr_metrics
-from lifelora.report import CTR_COLUMNS, markdown_table, metrics_table, print_table
+from lifelora.metrics.intervals import auc_interval, paired_auc_difference
+from lifelora.report import markdown_table, metrics_table, plot_bars, print_table
 from lifelora.run import new_run_dir, record_run
 
 DATASET = "ml-100k"
@@ -32,6 +33,9 @@ SHARED_LORA_CONFIG = "llm/lora-ml100k-demo.yaml"
 RECLORA_CONFIG = "llm/reclora-ml100k-demo.yaml"
 QUICK_LENS = ["train.epochs=1", "train.max_train_samples=20000"]
 QUICK_LLM = ["subset.train=16", "subset.eval=48", "prompt.history=3"]
+LLM_ROW_DIRS = ("zero-shot", "shared-lora", "reclora")
+INTERVAL = "AUC 95% CI"
+COLUMNS = ("samples", "AUC", INTERVAL, "gAUC", "LogLoss", "ACC")
 
 
 def _slug(name: str) -> str:
@@ -65,7 +69,7 @@ def _llm_rows(data: PreparedData, run_dir: Path, quick: bool, command: str, log)
         CTRConfig, shipped_config(RECLORA_CONFIG), [*quick_overrides, f"lens={run_dir / 'din'}"]
     )
     task = CTRTask(data, lora_cfg.model, log=log)
-    zero_dir, lora_dir, reclora_dir = run_dir / "zero-shot", run_dir / "shared-lora", run_dir / "reclora"
+    zero_dir, lora_dir, reclora_dir = (run_dir / name for name in LLM_ROW_DIRS)
     for directory, cfg in ((zero_dir, zero_cfg), (lora_dir, lora_cfg), (reclora_dir, reclora_cfg)):
         directory.mkdir(parents=True, exist_ok=True)
         record_run(directory, cfg, command)
@@ -81,15 +85,44 @@ def _llm_rows(data: PreparedData, run_dir: Path, quick: bool, command: str, log)
     ]
 
 
-def _lens_on_subset(run_dir: Path, lens_name: str, llm_dir: Path) -> dict:
+def _predictions(run_dir: Path, row_dir: str, on: pl.DataFrame | None = None) -> pl.DataFrame:
+    """A row's test predictions (sample_id, label, score), restricted to the samples of `on`."""
+    scored = pl.read_parquet(run_dir / row_dir / "predictions_test.parquet").select(
+        "sample_id", "label", "score"
+    )
+    return scored if on is None else on.select("sample_id", "user_idx").join(scored, on="sample_id")
+
+
+def _with_interval(metrics: dict, scored: pl.DataFrame) -> dict:
+    _, low, high = auc_interval(scored["label"].to_numpy(), scored["score"].to_numpy())
+    return {**metrics, "AUC_low": low, "AUC_high": high, INTERVAL: f"{low:.3f}–{high:.3f}"}
+
+
+def _lens_on_subset(run_dir: Path, subset: pl.DataFrame) -> dict:
     """The lens's metrics on exactly the rows the LLM rows were scored on."""
-    lens_dir = run_dir / _slug(lens_name)
-    rows = pl.read_parquet(llm_dir / "predictions_test.parquet").select("sample_id", "user_idx")
-    scored = rows.join(pl.read_parquet(lens_dir / "predictions_test.parquet"), on="sample_id")
+    scored = _predictions(run_dir, "din", on=subset)
     metrics = ctr_metrics(
         scored["label"].to_numpy(), scored["score"].to_numpy(), scored["user_idx"].to_numpy()
     )
-    return {"samples": scored.height, **metrics}
+    return _with_interval({"samples": scored.height, **metrics}, scored)
+
+
+def _verdict(run_dir: Path) -> tuple[str, dict]:
+    """RecLoRA against shared LoRA on the same rows: DeLong's paired test, said in words."""
+    lora, reclora = _predictions(run_dir, "shared-lora"), _predictions(run_dir, "reclora")
+    paired = reclora.join(lora, on="sample_id", suffix="_lora")
+    test = paired_auc_difference(
+        paired["label"].to_numpy(), paired["score"].to_numpy(), paired["score_lora"].to_numpy()
+    )
+    diff, low, high = test["difference"], test["low"], test["high"]
+    span = (
+        f"RecLoRA − shared LoRA AUC {diff:+.3f} (95% CI {low:+.3f} to {high:+.3f}, p = {test['p_value']:.3f})"
+    )
+    if low > 0:
+        return f"{span}: RecLoRA ranks better at this budget.", test
+    if high < 0:
+        return f"{span}: shared LoRA ranks better at this budget.", test
+    return f"{span}: the two are within noise of each other at this budget and on these rows.", test
 
 
 def run_demo(quick: bool = False, run_dir: Path | None = None, log=print) -> dict[str, dict]:
@@ -97,19 +130,34 @@ def run_demo(quick: bool = False, run_dir: Path | None = None, log=print) -> dic
     log(f"preparing {DATASET} (embedded copy, preset rella)")
     data = open_prepared(DATASET, prepare_missing=True)
     run_dir = run_dir or new_run_dir("demo", DATASET)
-    lens_rows = _lens_rows(data, run_dir, quick, command, log)
-    llm_rows = _llm_rows(data, run_dir, quick, command, log)
-    subset_rows = [("DIN (same rows)", _lens_on_subset(run_dir, "DIN", run_dir / "zero-shot")), *llm_rows]
+    lens_rows = [
+        (name, _with_interval(metrics, _predictions(run_dir, _slug(name))))
+        for name, metrics in _lens_rows(data, run_dir, quick, command, log)
+    ]
+    llm_rows = [
+        (name, _with_interval(metrics, _predictions(run_dir, row_dir)))
+        for (name, metrics), row_dir in zip(
+            _llm_rows(data, run_dir, quick, command, log), LLM_ROW_DIRS, strict=True
+        )
+    ]
+    subset = pl.read_parquet(run_dir / "zero-shot" / "predictions_test.parquet")
+    subset_rows = [("DIN (same rows)", _lens_on_subset(run_dir, subset)), *llm_rows]
+    verdict, paired = _verdict(run_dir)
     tables = {
         f"{DATASET} test split, lens trained on the full training split": lens_rows,
         f"{DATASET} fixed test subset (seed 42): lens vs LLM": subset_rows,
     }
     for title, rows in tables.items():
-        print_table(metrics_table(title, rows, CTR_COLUMNS))
+        print_table(metrics_table(title, rows, COLUMNS))
+    log(verdict)
+    title = f"{DATASET}: AUC on the same {subset.height} test rows, with DeLong 95% intervals"
+    chart = plot_bars(subset_rows, run_dir / "results.png", title, interval=("AUC_low", "AUC_high"))
     (run_dir / "results.md").write_text(
-        "".join(f"## {title}\n\n{markdown_table(rows, CTR_COLUMNS)}\n" for title, rows in tables.items())
+        "".join(f"## {title}\n\n{markdown_table(rows, COLUMNS)}\n" for title, rows in tables.items())
+        + f"{verdict}\n\n![AUC with 95% intervals](results.png)\n"
     )
     results = {name: metrics for rows in tables.values() for name, metrics in rows}
-    write_json(run_dir / "results.json", results)
+    write_json(run_dir / "results.json", {**results, "RecLoRA vs shared LoRA": paired})
+    log(f"comparison chart: {chart}")
     log(f"run directory: {run_dir}")
     return results

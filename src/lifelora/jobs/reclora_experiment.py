@@ -19,7 +19,7 @@ from lifelora.io import read_json, write_json
 from lifelora.lens import Lens
 from lifelora.metrics.ctr import ctr_metrics
 from lifelora.report import CTR_COLUMNS, markdown_table, plot_bars
-from lifelora.run import record_run
+from lifelora.run import record_run, run_status
 from lifelora.tasks.ctr.config import CTRConfig
 from lifelora.tasks.ctr.examples import subset_rows
 from lifelora.tasks.ctr.jobs import evaluate_run, train_and_evaluate
@@ -122,10 +122,11 @@ def run_reclora_experiment(
             resume = (run_dir / "checkpoints").is_dir()
             run_dir.mkdir(parents=True, exist_ok=True)
             record_run(run_dir, variant, command)
-            if variant.adapter is None:
-                evaluate_run(task, variant, run_dir)
-            else:
-                train_and_evaluate(task, variant, run_dir, resume=resume)
+            with run_status(run_dir):
+                if variant.adapter is None:
+                    evaluate_run(task, variant, run_dir)
+                else:
+                    train_and_evaluate(task, variant, run_dir, resume=resume)
         rows.append((name, read_json(metrics_file)["metrics"][cfg.eval.split]))
     title = f"RecLoRA on {cfg.dataset} ({cfg.model}, {cfg.eval.split} subset of {rows[0][1]['samples']:,})"
     (out_dir / "results.md").write_text(f"## {title}\n\n{markdown_table(rows, CTR_COLUMNS)}\n")

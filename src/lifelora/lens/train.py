@@ -175,5 +175,7 @@ def train_lens(config: LensConfig, data: PreparedData, run_dir: Path, log=print)
     }
     write_json(run_dir / "metrics.json", result)
     curve = read_json(run_dir / "curve.json")
-    plot_curve(curve, run_dir / "curve.png", f"{config.kind.upper()} on {data.name}")
+    plot_curve(
+        curve, run_dir / "curve.png", f"{config.kind.upper()} on {data.name}", best=result["best_epoch"]
+    )
     return result

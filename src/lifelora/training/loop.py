@@ -176,7 +176,7 @@ def train_model(
                 lrs = scheduler.get_last_lr()
                 row = {"step": ctx.step, "epoch": epoch + 1, **{k: v / micro for k, v in running.items()}}
                 curve.append({**row, "lr": lrs[0], **({"lrs": lrs} if len(lrs) > 1 else {})})
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)  # shown at the bar's own pace
                 running, micro = {}, 0
                 every = settings.checkpoint_every
                 if every and ctx.step % every == 0 and ctx.step < total_steps and accelerator.is_main_process:

@@ -18,7 +18,7 @@ from torch import nn
 from lifelora.adapters.base import DEFAULT_BRANCH, Adapter
 from lifelora.adapters.lora.config import SharedLoraConfig
 from lifelora.errors import LifeloraError
-from lifelora.io import atomic_dir
+from lifelora.io import atomic_dir, read_json, write_json
 
 CONFIG_FILE = "adapter_config.json"
 PREFIX = "base_model.model."  # PEFT's wrapper path in front of the backbone's module paths
@@ -226,6 +226,10 @@ class LoraAdapter(Adapter):
                 for path in (tmp / branch).iterdir():
                     path.replace(tmp / path.name)
                 (tmp / branch).rmdir()
+            hub_id = getattr(self.model.get_base_model(), "hub_id", None)
+            if hub_id:  # an embedded backbone: PEFT named lifelora's cache, which only this machine has
+                saved = read_json(tmp / CONFIG_FILE)  # (rewritten after saving: PEFT would look a Hub id up)
+                write_json(tmp / CONFIG_FILE, {**saved, "base_model_name_or_path": hub_id})
         return Path(directory)
 
     def unload(self) -> nn.Module:

@@ -141,6 +141,9 @@ class PersonalizedModel(nn.Module):
         with self._routed(routing):
             return self.base_model(*args, **kwargs)
 
+    def get_output_embeddings(self) -> nn.Module | None:
+        return self.base_model.get_output_embeddings()
+
     def generate(self, *args, routing: torch.Tensor | None = None, **kwargs):
         with self._routed(routing):
             return self.base_model.generate(*args, **kwargs)

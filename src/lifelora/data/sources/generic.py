@@ -6,7 +6,8 @@ from pathlib import Path
 
 import polars as pl
 
-from lifelora.data.raw import INTERACTION_SCHEMA, RawDataset, catalogue_from_keys
+from lifelora.data.raw import INTERACTION_SCHEMA, RatingScale, RawDataset, catalogue_from_keys
+from lifelora.data.sources.checks import check_interactions, delimited_lines
 from lifelora.data.sources.readers import read_delimited, require_file, to_number
 from lifelora.errors import LifeloraError
 
@@ -27,23 +28,28 @@ def parse_column_map(text: str | None) -> dict[str, str]:
     return mapping
 
 
-def _timestamps(values: pl.Series, path: Path, column: str) -> pl.Series:
+def _timestamps(frame: pl.DataFrame, path: Path, column: str) -> pl.Series:
     """Epoch seconds if the first value is a number (then all must be), else ISO dates/times."""
-    if values.dtype.is_numeric() or values.len() == 0:
-        return values.cast(pl.Int64)
-    text = values.str.strip_chars()
-    as_number = text.cast(pl.Float64, strict=False)
-    if as_number[0] is not None:
-        parsed, kind = as_number.cast(pl.Int64), "a number"
-    else:
-        parsed, kind = text.str.to_datetime(strict=False, time_zone="UTC").dt.epoch("s"), "an ISO date"
+    text = frame["timestamp"]
+    if text.is_empty() or text.cast(pl.Float64, strict=False)[0] is not None:
+        return to_number(frame, "timestamp", pl.Int64, path, True, label=column)
+    parsed = text.str.to_datetime(strict=False, time_zone="UTC").dt.epoch("s")
     if parsed.null_count():
         index = int(parsed.is_null().arg_max())
-        raise LifeloraError(f"{path}: line {index + 2}: {column} {values[index]!r} is not {kind}")
+        raise LifeloraError(f"{path}: line {index + 2}: {column} {text[index]!r} is not an ISO date")
     return parsed
 
 
-def load_table(path: Path, name: str, columns: str | None, fmt: str) -> RawDataset:
+def _separator(path: Path) -> str:
+    """TAB for .tsv/.tab (also gzipped: mine.tsv.gz), else comma."""
+    name = Path(path.stem) if path.suffix == ".gz" else path
+    return "\t" if name.suffix in (".tsv", ".tab") else ","
+
+
+def load_table(
+    path: Path, name: str, columns: str | None, fmt: str, scale: RatingScale | None = None
+) -> RawDataset:
+    """`scale` (from `--rating-scale`) is checked when given: a user's own table has no known scale."""
     mapping = parse_column_map(columns)
     require_file(path)
     if fmt == "parquet":
@@ -59,8 +65,7 @@ def load_table(path: Path, name: str, columns: str | None, fmt: str) -> RawDatas
         frame = frame.select(mapping.values()).cast({c: pl.Utf8 for c in mapping.values()})
         header = True
     else:
-        separator = "\t" if path.suffix in (".tsv", ".tab") else ","
-        frame = read_delimited(path, separator, list(mapping.values()), header=True, quoted=True)
+        frame = read_delimited(path, _separator(path), list(mapping.values()), header=True, quoted=True)
         header = True
     frame.columns = list(mapping)
     for column in frame.columns:
@@ -71,10 +76,11 @@ def load_table(path: Path, name: str, columns: str | None, fmt: str) -> RawDatas
         {
             "user": frame["user"],
             "item": frame["item"],
-            "rating": to_number(frame, "rating", pl.Float64, path, header),
-            "timestamp": _timestamps(frame["timestamp"], path, mapping["timestamp"]),
+            "rating": to_number(frame, "rating", pl.Float64, path, header, label=mapping["rating"]),
+            "timestamp": _timestamps(frame, path, mapping["timestamp"]),
         }
     )
+    check_interactions(interactions, path, delimited_lines(header), scale)
     catalogue = catalogue_from_keys(interactions["item"], "item")
     items = catalogue.with_columns(
         title=pl.col("item"),

@@ -54,7 +54,7 @@ class EvalSettings(BaseModel):
 class CTRConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str = "ml-1m"
+    dataset: str = Field("ml-100k", description="the embedded demo dataset by default, as for the lens")
     preset: str = "rella"
     data_dir: Path | None = None
     model: str = Field("smollm2-135m", description="embedded name, Hugging Face id or local directory")

@@ -23,7 +23,9 @@ from lifelora.adapters import Adapter, attach, load
 from lifelora.errors import LifeloraError
 from lifelora.io import write_json, write_parquet
 from lifelora.lens import Lens
+from lifelora.llm.logits import last_logits
 from lifelora.metrics.ctr import ctr_metrics
+from lifelora.precision import resolve
 from lifelora.report import plot_curve
 from lifelora.tasks.ctr.config import CTRConfig
 from lifelora.tasks.ctr.examples import CTRExamples
@@ -33,17 +35,18 @@ from lifelora.training import TrainHook, train_model
 
 
 def answer_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    """Causal-LM cross-entropy on the answer token only (the prompt carries no loss)."""
+    """Causal-LM cross-entropy on the answer token only (the prompt carries no loss), on fp32 logits
+    projected from the final hidden state (`lifelora.llm.logits`), whatever the autocast."""
     routing = {"routing": batch["routing"]} if "routing" in batch else {}
-    out = model(
+    logits = last_logits(
+        model,
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
         position_ids=batch["position_ids"],
-        logits_to_keep=1,
         use_cache=False,
         **routing,
     )
-    return torch.nn.functional.cross_entropy(out.logits[:, -1].float(), batch["labels"])
+    return torch.nn.functional.cross_entropy(logits, batch["labels"])
 
 
 def build(task: CTRTask, cfg: CTRConfig, lens: Lens | None = None) -> Adapter:
@@ -143,6 +146,11 @@ def score_examples(
     return metrics
 
 
+def _precision(task: CTRTask, cfg: CTRConfig) -> str:
+    """The precision the run trained and scored at: `auto` resolved on the backbone's device."""
+    return resolve(cfg.train.precision, next(task.backbone.model.parameters()).device)
+
+
 def train_and_evaluate(task: CTRTask, cfg: CTRConfig, run_dir: Path, resume: bool = False) -> dict:
     """`lifelora train`: build, fit on the few-shot subset, save, evaluate on the fixed evaluation
     subset; the backbone is bare again afterwards. Returns the summary (on every process)."""
@@ -169,6 +177,7 @@ def train_and_evaluate(task: CTRTask, cfg: CTRConfig, run_dir: Path, resume: boo
         "adapter": cfg.name,
         "train_samples": result["train_samples"],
         "subset_seed": cfg.subset.seed,
+        "precision": _precision(task, cfg),
         "train": {k: v for k, v in result.items() if k not in ("curve", "is_main_process", "train_samples")},
         "metrics": {cfg.eval.split: metrics},
     }
@@ -191,6 +200,7 @@ def evaluate_run(task: CTRTask, cfg: CTRConfig, run_dir: Path, adapter_dir: Path
         "dataset": task.data.name,
         "model": cfg.model,
         "adapter": str(adapter_dir) if adapter_dir else "zero-shot",
+        "precision": _precision(task, cfg),
         "metrics": {cfg.eval.split: metrics},
     }
     if distributed.is_main_process():

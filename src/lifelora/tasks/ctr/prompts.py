@@ -1,9 +1,11 @@
 """CTR prompts in ReLLa's wording, wrapped in the model's chat template (`lifelora.llm.chat`).
 
-A prompt is three token segments: a prefix (wrapper head, user profile, history, question), the target
-item, and a suffix (ending where the answer starts). Everything before the target is shared by all
-candidates of a user, which is what candidate ranking reuses. The segments are always tokenized apart
-and concatenated, so scoring, training and ranking see exactly the same ids.
+A prompt is a prefix (wrapper head, user profile, history, question), the target item, and a suffix
+(ending where the answer starts). Its token ids are always the tokenizer's ids for the whole text (plus
+BOS when the tokenizer adds one): tokenizing the pieces apart would give ids the tokenizer never makes
+where it merges across a seam (`)` `**` for `)**`), which a model fed the decoded text would not see.
+Candidate ranking shares the tokens all of a user's candidate prompts begin with, cut from those same
+whole-text ids, so training, scoring and ranking see exactly the same ids for a sample.
 
 Two layouts (`prompt.layout`): `target-last` (default) puts ReLLa's two instruction sentences before
 the question, so only the target title and the wrapper tail follow the shared prefix; `rella` keeps
@@ -127,7 +129,7 @@ def history_text(titles: list[str], item_idx: np.ndarray, ratings: np.ndarray) -
 
 
 class PromptBuilder:
-    """Token segments of CTR prompts for one tokenizer and one prepared dataset."""
+    """CTR prompts as token ids for one tokenizer and one prepared dataset."""
 
     def __init__(
         self, tokenizer, dataset: str, users: pl.DataFrame, items: pl.DataFrame, layout: str = "target-last"
@@ -144,13 +146,20 @@ class PromptBuilder:
         self.head, self.tail = chat_wrapper(tokenizer)
         self.answer_ids = answer_token_ids(tokenizer, self.tail)
         self.bos = leading_bos(tokenizer, self.head)
+        after = AFTER_TARGET if layout == "target-last" else f"{AFTER_TARGET}\n{self.template.instructions}"
+        self.suffix = after + self.tail
 
     def prefix_text(self, user: int, hist_items: np.ndarray, hist_ratings: np.ndarray) -> str:
+        """Everything before the target title."""
         profile, intro, question = self.users[user]
         history = history_text(self.titles, hist_items, hist_ratings)
         if self.layout == "target-last":
             question = self.template.instructions + "\n" + question
         return self.head + profile + intro + history + question
+
+    def text(self, user: int, target: int, hist_items: np.ndarray, hist_ratings: np.ndarray) -> str:
+        """The whole prompt, ending where the answer starts."""
+        return self.prefix_text(user, hist_items, hist_ratings) + self.titles[target] + self.suffix
 
     def encode(
         self,
@@ -159,36 +168,41 @@ class PromptBuilder:
         hist_items: list[np.ndarray],
         hist_ratings: list[np.ndarray],
     ) -> list[list[int]]:
-        """Whole prompts (prefix + target + suffix) as token ids, a batch at a time."""
-        prefixes = self.encode_prefixes(users, hist_items, hist_ratings)
-        targets_ids = self.encode_targets(targets)
-        suffix = self.suffix_ids
-        return [p + t + suffix for p, t in zip(prefixes, targets_ids, strict=True)]
+        """Whole prompts as token ids, a batch at a time."""
+        return self._encode(
+            [
+                self.text(int(u), int(t), i, r)
+                for u, t, i, r in zip(users, targets, hist_items, hist_ratings, strict=True)
+            ]
+        )
 
-    def encode_prefixes(
-        self, users: np.ndarray, hist_items: list[np.ndarray], hist_ratings: list[np.ndarray]
-    ) -> list[list[int]]:
-        texts = [
-            self.prefix_text(int(u), i, r) for u, i, r in zip(users, hist_items, hist_ratings, strict=True)
-        ]
-        return [self.bos + ids for ids in self._ids(texts)]
+    def encode_candidates(
+        self, user: int, hist_items: np.ndarray, hist_ratings: np.ndarray, targets: np.ndarray
+    ) -> tuple[list[int], list[list[int]]]:
+        """One user's prompts for each target as (shared prefix, per-target continuations).
 
-    def encode_targets(self, targets: np.ndarray) -> list[list[int]]:
-        return self._ids([self.titles[int(t)] for t in targets])
+        Each prefix + continuation is exactly `encode`'s prompt for that target. The prefix is the ids
+        of the text before the title, less any that some prompt does not begin with (a tokenizer may
+        merge the end of the question with the start of a title), so it holds for any tokenizer."""
+        prefix = self.prefix_text(user, hist_items, hist_ratings)
+        alone, *prompts = self._encode(
+            [prefix] + [prefix + self.titles[int(t)] + self.suffix for t in targets]
+        )
+        shared = common_prefix_length([alone, *prompts])
+        return alone[:shared], [p[shared:] for p in prompts]
 
-    @property
-    def suffix_ids(self) -> list[int]:
-        if not hasattr(self, "_suffix"):
-            after = (
-                AFTER_TARGET
-                if self.layout == "target-last"
-                else f"{AFTER_TARGET}\n{self.template.instructions}"
-            )
-            self._suffix = self._ids([after + self.tail])[0]
-        return self._suffix
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return [self.bos + ids for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
-    def _ids(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+def common_prefix_length(sequences: list[list[int]]) -> int:
+    """How many leading ids all the sequences share. In lexicographic order each sequence lies between
+    the first and the last, so it shares with every other whatever those two share."""
+    first, last = min(sequences), max(sequences)
+    n = 0
+    while n < min(len(first), len(last)) and first[n] == last[n]:
+        n += 1
+    return n
 
 
 def answer_token_ids(tokenizer, tail: str) -> tuple[int, int]:

@@ -39,10 +39,9 @@ def recommend(
     length = int(row["seq_len"])
     start = max(0, length - cfg.prompt.history)
     seq = data.sequences.slice(int(row["seq_offset"]) + start, length - start)
-    prefix = builder.encode_prefixes(
-        np.array([user]), [seq["item_idx"].to_numpy()], [seq["rating"].to_numpy()]
-    )[0]
-    continuations = [t + builder.suffix_ids for t in builder.encode_targets(candidates)]
+    prefix, continuations = builder.encode_candidates(
+        user, seq["item_idx"].to_numpy(), seq["rating"].to_numpy(), candidates
+    )
     scores = score_candidates(
         model,
         prefix,
@@ -82,7 +81,7 @@ def export_user(
         raise LifeloraError(f"user {name!r} has no sample in the {split} split{target}")
     row = rows[-1:]  # samples are in time order: the latest
     routing = task.routing(task.lens(cfg), split, row)[0]
-    model.export_instance(routing, out, base_model_name=task.backbone.name)
+    model.export_instance(routing, out, base_model_name=task.backbone.base_model_name)
     sample = samples.row(int(row[0]), named=True)
     return {
         "split": split,

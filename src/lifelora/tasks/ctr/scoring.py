@@ -15,20 +15,22 @@ from tqdm.auto import tqdm
 
 from lifelora.distributed import map_batches, my_batches
 from lifelora.llm.batching import left_pad, positions_of
+from lifelora.llm.logits import last_logits
 from lifelora.precision import autocast
 
 
 def answer_logits(model, input_ids, attention_mask, answer_ids: tuple[int, int], **forward) -> torch.Tensor:
-    """[batch, 2] float logits of ("No", "Yes") at the last position."""
-    out = model(
+    """[batch, 2] fp32 logits of ("No", "Yes") at the last position, projected in fp32 from the final
+    hidden state whatever the autocast (`lifelora.llm.logits`)."""
+    return last_logits(
+        model,
+        rows=answer_ids,
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=forward.pop("position_ids", positions_of(attention_mask)),
-        logits_to_keep=1,
         use_cache=forward.pop("use_cache", False),
         **forward,
     )
-    return out.logits[:, -1, list(answer_ids)].float()
 
 
 def yes_probability(logits: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,43 @@
+"""Last-position logits in fp32, computed from the final hidden state whatever autocast ran the body.
+
+Under bf16 autocast the LM head's logits come back rounded to bf16: near 31 their step is 0.125–0.25,
+so the "Yes"/"No" difference that decides P(yes) moves in those steps and hundreds of prompts share a
+handful of scores. Here the head's input (the final, normalised hidden state) is taken as the model
+computes it and projected again in fp32, onto only the vocabulary rows a caller needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.nn import functional as F
+
+
+def output_head(model: torch.nn.Module) -> torch.nn.Module:
+    """The LM head of a causal LM, also through PEFT's and lifelora's adapter wrappers and DDP."""
+    while isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embeddings (not a causal LM?)")
+    return head
+
+
+def last_logits(model: torch.nn.Module, rows: Sequence[int] | None = None, **forward) -> torch.Tensor:
+    """[batch, len(rows)] (or [batch, vocab]) fp32 logits at the last position of `model(**forward)`.
+
+    The model still runs with `logits_to_keep=1`; a forward hook keeps the head's input, which is
+    then projected with autocast off. Gradients flow through it as through the model's own logits."""
+    head = output_head(model)
+    captured: list[torch.Tensor] = []
+    handle = head.register_forward_hook(lambda _module, args, _out: captured.append(args[0]))
+    try:
+        model(logits_to_keep=1, **forward)
+    finally:
+        handle.remove()
+    hidden = captured[-1][:, -1]
+    weight = head.weight if rows is None else head.weight[list(rows)]
+    bias = None if head.bias is None else (head.bias if rows is None else head.bias[list(rows)])
+    with torch.autocast(hidden.device.type, enabled=False):
+        return F.linear(hidden.float(), weight.float(), None if bias is None else bias.float())
