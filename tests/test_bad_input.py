@@ -410,7 +410,7 @@ def test_unknown_preset(tmp_path, prepare_fails):
         ("min_history=-1", ("min_history", "greater than or equal to 0")),
         ("min_history=lots", ("min_history", "integer")),
         ("min_history", ("'min_history'", "not KEY=VALUE")),
-        ("colour=red", ("colour", "Extra inputs are not permitted")),
+        ("colour=red", ("colour", "unknown key")),
         ("split=[0.5,0.5,0.5]", ("split", "sum to 1")),
     ],
 )

@@ -81,7 +81,10 @@ def _env(tmp_path: Path) -> dict:
 
 @pytest.mark.integration
 def test_demo_quick_prints_the_comparison_table(tmp_path):
-    result = lifelora("demo", "--quick", "--run-dir", str(tmp_path / "demo"), cwd=tmp_path)
+    import os
+
+    wide = {**os.environ, "COLUMNS": "200"}  # pytest's children see COLUMNS=80, which wraps row names
+    result = lifelora("demo", "--quick", "--run-dir", str(tmp_path / "demo"), cwd=tmp_path, env=wide)
     assert result.returncode == 0, result.stderr
     assert "DIN w/o history ratings" in result.stdout and "zero-shot" in result.stdout
     rows = json.loads((tmp_path / "demo" / "results.json").read_text())
