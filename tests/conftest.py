@@ -9,6 +9,23 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A private cache shared by a module's tests (their model and embedding caches persist)."""
+    with pytest.MonkeyPatch.context() as patch:
+        home = tmp_path_factory.mktemp("home")
+        patch.setenv("LIFELORA_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(scope="module")
+def data(home, tmp_path_factory):
+    """A small synthetic prepared dataset (tests/synthetic.py); modules may define their own `data`."""
+    from synthetic import synthetic_prepared
+
+    return synthetic_prepared(tmp_path_factory.mktemp("prepared") / "ml-synthetic", name="ml-synthetic")
+
+
 @pytest.fixture
 def lifelora_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private, empty cache: $LIFELORA_HOME points at tmp_path/home (not created)."""

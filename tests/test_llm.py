@@ -23,19 +23,6 @@ from lifelora.tasks.ctr.task import CTRTask
 from lifelora.training import TrainHook, TrainSettings, latest_checkpoint, train_model
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        home = tmp_path_factory.mktemp("home")
-        patch.setenv("LIFELORA_HOME", str(home))
-        yield home
-
-
-@pytest.fixture(scope="module")
-def data(home, tmp_path_factory):
-    return synthetic_prepared(tmp_path_factory.mktemp("prepared") / "ml-synthetic", name="ml-synthetic")
-
-
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
 def model_dir(request, tmp_path_factory):
     return save_tiny(tmp_path_factory.mktemp(request.param), request.param)

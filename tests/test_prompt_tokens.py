@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from synthetic import synthetic_prepared
 from tiny_llm import save_tiny, tiny_tokenizer
 
 from lifelora.data.history import recent_positions
@@ -110,19 +109,6 @@ def test_one_candidate_or_none_still_splits_its_prompt():
 
 
 # --- training, scoring and ranking see the same ids ------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        home = tmp_path_factory.mktemp("home")
-        patch.setenv("LIFELORA_HOME", str(home))
-        yield home
-
-
-@pytest.fixture(scope="module")
-def data(home, tmp_path_factory):
-    return synthetic_prepared(tmp_path_factory.mktemp("prepared") / "ml-synthetic", name="ml-synthetic")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
