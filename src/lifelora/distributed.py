@@ -62,3 +62,13 @@ def map_batches(batches: Sequence[np.ndarray], fn: Callable[[np.ndarray], np.nda
 def wait_for_everyone() -> None:
     if world_size() > 1:
         _state().wait_for_everyone()
+
+
+def shutdown() -> None:
+    """Leave the process group together: a rank that exits while another still holds a connection to
+    it makes gloo abort that one (SIGABRT) at interpreter exit."""
+    import torch.distributed as dist
+
+    if world_size() > 1 and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

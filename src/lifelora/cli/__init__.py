@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+from lifelora import distributed
 from lifelora.cli import ctr, data, jobs, lens
 from lifelora.cli.common import App, console, quiet_progress_bars
 from lifelora.errors import LifeloraError
@@ -26,6 +27,10 @@ def main() -> None:
     quiet_progress_bars()
     try:
         app()
+    except SystemExit as exc:
+        if not exc.code:  # success: under torchrun every process leaves the process group together
+            distributed.shutdown()
+        raise
     except LifeloraError as exc:
         console.print(f"lifelora: error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
