@@ -119,6 +119,17 @@ def test_disabled_computes_the_bare_backbone(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_merged_gives_the_same_outputs_and_leaves_the_adapter_as_it_was(kind):
+    adapter = attached(kind)
+    adapted = outputs(adapter)
+    with adapter.merged():
+        assert torch.allclose(outputs(adapter), adapted, atol=1e-5)
+    assert torch.allclose(outputs(adapter), adapted, atol=1e-6)
+    with adapter.disabled():  # unmerged again: the backbone's own weights are back
+        assert torch.allclose(outputs(adapter), logits(backbone(), kind), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_snapshot_is_a_detached_copy(kind):
     adapter = attached(kind)
     snapshot = adapter.snapshot()

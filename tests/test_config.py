@@ -7,7 +7,9 @@ from lifelora.config import SHIPPED_CONFIGS, load_config, shipped_config
 from lifelora.data.prepare import Preset
 from lifelora.errors import LifeloraError
 from lifelora.lens.config import LensConfig
+from lifelora.lens.sasrec_config import SASRecConfig
 from lifelora.tasks.ctr.config import CTRConfig
+from lifelora.tasks.next_item.config import NextItemConfig
 
 CONFIG_DIR = SHIPPED_CONFIGS
 
@@ -15,7 +17,11 @@ CONFIG_DIR = SHIPPED_CONFIGS
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_parses(path):
     section = path.parent.name
-    model = {"lens": LensConfig, "llm": CTRConfig}[section]
+    if section == "lens" and yaml.safe_load(path.read_text()).get("kind") == "sasrec":
+        section = "sasrec"
+    model = {"lens": LensConfig, "sasrec": SASRecConfig, "llm": CTRConfig, "next_item": NextItemConfig}[
+        section
+    ]
     config = load_config(model, path)
     assert isinstance(config, model)
 
@@ -72,6 +78,17 @@ def test_missing_and_malformed_config_files(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(LifeloraError, match="top level must be a mapping"):
         load_config(LensConfig, bad)
+
+
+def test_the_next_item_demo_reads_shipped_configs():
+    from lifelora.jobs.demo_next_item import LORA_CONFIG, PERSONALIZED_CONFIG, SASREC_CONFIG
+
+    lora = load_config(NextItemConfig, CONFIG_DIR / LORA_CONFIG)
+    personal = load_config(NextItemConfig, CONFIG_DIR / PERSONALIZED_CONFIG)
+    assert (lora.adapter.kind, personal.adapter.kind) == ("lora", "personalized")
+    assert lora.subset == personal.subset and lora.prompt == personal.prompt and lora.train == personal.train
+    assert lora.semantic_ids == personal.semantic_ids
+    assert load_config(SASRecConfig, CONFIG_DIR / SASREC_CONFIG).dataset == lora.dataset
 
 
 def test_the_demo_reads_shipped_configs():

@@ -87,3 +87,31 @@ def test_paired_auc_difference_tells_a_better_model_from_noise():
     flipped = paired_auc_difference(labels, weak, strong)
     assert flipped["difference"] == pytest.approx(-better["difference"])
     assert flipped["p_value"] == pytest.approx(better["p_value"])
+
+
+def test_mean_interval_is_the_normal_interval_of_a_mean():
+    from lifelora.metrics.intervals import mean_interval
+
+    values = np.array([0.0, 1.0] + [0.5] * 14)  # mean 0.5, sample sd 0.18257, se 0.045644
+    mean, low, high = mean_interval(values)
+    assert mean == 0.5
+    assert low == pytest.approx(0.5 - 1.959964 * 0.045644, abs=1e-5)
+    assert high == pytest.approx(0.5 + 1.959964 * 0.045644, abs=1e-5)
+    assert mean_interval(np.array([0.0, 0.0, 1.0]))[1] == 0.0  # clipped to [0, 1]
+    assert mean_interval(np.zeros(5)) == (0.0, 0.0, 0.0)
+    with pytest.raises(LifeloraError, match="at least two users"):
+        mean_interval(np.array([1.0]))
+
+
+def test_paired_mean_difference_uses_the_per_user_differences():
+    from lifelora.metrics.intervals import paired_mean_difference
+
+    a, b = np.array([1.0, 0.5, 0.0, 1.0]), np.array([0.0, 0.5, 0.0, 0.0])
+    test = paired_mean_difference(a, b)  # differences 1, 0, 0, 1: mean 0.5, se 0.288675
+    assert test["difference"] == 0.5
+    assert test["high"] - test["low"] == pytest.approx(2 * 1.959964 * 0.288675, abs=1e-5)
+    assert test["p_value"] == pytest.approx(0.0833, abs=1e-3)
+    same = paired_mean_difference(a, a)
+    assert same["difference"] == 0 and same["p_value"] == 1.0
+    with pytest.raises(LifeloraError, match="same two or more users"):
+        paired_mean_difference(a[:1], b[:1])

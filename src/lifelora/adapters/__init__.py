@@ -5,12 +5,21 @@ config file)."""
 from lifelora.adapters.base import DEFAULT_BRANCH, Adapter
 from lifelora.adapters.lora import LoraAdapter, LoraSettings, SharedLoraConfig
 from lifelora.adapters.personalized import PersonalizedAdapter, PersonalizedConfig
-from lifelora.adapters.registry import ADAPTER_KINDS, adapter_class, attach, is_adapter_dir, kind_of, load
+from lifelora.adapters.registry import (
+    ADAPTER_KINDS,
+    AdapterConfig,
+    adapter_class,
+    attach,
+    is_adapter_dir,
+    kind_of,
+    load,
+)
 
 __all__ = [
     "ADAPTER_KINDS",
     "DEFAULT_BRANCH",
     "Adapter",
+    "AdapterConfig",
     "LoraAdapter",
     "LoraSettings",
     "PersonalizedAdapter",

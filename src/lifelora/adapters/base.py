@@ -10,7 +10,9 @@ the backbone plus the factor's own name, without the branch name or any wrapper 
 means the same tensor whichever process, wrapper or branch it comes from. They are the keys of the kind's
 saved file without its wrapper prefix: `model.layers.0.self_attn.q_proj.lora_A.weight` for `lora` (PEFT's
 key minus `base_model.model.`), `model.layers.0.self_attn.q_proj.lora_A`, `...lora_B` and
-`...gate.net.1.weight` for `personalized`.
+`...gate.net.1.weight` for `personalized`. Trainable token rows (`trainable_token_indices`) are
+`model.embed_tokens.token_adapter.trainable_tokens_delta` for `lora` and `model.embed_tokens.token_delta`
+for `personalized`, plus the same under `lm_head.` when the head is not tied to the embedding.
 """
 
 from __future__ import annotations
@@ -144,6 +146,13 @@ class Adapter(ABC):
     @contextmanager
     def disabled(self) -> Iterator[None]:
         """Inside the block the model computes the bare backbone's outputs."""
+
+    @contextmanager
+    def merged(self) -> Iterator[None]:
+        """For inference: inside the block the adapter may be folded into the backbone's weights, so
+        the forward costs what the bare backbone's does (same outputs up to rounding). Kinds that
+        cannot merge (a per-instance mixture) run as they are."""
+        yield
 
     # --- files and teardown -------------------------------------------------------------------------
 

@@ -4,15 +4,27 @@ holds, so callers never test which class they hold."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Discriminator, Tag
 from torch import nn
 
 from lifelora.adapters.base import Adapter
-from lifelora.adapters.lora import LoraAdapter
-from lifelora.adapters.personalized import PersonalizedAdapter
+from lifelora.adapters.lora import LoraAdapter, SharedLoraConfig
+from lifelora.adapters.personalized import PersonalizedAdapter, PersonalizedConfig
 from lifelora.errors import LifeloraError
 
+
+def _adapter_kind(value) -> str:
+    """An adapter section without `kind` is a shared LoRA (as before personalized adapters existed)."""
+    return value.get("kind", "lora") if isinstance(value, dict) else value.kind
+
+
+# the adapter section of a run config: any kind, told apart by `kind`
+AdapterConfig = Annotated[
+    Annotated[SharedLoraConfig, Tag("lora")] | Annotated[PersonalizedConfig, Tag("personalized")],
+    Discriminator(_adapter_kind),
+]
 ADAPTER_KINDS: dict[str, type[Adapter]] = {cls.kind: cls for cls in (LoraAdapter, PersonalizedAdapter)}
 
 

@@ -1,4 +1,5 @@
-"""Click-through commands on the LLM: `retrieve`, `train`, `evaluate`, `recommend`, `export-user`."""
+"""LLM commands: `retrieve`, `train`, `evaluate`, `recommend`, `export-user`; click-through here, and
+`--task next-item` handed to `lifelora.cli.next_item`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from lifelora.cli import next_item
 from lifelora.cli.common import App, command_line, load_data, log
 from lifelora.errors import LifeloraError
 
@@ -115,8 +117,14 @@ def train(
         None, help="continue a killed run from its latest checkpoint (its run directory)"
     ),
     overrides: list[str] | None = typer.Argument(None, help="KEY=VALUE overrides (e.g. subset.train=10000)"),
+    task: str | None = typer.Option(
+        None, "--task", help="ctr or next-item (default: the config's or run's task, else ctr)"
+    ),
 ) -> None:
-    """Train an LLM CTR adapter on a fixed few-shot subset, then evaluate it; writes a run directory."""
+    """Train an LLM adapter (click-through or next-item) on a fixed subset, then evaluate it; writes a
+    run directory."""
+    if next_item.task_of(task, config, resume) == "next-item":
+        return next_item.train(config, adapter, lens, run_dir, resume, overrides or [])
     from lifelora.config import load_config
     from lifelora.distributed import is_main_process
     from lifelora.io import read_yaml
@@ -158,8 +166,19 @@ def evaluate(
         None, help="where to write (default: RUN/eval-SPLIT or runs/eval-...)"
     ),
     overrides: list[str] | None = typer.Argument(None, help="KEY=VALUE overrides (e.g. subset.eval=null)"),
+    task: str | None = typer.Option(
+        None, "--task", help="ctr or next-item (default: the config's or run's task, else ctr)"
+    ),
+    decoding: str | None = typer.Option(
+        None, help="next-item: beam (trie-constrained beam search) or exact (every item's code scored)"
+    ),
 ) -> None:
-    """Score the eval split (subset) with a trained adapter, or zero-shot with the bare backbone."""
+    """Score the eval split (subset) with a trained adapter, or with the bare backbone (zero-shot)."""
+    if next_item.task_of(task, config, run) == "next-item":
+        extra = [f"eval.decoding={decoding}"] if decoding else []
+        return next_item.evaluate(run, config, run_dir, [*(overrides or []), *extra])
+    if decoding is not None:
+        raise LifeloraError("--decoding: only for --task next-item")
     from lifelora.config import load_config
     from lifelora.distributed import is_main_process
     from lifelora.run import run_status
@@ -192,8 +211,14 @@ def recommend(
     items: str | None = typer.Option(None, help="comma-separated raw item ids to rank instead"),
     seed: int = typer.Option(0, help="seed of the random candidates"),
     as_json: bool = typer.Option(False, "--json", help="print JSON lines instead of a table"),
+    task: str | None = typer.Option(
+        None, "--task", help="ctr or next-item (default: the config's or run's task, else ctr)"
+    ),
 ) -> None:
-    """Rank candidate items for one user: the shared prompt prefix is computed once for all of them."""
+    """Recommend items for one user: click-through ranks candidates (the shared prompt prefix computed
+    once for all of them); next-item generates the top-K codes over the whole catalogue."""
+    if next_item.task_of(task, config, run) == "next-item":
+        return next_item.recommend(user, run, config, k, as_json)
     from lifelora.adapters import load
     from lifelora.config import load_config
     from lifelora.report import make_console

@@ -83,8 +83,19 @@ def experiment_reclora(
 def demo(
     quick: bool = typer.Option(False, help="tiny budgets everywhere (a smoke test of the pipeline)"),
     run_dir: Path | None = typer.Option(None, help="where to write everything (default: runs/demo-...)"),
+    task: str = typer.Option(
+        "ctr", "--task", help="ctr (lens, zero-shot, shared LoRA, RecLoRA) or next-item (generative)"
+    ),
 ) -> None:
-    """Main job on the embedded defaults: ML-100K lens (DIN ± ratings), SmolLM2 zero-shot, shared LoRA, RecLoRA."""
+    """Main job on the embedded defaults (ML-100K, SmolLM2). ctr: DIN ± ratings, zero-shot, shared LoRA,
+    RecLoRA. next-item: popularity, SASRec, the LLM untrained, with a LoRA and with a personalized LoRA."""
+    if task not in ("ctr", "next-item"):
+        raise LifeloraError(f"--task: unknown task {task!r}; choose one of ctr, next-item")
+    if task == "next-item":
+        from lifelora.jobs.demo_next_item import run_next_item_demo
+
+        run_next_item_demo(quick=quick, run_dir=run_dir, log=log)
+        return
     from lifelora.jobs.demo import run_demo
 
     run_demo(quick=quick, run_dir=run_dir, log=log)

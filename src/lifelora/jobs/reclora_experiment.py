@@ -21,9 +21,9 @@ from lifelora.metrics.ctr import ctr_metrics
 from lifelora.report import CTR_COLUMNS, markdown_table, plot_bars
 from lifelora.run import record_run, run_status
 from lifelora.tasks.ctr.config import CTRConfig
-from lifelora.tasks.ctr.examples import subset_rows
 from lifelora.tasks.ctr.jobs import evaluate_run, train_and_evaluate
 from lifelora.tasks.ctr.task import CTRTask
+from lifelora.tasks.subsets import subset_rows
 
 
 def _slug(name: str) -> str:

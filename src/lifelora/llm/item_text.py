@@ -22,8 +22,12 @@ def domain_of(dataset: str) -> str:
 
 
 def item_titles(items: pl.DataFrame) -> list[str]:
-    """Display titles: "Toy Story (1995)"; the raw key is never shown (it may be an id)."""
+    """Display titles: "Toy Story (1995)". The raw key (it may be an id) is shown only for an item with
+    no title, as "item {key}", so that no prompt or embedding reads "None"."""
     titles = items["title"].to_list() if "title" in items.columns else items["item"].to_list()
+    untitled = [i for i, t in enumerate(titles) if t is None or not str(t).strip()]
+    for i in untitled:
+        titles[i] = f"item {items['item'][i]}"
     years = items["year"].to_list() if "year" in items.columns else [None] * len(titles)
     return [
         f"{t} ({y})" if y and f"({y})" not in str(t) else str(t) for t, y in zip(titles, years, strict=True)

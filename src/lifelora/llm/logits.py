@@ -24,20 +24,33 @@ def output_head(model: torch.nn.Module) -> torch.nn.Module:
     return head
 
 
-def last_logits(model: torch.nn.Module, rows: Sequence[int] | None = None, **forward) -> torch.Tensor:
-    """[batch, len(rows)] (or [batch, vocab]) fp32 logits at the last position of `model(**forward)`.
+def tail_logits(
+    model: torch.nn.Module, positions: int, rows: Sequence[int] | None = None, **forward
+) -> torch.Tensor:
+    """[batch, positions, len(rows) (or vocab)] fp32 logits at the last positions of `model(**forward)`.
 
-    The model still runs with `logits_to_keep=1`; a forward hook keeps the head's input, which is
-    then projected with autocast off. Gradients flow through it as through the model's own logits."""
+    The model still runs with `logits_to_keep=positions`; a forward hook keeps the head's input, which is
+    then projected with autocast off. A plain linear head is projected onto only the rows asked for; any
+    other head (an adapter's wrapper: trainable token rows, `modules_to_save`, LoRA) is called itself in
+    fp32, since its `weight` may not hold the rows it computes (the backbone's weights are fp32: autocast
+    does the bf16). Gradients flow through it as through the model's own logits."""
     head = output_head(model)
     captured: list[torch.Tensor] = []
     handle = head.register_forward_hook(lambda _module, args, _out: captured.append(args[0]))
     try:
-        model(logits_to_keep=1, **forward)
+        model(logits_to_keep=positions, **forward)
     finally:
         handle.remove()
-    hidden = captured[-1][:, -1]
-    weight = head.weight if rows is None else head.weight[list(rows)]
-    bias = None if head.bias is None else (head.bias if rows is None else head.bias[list(rows)])
+    hidden = captured[-1][:, -positions:]
     with torch.autocast(hidden.device.type, enabled=False):
+        if type(head) is not torch.nn.Linear:
+            logits = head(hidden.float()).float()
+            return logits if rows is None else logits[..., list(rows)]
+        weight = head.weight if rows is None else head.weight[list(rows)]
+        bias = None if head.bias is None else (head.bias if rows is None else head.bias[list(rows)])
         return F.linear(hidden.float(), weight.float(), None if bias is None else bias.float())
+
+
+def last_logits(model: torch.nn.Module, rows: Sequence[int] | None = None, **forward) -> torch.Tensor:
+    """[batch, len(rows)] (or [batch, vocab]) fp32 logits at the last position of `model(**forward)`."""
+    return tail_logits(model, 1, rows, **forward)[:, -1]

@@ -52,3 +52,29 @@ def paired_auc_difference(
     half = _half_width(variance, level)
     p_value = float(2 * norm.sf(abs(diff) / se)) if se > 0 else float(diff == 0)
     return {"difference": diff, "low": diff - half, "high": diff + half, "p_value": p_value}
+
+
+def mean_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) of per-user values (a hit, an NDCG gain): the normal interval of a mean over
+    independent users, clipped to [0, 1]."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if len(values) < 2:
+        raise LifeloraError("metrics: an interval needs at least two users")
+    mean = float(values.mean())
+    half = _half_width(np.var(values, ddof=1) / len(values), level)
+    return mean, max(0.0, mean - half), min(1.0, mean + half)
+
+
+def paired_mean_difference(
+    values_a: np.ndarray, values_b: np.ndarray, level: float = 0.95
+) -> dict[str, float]:
+    """mean(a) − mean(b) over the same users, with the paired normal interval and two-sided p-value."""
+    diff_values = np.asarray(values_a, dtype=np.float64) - np.asarray(values_b, dtype=np.float64)
+    if diff_values.ndim != 1 or len(diff_values) < 2:
+        raise LifeloraError("metrics: a paired difference needs the same two or more users on both sides")
+    diff = float(diff_values.mean())
+    variance = float(np.var(diff_values, ddof=1) / len(diff_values))
+    se = float(np.sqrt(variance))
+    half = _half_width(variance, level)
+    p_value = float(2 * norm.sf(abs(diff) / se)) if se > 0 else float(diff == 0)
+    return {"difference": diff, "low": diff - half, "high": diff + half, "p_value": p_value}

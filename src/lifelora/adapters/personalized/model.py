@@ -2,7 +2,8 @@
 branch's bank and gates; export one instance's LoRA as a plain PEFT adapter.
 
 A saved branch is `personalized_config.json` + `personalized_model.safetensors` with keys
-`{layer_name}.lora_A`, `{layer_name}.lora_B`, `{layer_name}.gate.net...`, whatever the branch's name.
+`{layer_name}.lora_A`, `{layer_name}.lora_B`, `{layer_name}.gate.net...`, whatever the branch's name, and,
+with `trainable_token_indices`, the token rows' `{embedding}.token_delta` (`{head}.token_delta` if untied).
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from lifelora.adapters.personalized.routing import (
     checkpoint_context,
     disabled_context,
     routing_context,
+)
+from lifelora.adapters.personalized.tokens import (
+    add_token_rows,
+    peft_token_rows,
+    remove_token_rows,
+    token_row_parameters,
 )
 from lifelora.errors import LifeloraError
 from lifelora.io import atomic_dir, read_json, write_json
@@ -77,6 +84,8 @@ class PersonalizedModel(nn.Module):
             raise LifeloraError(
                 f"adapter.target_modules {config.target_modules!r} match no linear layer of the model"
             )
+        if config.trainable_token_indices:
+            add_token_rows(self.base_model, branch, config.trainable_token_indices)
         for name in targets:
             module = self.base_model.get_submodule(name)
             if isinstance(module, PersonalizedLinear):
@@ -108,12 +117,14 @@ class PersonalizedModel(nn.Module):
                 del layer.banks[branch]
                 if not layer.banks:
                     self._replace(name, layer.base_layer)
+        remove_token_rows(self.base_model, branch)
         del self.configs[branch]
 
     def unload(self) -> nn.Module:
         """The backbone with its original linear layers back (as PEFT's `unload`)."""
         for name, layer in self.personalized_layers().items():
             self._replace(name, layer.base_layer)
+        remove_token_rows(self.base_model)
         self.configs.clear()
         return self.base_model
 
@@ -162,7 +173,8 @@ class PersonalizedModel(nn.Module):
     def export_instance(
         self, routing: torch.Tensor, directory: Path, base_model_name: str | None = None
     ) -> Path:
-        """One instance's LoRA as a plain PEFT adapter directory (rank r for factors, N·r for products)."""
+        """One instance's LoRA as a plain PEFT adapter directory (rank r for factors, N·r for products),
+        with its token rows as PEFT's trainable tokens."""
         from peft import LoraConfig
 
         if len(self.configs) != 1:
@@ -178,17 +190,19 @@ class PersonalizedModel(nn.Module):
             a, b, rank = bank.instance_lora(routing)
             tensors[f"base_model.model.{name}.lora_A.weight"] = a.float().contiguous()
             tensors[f"base_model.model.{name}.lora_B.weight"] = b.float().contiguous()
+        token_tensors, token_indices = peft_token_rows(self.base_model, branch)
         peft_config = LoraConfig(
             task_type="CAUSAL_LM",
             r=rank,
             lora_alpha=config.scaling * rank,  # PEFT scales by alpha / r: keep alpha / r the same
             lora_dropout=config.lora_dropout,
             target_modules=list(banks),  # exact names: the same layers, nothing more
+            trainable_token_indices=token_indices or None,
             base_model_name_or_path=base_model_name,
         )
         with atomic_dir(directory) as tmp:
             peft_config.save_pretrained(str(tmp))
-            save_file(tensors, str(tmp / "adapter_model.safetensors"))
+            save_file({**tensors, **token_tensors}, str(tmp / "adapter_model.safetensors"))
         return Path(directory)
 
 
@@ -314,9 +328,12 @@ class PersonalizedAdapter(Adapter):
     def branch_parameters(self, branch: str = DEFAULT_BRANCH) -> dict[str, nn.Parameter]:
         self._check_branch(branch)
         return {
-            f"{layer}.{key}": p
-            for layer, bank in self.model.banks(branch).items()
-            for key, p in bank.named_parameters()
+            **{
+                f"{layer}.{key}": p
+                for layer, bank in self.model.banks(branch).items()
+                for key, p in bank.named_parameters()
+            },
+            **token_row_parameters(self.model.base_model, branch),
         }
 
     @contextmanager

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lifelora.adapters.lora import SharedLoraConfig
-from lifelora.adapters.personalized.config import PersonalizedConfig
+from lifelora.adapters import AdapterConfig, PersonalizedConfig, SharedLoraConfig
 from lifelora.training import TrainSettings
-
-
-def _adapter_kind(value) -> str:
-    """An adapter section without `kind` is a shared LoRA (as before personalized adapters existed)."""
-    return value.get("kind", "lora") if isinstance(value, dict) else value.kind
-
-
-AnyAdapter = Annotated[
-    Annotated[SharedLoraConfig, Tag("lora")] | Annotated[PersonalizedConfig, Tag("personalized")],
-    Discriminator(_adapter_kind),
-]
 
 
 class PromptSettings(BaseModel):
@@ -54,11 +42,12 @@ class EvalSettings(BaseModel):
 class CTRConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    task: Literal["ctr"] = "ctr"
     dataset: str = Field("ml-100k", description="the embedded demo dataset by default, as for the lens")
     preset: str = "rella"
     data_dir: Path | None = None
     model: str = Field("smollm2-135m", description="embedded name, Hugging Face id or local directory")
-    adapter: AnyAdapter | None = Field(
+    adapter: AdapterConfig | None = Field(
         default_factory=SharedLoraConfig, description="lora, personalized, or null = zero-shot"
     )
     lens: Path | None = Field(

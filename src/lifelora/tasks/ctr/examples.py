@@ -8,19 +8,8 @@ import polars as pl
 import torch
 
 from lifelora.data.prepared import PreparedData
-from lifelora.errors import LifeloraError
 from lifelora.llm.batching import left_pad, positions_of
 from lifelora.tasks.ctr.prompts import PromptBuilder
-
-
-def subset_rows(n_rows: int, n: int | None, seed: int) -> np.ndarray:
-    """Positions of a fixed random subset of `n` of `n_rows` rows (all when n is None or larger),
-    in time order."""
-    if n is None or n >= n_rows:
-        return np.arange(n_rows)
-    if n < 1:
-        raise LifeloraError(f"subset size must be at least 1, got {n}")
-    return np.sort(np.random.default_rng(seed).choice(n_rows, size=n, replace=False))
 
 
 class CTRExamples(torch.utils.data.Dataset):

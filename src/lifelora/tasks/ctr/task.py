@@ -15,8 +15,9 @@ from lifelora.lens import Lens
 from lifelora.llm.backbone import Backbone, load_backbone
 from lifelora.llm.item_embeddings import item_embeddings
 from lifelora.tasks.ctr.config import CTRConfig, PromptSettings
-from lifelora.tasks.ctr.examples import CTRExamples, subset_rows
+from lifelora.tasks.ctr.examples import CTRExamples
 from lifelora.tasks.ctr.prompts import PromptBuilder
+from lifelora.tasks.subsets import subset_rows
 
 
 class CTRTask:

@@ -1,0 +1,170 @@
+"""Item codes as new tokens: one token per (level, code) of generative recommendation's semantic IDs,
+named as LC-Rec names them (`<a_0>` … `<a_63>`, `<b_0>` …), added to the tokenizer and the embeddings.
+
+Names and their order are fixed, so adding them to the same base tokenizer gives the same ids every time:
+a saved run rebuilds its vocabulary (`to_dict` / `from_dict`) and a saved adapter's token rows land on the
+same rows. New rows start at the mean of the existing rows (the new tokens start near the average token)
+plus a small seeded jitter (so they start apart): the same base gives the same rows, which an adapter
+that trains additive deltas on those rows relies on. Ids are read back from the tokenizer and checked to
+be single tokens, never assumed.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from lifelora.errors import LifeloraError
+
+LEVEL_LETTERS = string.ascii_lowercase
+JITTER = 0.01  # the new rows' noise, in units of each dimension's spread over the existing rows
+
+
+def code_token(level: int, code: int) -> str:
+    return f"<{LEVEL_LETTERS[level]}_{code}>"
+
+
+@dataclass(frozen=True, eq=False)
+class CodeVocabulary:
+    """The code tokens' ids: `token_table[level, code]` is the vocabulary id (-1 past the level's size)."""
+
+    level_sizes: tuple[int, ...]
+    token_table: torch.Tensor  # LongTensor [levels, max(level_sizes)]
+    seed: int = 0  # of the new rows' jitter: rebuilding a run's vocabulary needs it
+
+    @property
+    def new_token_ids(self) -> list[int]:
+        return sorted(self.token_table[self.token_table >= 0].tolist())
+
+    def _checked(self, codes: np.ndarray | Sequence[int]) -> np.ndarray:
+        codes = np.asarray(codes, dtype=np.int64)
+        sizes = np.asarray(self.level_sizes)
+        if codes.ndim == 0 or codes.shape[-1] != len(sizes):
+            raise LifeloraError(
+                f"codes must have {len(sizes)} levels in the last axis, got {list(codes.shape)}"
+            )
+        if ((codes < 0) | (codes >= sizes)).any():
+            raise LifeloraError(f"codes out of range for level sizes {list(self.level_sizes)}")
+        return codes
+
+    def tokens_of(self, codes: np.ndarray) -> np.ndarray:
+        """The token ids of codes [..., L] (same shape)."""
+        codes = self._checked(codes)
+        return self.token_table.numpy()[np.arange(len(self.level_sizes)), codes]
+
+    def text_of(self, codes_row: np.ndarray | Sequence[int]) -> str:
+        """One item's tokens written together, as prompts and targets hold them."""
+        row = self._checked(codes_row)
+        if row.ndim != 1:
+            raise LifeloraError(f"text_of takes one code row, got shape {list(row.shape)}")
+        return "".join(code_token(level, int(code)) for level, code in enumerate(row))
+
+    def codes_of(self, ids: np.ndarray | Sequence[int]) -> np.ndarray:
+        """The codes [..., L] of token ids [..., L], each id a code token of its own level."""
+        ids = np.asarray(ids, dtype=np.int64)
+        levels = len(self.level_sizes)
+        if ids.ndim == 0 or ids.shape[-1] != levels:
+            raise LifeloraError(
+                f"token ids must have {levels} levels in the last axis, got {list(ids.shape)}"
+            )
+        table = self.token_table.numpy()
+        code_at = np.full(int(table.max()) + 2, -1)  # the last entry stands for every id past the table
+        for row in table:
+            present = row >= 0
+            code_at[row[present]] = np.flatnonzero(present)
+        codes = code_at[np.clip(ids, 0, len(code_at) - 1)]
+        valid = (codes >= 0) & (table[np.arange(levels), codes] == ids)
+        if not valid.all():
+            raise LifeloraError(f"token id {ids[~valid][0]} is not a code token of its level")
+        return codes
+
+    def to_dict(self) -> dict:
+        return {
+            "level_sizes": list(self.level_sizes),
+            "seed": self.seed,
+            "token_table": self.token_table.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, tokenizer, model: nn.Module) -> CodeVocabulary:
+        """A saved run's vocabulary added again to a fresh base tokenizer and model (same ids, same rows)."""
+        vocabulary = add_code_tokens(tokenizer, model, data["level_sizes"], seed=data.get("seed", 0))
+        if vocabulary.token_table.tolist() != data["token_table"]:
+            raise LifeloraError(
+                "this tokenizer gives the code tokens other ids than the saved run's: load the run's base model"
+            )
+        return vocabulary
+
+
+def add_code_tokens(
+    tokenizer, model: nn.Module, level_sizes: Sequence[int], *, seed: int = 0
+) -> CodeVocabulary:
+    """Add the code tokens to `tokenizer` and `model` (once: again is a no-op) and return their ids.
+
+    Tokens already in the tokenizer keep their ids; all are (re-)registered unnormalised, so that no
+    normalizer (a prepended "▁", say) splits them when written together."""
+    from transformers import AddedToken
+
+    sizes = [int(size) for size in level_sizes]
+    if not 1 <= len(sizes) <= len(LEVEL_LETTERS) or min(sizes) < 1:
+        raise LifeloraError(f"level sizes {sizes}: 1 to {len(LEVEL_LETTERS)} levels of at least one code")
+    names = [code_token(level, code) for level, size in enumerate(sizes) for code in range(size)]
+    before = len(tokenizer)
+    tokenizer.add_tokens([AddedToken(name, normalized=False) for name in names])
+    ids = _single_token_ids(tokenizer, names)
+    _fit_embeddings(model, len(tokenizer), ids, before, seed)
+    table = torch.full((len(sizes), max(sizes)), -1, dtype=torch.long)
+    start = 0
+    for level, size in enumerate(sizes):
+        table[level, :size] = torch.tensor(ids[start : start + size])
+        start += size
+    return CodeVocabulary(tuple(sizes), table, seed)
+
+
+def _single_token_ids(tokenizer, names: list[str]) -> list[int]:
+    """Each name's id, once each name alone and all of them written together encode to exactly their ids."""
+    ids = tokenizer.convert_tokens_to_ids(names)
+    for name, token_id, encoded in zip(
+        names, ids, tokenizer(names, add_special_tokens=False)["input_ids"], strict=True
+    ):
+        if token_id is None or token_id == tokenizer.unk_token_id or encoded != [token_id]:
+            raise LifeloraError(f"tokenizer splits new token {name!r} (it encodes to {encoded}, not one id)")
+    together = tokenizer("".join(names), add_special_tokens=False)["input_ids"]
+    if together != ids:
+        raise LifeloraError(f"tokenizer splits new tokens written together ({''.join(names[:2])}…)")
+    return ids
+
+
+def _fit_embeddings(model: nn.Module, size: int, ids: list[int], before: int, seed: int) -> None:
+    """Rows for every token id (resized when short; a tied head stays tied); rows new to the tokenizer or
+    to the model are initialised, rows already there (trained, maybe) are left as they are."""
+    embedding = model.get_input_embeddings()
+    rows = embedding.weight.shape[0]
+    existing = min(before, rows)
+    if rows < size:
+        if not isinstance(embedding, nn.Embedding):
+            raise LifeloraError("add the code tokens to the backbone before attaching an adapter")
+        with torch.random.fork_rng(devices=[]):  # resizing draws rows from the global generator; keep it
+            model.resize_token_embeddings(size, mean_resizing=False)
+    fresh = [token_id for token_id in ids if token_id >= existing]
+    if fresh:
+        _init_rows(model, fresh, existing, seed)
+
+
+@torch.no_grad()
+def _init_rows(model: nn.Module, ids: list[int], existing: int, seed: int) -> None:
+    weights = [model.get_input_embeddings().weight]
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is not weights[0]:  # an untied head has its own rows
+        weights.append(head.weight)
+    generator = torch.Generator().manual_seed(seed)
+    for weight in weights:
+        old = weight[:existing].float()
+        noise = torch.randn(len(ids), weight.shape[1], generator=generator).to(weight.device)
+        rows = old.mean(0) + JITTER * old.std(0) * noise
+        weight[torch.tensor(ids, device=weight.device)] = rows.to(weight.dtype)

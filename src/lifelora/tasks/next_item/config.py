@@ -1,0 +1,88 @@
+"""Configuration of a generative next-item run (`lifelora train --task next-item`): PESO's setting
+(semantic-ID codes, LoRA on every projection, new code tokens trained, logits / 0.8) shaped like the
+click-through config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lifelora.adapters import AdapterConfig, PersonalizedConfig
+from lifelora.tasks.next_item.semantic_ids import SemanticIdConfig
+from lifelora.training import TrainSettings
+
+PESO_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _peso_lora() -> dict:
+    return {"kind": "lora", "r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": PESO_TARGETS}
+
+
+class NextItemPrompt(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    history: int = Field(
+        20, ge=1, description="items of the user's history shown, most recent last (PESO: 20)"
+    )
+    temperature: float = Field(0.8, gt=0, description="logits are divided by it in the loss and in decoding")
+
+
+class NextItemSubset(BaseModel):
+    """Training targets and evaluated users: a fixed seeded subset (None = all)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: int | None = Field(None, ge=1)
+    eval: int | None = Field(None, ge=1, description="users evaluated (one target each)")
+    seed: int = 42
+
+
+class NextItemEval(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    split: Literal["valid", "test"] = "test"
+    decoding: Literal["beam", "exact"] = Field(
+        "beam", description="beam: trie-constrained beam search; exact: every item's code log-probability"
+    )
+    beams: int = Field(10, ge=1)
+    top_k: int = Field(10, ge=1, description="length of the saved ranked lists (exact decoding)")
+    ks: list[int] = Field([5, 10], min_length=1)
+    batch_size: int = Field(16, ge=1, description="users per decoding batch")
+
+
+class NextItemConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: Literal["next-item"] = "next-item"
+    dataset: str = "ml-100k"
+    preset: str = "rella"
+    data_dir: Path | None = None
+    model: str = Field("smollm2-135m", description="embedded name, Hugging Face id or local directory")
+    semantic_ids: SemanticIdConfig = Field(default_factory=SemanticIdConfig)
+    adapter: AdapterConfig | None = Field(
+        default_factory=_peso_lora, description="lora, personalized, or null = no training"
+    )
+    token_rows: Literal["new", "all"] = Field(
+        "new",
+        description="new: only the code tokens' rows of the embedding and LM head train (next to LoRA); "
+        "all: the whole embedding and LM head (PESO's released code)",
+    )
+    lens: Path | None = Field(
+        None, description="SASRec lens run whose user vectors route a personalized adapter"
+    )
+    prompt: NextItemPrompt = Field(default_factory=NextItemPrompt)
+    subset: NextItemSubset = Field(default_factory=NextItemSubset)
+    train: TrainSettings = Field(default_factory=lambda: TrainSettings(lr=2e-4, epochs=1))
+    eval: NextItemEval = Field(default_factory=NextItemEval)
+
+    @model_validator(mode="after")
+    def _personalized_needs_a_lens(self) -> NextItemConfig:
+        if isinstance(self.adapter, PersonalizedConfig) and self.lens is None:
+            raise ValueError("adapter kind personalized needs lens: a SASRec lens run directory (--lens RUN)")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.adapter.kind if self.adapter else "no-training"

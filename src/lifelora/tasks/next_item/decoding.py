@@ -1,0 +1,281 @@
+"""Trie-constrained decoding of item codes: beam search over users × beams at once, the exact
+log-probability of every item, and a `LogitsProcessor` for HF `generate`.
+
+Scores follow HF beam search: at each of the L steps log_softmax(logits / T) over the FULL vocabulary,
+then the trie mask; an item's score is the sum over its L tokens. The logits are the final hidden state
+projected in fp32 (`lifelora.llm.logits`) whatever the autocast.
+
+HF's `prefix_allowed_tokens_fn` loops in Python over batch × beams at every step and builds a
+full-vocabulary mask per row. Here each step asks the trie about every row with one `searchsorted`,
+scores only the current level's code tokens, and computes each prompt once (its cache is repeated per
+beam) instead of once per beam.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import DynamicCache, LogitsProcessor
+
+from lifelora.distributed import map_batches
+from lifelora.errors import LifeloraError
+from lifelora.llm.batching import left_pad, positions_of
+from lifelora.llm.logits import last_logits
+from lifelora.precision import autocast
+from lifelora.tasks.next_item.trie import CodeTrie
+
+
+def check_token_table(trie: CodeTrie, token_table: torch.Tensor) -> torch.Tensor:
+    """`token_table` as a LongTensor, after checking it gives every (level, code) of the trie its own id."""
+    table = torch.as_tensor(token_table, dtype=torch.long)
+    sizes = trie.level_sizes
+    if table.ndim != 2 or table.shape[0] != len(sizes) or table.shape[1] < max(sizes):
+        raise LifeloraError(
+            f"token_table must be [{len(sizes)} levels, ≥{max(sizes)} codes], got {list(table.shape)}"
+        )
+    ids = torch.cat([table[level, :size] for level, size in enumerate(sizes)])
+    if (ids < 0).any():
+        raise LifeloraError("token_table has no token (-1) for some code the level sizes include")
+    if len(ids.unique()) != len(ids):
+        raise LifeloraError("token_table gives two (level, code) pairs the same token id")
+    return table
+
+
+def code_lookup(table: torch.Tensor) -> torch.Tensor:
+    """LongTensor [max id + 2]: the code each vocab id stands for, -1 for any other token (the last entry
+    catches ids above the table's, clamped onto it)."""
+    lookup = torch.full((int(table.max()) + 2,), -1, dtype=torch.long)
+    for level in range(table.shape[0]):
+        row = table[level]
+        valid = row >= 0
+        lookup[row[valid]] = torch.arange(len(row))[valid]
+    return lookup
+
+
+def _level_log_probs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+    """[rows, len(tokens)]: log_softmax(logits / T) over the full vocabulary, at one level's code tokens."""
+    return torch.log_softmax(logits / temperature, dim=-1).index_select(1, tokens)
+
+
+class TrieLogitsProcessor(LogitsProcessor):
+    """Constrains HF `generate` (greedy or beam search, `max_new_tokens=L`) to the catalogue's codes.
+
+    Returns log_softmax(scores / T) with every token outside the allowed children at -inf: beam search
+    hands processors log-probs, greedy search logits, and both give log_softmax(logits / T). All rows
+    (batch × beams) are masked at once from their generated tokens since `prompt_length`."""
+
+    def __init__(
+        self, trie: CodeTrie, token_table: torch.Tensor, prompt_length: int, temperature: float = 1.0
+    ):
+        self.table = check_token_table(trie, token_table)
+        self.lookup = code_lookup(self.table)
+        self.trie, self.prompt_length, self.temperature = trie, prompt_length, temperature
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        depth = input_ids.shape[1] - self.prompt_length
+        if not 0 <= depth < self.trie.depth:
+            raise ValueError(f"step {depth} after the prompt: item codes have {self.trie.depth} tokens")
+        if self.lookup.device != scores.device:
+            self.trie, self.table = self.trie.to(scores.device), self.table.to(scores.device)
+            self.lookup = self.lookup.to(scores.device)
+        generated = input_ids[:, self.prompt_length :].clamp(max=len(self.lookup) - 1)
+        allowed = self.trie.allowed(self.lookup[generated])
+        tokens = self.table[depth, : self.trie.level_sizes[depth]]
+        kept = _level_log_probs(scores.float(), tokens, self.temperature).masked_fill(~allowed, -torch.inf)
+        out = torch.full_like(scores, -torch.inf)
+        out[:, tokens] = kept.to(out.dtype)
+        return out
+
+
+def _length_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> list[np.ndarray]:
+    """Row numbers in batches of similar length (little padding), the same for any number of processes."""
+    order = np.argsort([len(p) for p in prompts], kind="stable")
+    return [order[start : start + batch_size] for start in range(0, len(prompts), batch_size)]
+
+
+def _check_inputs(prompts, routing, batch_size: int, temperature: float) -> None:
+    if any(len(p) == 0 for p in prompts):
+        raise LifeloraError("an empty prompt: decoding needs at least one token before the code")
+    if routing is not None and len(routing) != len(prompts):
+        raise LifeloraError(f"routing has {len(routing)} rows for {len(prompts)} prompts")
+    if batch_size < 1 or not temperature > 0:
+        raise LifeloraError(f"batch_size must be ≥ 1 and temperature > 0, got {batch_size}, {temperature}")
+
+
+def _prefill(model, prompts, pad_id: int, device, precision: str, extra: dict):
+    """The prompts' fp32 last logits [n, vocab], their filled cache, attention mask and lengths."""
+    ids, mask = left_pad(prompts, pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    cache = DynamicCache(config=getattr(model, "config", None))
+    with autocast(precision, device):
+        logits = last_logits(
+            model,
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions_of(mask),
+            past_key_values=cache,
+            use_cache=True,
+            **extra,
+        )
+    return logits, cache, mask, mask.sum(1)
+
+
+def _extend(model, cache, mask, lengths, users, tokens, offset: int, precision: str, routing) -> torch.Tensor:
+    """fp32 last logits [rows, vocab] of `tokens` [rows, t] fed into `cache`, which holds the prompts of
+    `users` and `offset` tokens after each."""
+    rows, steps = tokens.shape
+    full_mask = torch.cat([mask[users], mask.new_ones(rows, offset + steps)], 1)
+    positions = lengths[users, None] + offset + torch.arange(steps, device=tokens.device)
+    extra = {} if routing is None else {"routing": routing[users]}
+    with autocast(precision, tokens.device):
+        return last_logits(
+            model,
+            input_ids=tokens,
+            attention_mask=full_mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            **extra,
+        )
+
+
+def _beam_batch(model, prompts, trie, table, pad_id, beams, temperature, precision, routing):
+    """(items [n, beams], scores [n, beams]) for one batch of prompts; see `beam_search`."""
+    device = table.device
+    extra = {} if routing is None else {"routing": routing}
+    logits, cache, mask, lengths = _prefill(model, prompts, pad_id, device, precision, extra)
+    n = len(prompts)
+    node = torch.zeros(n, 1, dtype=torch.long, device=device)
+    score = torch.zeros(n, 1, device=device)
+    for depth, size in enumerate(trie.level_sizes):
+        width = score.shape[1]
+        log_probs = _level_log_probs(logits, table[depth, :size], temperature)
+        allowed = trie.children(node.reshape(-1), depth)
+        total = (score.reshape(-1, 1) + log_probs).masked_fill(~allowed, -torch.inf)
+        score, flat = total.reshape(n, width * size).topk(min(beams, width * size), dim=1)
+        parent, code = flat // size, flat % size
+        node = trie.child(node.gather(1, parent), depth, code)
+        if depth + 1 < trie.depth:
+            rows = (torch.arange(n, device=device)[:, None] * width + parent).reshape(-1)
+            cache.batch_select_indices(rows)  # indexing: index_select (reorder_cache) is ~100x slower on CPU
+            users = torch.arange(n, device=device).repeat_interleave(score.shape[1])
+            tokens = table[depth][code].reshape(-1, 1)
+            logits = _extend(model, cache, mask, lengths, users, tokens, depth, precision, routing)
+    items = torch.where(score.isfinite(), trie.leaf_items(node), -1)
+    missing = beams - items.shape[1]
+    items = torch.nn.functional.pad(items, (0, missing), value=-1)
+    return items, torch.nn.functional.pad(score, (0, missing), value=-torch.inf)
+
+
+@torch.no_grad()
+def beam_search(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    trie: CodeTrie,
+    token_table: torch.Tensor,
+    pad_id: int,
+    beams: int = 10,
+    temperature: float = 0.8,
+    batch_size: int = 16,
+    precision: str = "auto",
+    routing: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(item_idx LongTensor [n, beams], log-prob FloatTensor [n, beams]) per prompt, best first, by a
+    `beams`-wide search over exactly L code tokens, every step constrained to the trie.
+
+    Never an invalid item: where fewer than `beams` codes can be reached (a small catalogue or level),
+    the missing ranks hold item -1 with score -inf. `routing` ([n, d], one row per prompt) is handed to
+    the model's forward (a personalized adapter), repeated per beam. Prompts are left-padded and batched
+    by length; under several processes each decodes its share (`lifelora.distributed`)."""
+    table = check_token_table(trie, token_table)
+    _check_inputs(prompts, routing, batch_size, temperature)
+    if beams < 1:
+        raise LifeloraError(f"beams must be ≥ 1, got {beams}")
+    if not prompts:
+        return torch.zeros(0, beams, dtype=torch.long), torch.zeros(0, beams)
+    device = next(model.parameters()).device
+    trie, table = trie.to(device), table.to(device)
+
+    def decode(rows: np.ndarray) -> np.ndarray:
+        picked = None if routing is None else routing[torch.from_numpy(rows)].to(device)
+        items, scores = _beam_batch(
+            model, [prompts[r] for r in rows], trie, table, pad_id, beams, temperature, precision, picked
+        )
+        return torch.cat([items.double(), scores.double()], 1).cpu().numpy()  # exact for ids < 2**53
+
+    packed = torch.from_numpy(map_batches(_length_batches(prompts, batch_size), decode, len(prompts)))
+    return packed[:, :beams].long(), packed[:, beams:].float()
+
+
+def _rows_of(cache: DynamicCache, rows: torch.Tensor) -> DynamicCache:
+    """A new cache holding `rows` of `cache` (which stays as it is), without copying the rest."""
+    selected = copy.copy(cache)
+    selected.layers = [copy.copy(layer) for layer in cache.layers]
+    selected.batch_select_indices(rows)
+    return selected
+
+
+def _exact_batch(model, prompts, trie, table, pad_id, temperature, chunk_size, precision, routing):
+    """[n, n_items] log-probabilities for one batch of prompts; see `exact_scores`."""
+    device = table.device
+    extra = {} if routing is None else {"routing": routing}
+    logits, cache, mask, lengths = _prefill(model, prompts, pad_id, device, precision, extra)
+    n, codes = len(prompts), trie.codes
+    scores = _level_log_probs(logits, table[0, : trie.level_sizes[0]], temperature)[:, codes[:, 0]]
+    for depth in range(1, trie.depth):
+        size = trie.level_sizes[depth]
+        paths = table[torch.arange(depth, device=device), trie.nodes(depth)]  # [nodes, depth] token ids
+        level = torch.empty(n * len(paths), size, device=device)
+        for start in range(0, len(level), chunk_size):
+            rows = torch.arange(start, min(start + chunk_size, len(level)), device=device)
+            users = rows // len(paths)
+            past = _rows_of(cache, users)
+            tokens = paths[rows % len(paths)]
+            logits = _extend(model, past, mask, lengths, users, tokens, 0, precision, routing)
+            level[rows] = _level_log_probs(logits, table[depth, :size], temperature)
+        scores += level.reshape(n, len(paths), size)[:, trie.item_nodes(depth), codes[:, depth]]
+    return scores
+
+
+@torch.no_grad()
+def exact_scores(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    trie: CodeTrie,
+    token_table: torch.Tensor,
+    pad_id: int,
+    temperature: float = 0.8,
+    batch_size: int = 16,
+    chunk_size: int = 128,
+    precision: str = "auto",
+    routing: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """FloatTensor [n_users, n_items]: the log-probability of every item's whole code, the scores beam
+    search gives (rank with `argsort(-scores)`).
+
+    Each prompt is computed once; at depth d every trie node there is evaluated once, its path tokens fed
+    after the cached prompt, so the cost is the number of trie nodes, not items × L. The cache is
+    repeated for `chunk_size` (user, node) rows at a time, which bounds memory (and a [users, nodes, codes]
+    buffer per level). Same `routing` and distribution as `beam_search`."""
+    table = check_token_table(trie, token_table)
+    _check_inputs(prompts, routing, batch_size, temperature)
+    if chunk_size < 1:
+        raise LifeloraError(f"chunk_size must be ≥ 1, got {chunk_size}")
+    if not prompts:
+        return torch.zeros(0, trie.n_items)
+    device = next(model.parameters()).device
+    trie, table = trie.to(device), table.to(device)
+
+    def score(rows: np.ndarray) -> np.ndarray:
+        picked = None if routing is None else routing[torch.from_numpy(rows)].to(device)
+        batch = [prompts[r] for r in rows]
+        return (
+            _exact_batch(model, batch, trie, table, pad_id, temperature, chunk_size, precision, picked)
+            .cpu()
+            .numpy()
+        )
+
+    return torch.from_numpy(map_batches(_length_batches(prompts, batch_size), score, len(prompts)))
