@@ -120,7 +120,9 @@ def _ratios(figures):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("name", ["prepare", "lens", "scoring", "ranking", "train-step", "personalized"])
+@pytest.mark.parametrize(
+    "name", ["prepare", "lens", "scoring", "ranking", "train-step", "personalized", "decoding"]
+)
 def test_quick_benchmarks_print_json_and_append_results(tmp_path, name):
     results = tmp_path / "results"
     runs = 2 if name == "prepare" else 1  # appending is checked once; the LLM ones take ~a minute each
@@ -135,6 +137,7 @@ def test_quick_benchmarks_print_json_and_append_results(tmp_path, name):
         "ranking": {"speedup", "max_abs_diff", "precision"},
         "train-step": {"fp32", "bf16", "bf16_vs_fp32_time", "peak_rss_gb"},
         "personalized": {"precisions", "fp32", "bf16", "targets"},
+        "decoding": {"users_per_s", "trie_share", "speedup_vs_prefix_fn", "exact_vs_beam_time"},
     }[name]
     assert expected <= set(figures)
     assert set(figures["load_avg_1m"]) == {"start", "end"}

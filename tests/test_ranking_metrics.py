@@ -108,6 +108,8 @@ def test_top_k_lists_agree_with_full_ranks_without_ties():
         (lambda: target_ranks(np.zeros(3), np.array([0])), r"\[n, n_items\]"),
         (lambda: ranks_from_lists(np.zeros(3), np.array([0])), r"\[n, K\]"),
         (lambda: ranking_metrics(np.array([-1])), "negative"),
+        (lambda: target_ranks(np.full((1, 3), np.nan), np.array([0])), "NaN"),
+        (lambda: target_ranks(np.zeros((1, 3)), np.array([0]), (np.array([1]), np.array([2]))), "outside"),
         (lambda: ranking_metrics(np.array([0]), ks=(0,)), "positive"),
         (lambda: ranking_metrics(np.array([0]), ks=(20,), cutoff=10), "beyond"),
     ],

@@ -13,10 +13,12 @@ import json
 import os
 from pathlib import Path
 
+from lifelora.bench.decoding import bench_decoding
 from lifelora.bench.lens import bench_lens
 from lifelora.bench.personalized import bench_personalized
 from lifelora.bench.prepare import bench_prepare
 from lifelora.bench.ranking import bench_ranking
+from lifelora.bench.sasrec import bench_sasrec
 from lifelora.bench.scoring import bench_scoring
 from lifelora.bench.train_step import bench_train_step
 from lifelora.errors import LifeloraError
@@ -30,6 +32,8 @@ BENCHMARKS = {
     "ranking": bench_ranking,
     "train-step": bench_train_step,
     "personalized": bench_personalized,
+    "decoding": bench_decoding,
+    "sasrec": bench_sasrec,
 }
 
 

@@ -170,9 +170,10 @@ def _trie_share(decode: Callable[[CodeTrie], object], trie: CodeTrie, rounds: in
 
 
 @torch.no_grad()
-def run(quick: bool, log: Callable[[str], None] = print) -> dict:
+def bench_decoding(quick: bool, dataset: str | None = None, log: Callable[[str], None] = print) -> dict:
     """Decoding figures on a random model and catalogue (see the module docstring); about 30 s for
-    `quick` on a laptop CPU, a GPU or a long CPU run for the full SmolLM2-135M shape."""
+    `quick` on a laptop CPU, a GPU or a long CPU run for the full SmolLM2-135M shape. `dataset` is
+    unused: the catalogue is random (ML-1M-sized), and decoding costs the same whatever it holds."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     shape, (n_items, levels, size) = (TINY, (500, 3, 16)) if quick else (SMOLLM2_135M, (3706, 3, 64))
     n_users, batch_size, rounds, exact_users = (16, 8, 2, 2) if quick else (64, 16, 3, 2)

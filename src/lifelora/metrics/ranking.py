@@ -41,10 +41,15 @@ def target_ranks(
         raise LifeloraError(f"ranking: a target is outside the {scores.shape[1]} items")
     rows = np.arange(scores.shape[0])
     target_scores = scores[rows, targets]
+    if np.isnan(target_scores).any():
+        raise LifeloraError("ranking: a target's score is NaN")
     if exclude is not None:
         ex_rows, ex_items = (np.asarray(a, dtype=np.int64).ravel() for a in exclude)
         if ex_rows.shape != ex_items.shape:
             raise LifeloraError("ranking: exclude needs as many rows as items")
+        n, n_items = scores.shape
+        if ((ex_rows < 0) | (ex_rows >= n) | (ex_items < 0) | (ex_items >= n_items)).any():
+            raise LifeloraError("ranking: an excluded (row, item) pair is outside the scores")
         keep = ex_items != targets[ex_rows]
         scores = scores.copy()
         scores[ex_rows[keep], ex_items[keep]] = -np.inf

@@ -18,9 +18,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformers import DynamicCache, LogitsProcessor
 
-from lifelora.distributed import map_batches
+from lifelora.distributed import map_batches, my_batches
 from lifelora.errors import LifeloraError
 from lifelora.llm.batching import left_pad, positions_of
 from lifelora.llm.logits import last_logits
@@ -204,9 +205,13 @@ def beam_search(
         items, scores = _beam_batch(
             model, [prompts[r] for r in rows], trie, table, pad_id, beams, temperature, precision, picked
         )
+        bar.update()
         return torch.cat([items.double(), scores.double()], 1).cpu().numpy()  # exact for ids < 2**53
 
-    packed = torch.from_numpy(map_batches(_length_batches(prompts, batch_size), decode, len(prompts)))
+    batches = _length_batches(prompts, batch_size)
+    bar = tqdm(total=len(my_batches(batches)), desc="beam search", unit="batch", leave=False)
+    packed = torch.from_numpy(map_batches(batches, decode, len(prompts)))
+    bar.close()
     return packed[:, :beams].long(), packed[:, beams:].float()
 
 
@@ -272,10 +277,12 @@ def exact_scores(
     def score(rows: np.ndarray) -> np.ndarray:
         picked = None if routing is None else routing[torch.from_numpy(rows)].to(device)
         batch = [prompts[r] for r in rows]
-        return (
-            _exact_batch(model, batch, trie, table, pad_id, temperature, chunk_size, precision, picked)
-            .cpu()
-            .numpy()
-        )
+        scores = _exact_batch(model, batch, trie, table, pad_id, temperature, chunk_size, precision, picked)
+        bar.update()
+        return scores.cpu().numpy()
 
-    return torch.from_numpy(map_batches(_length_batches(prompts, batch_size), score, len(prompts)))
+    batches = _length_batches(prompts, batch_size)
+    bar = tqdm(total=len(my_batches(batches)), desc="exact ranking", unit="batch", leave=False)
+    scores = torch.from_numpy(map_batches(batches, score, len(prompts)))
+    bar.close()
+    return scores
