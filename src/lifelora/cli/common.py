@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from lifelora.errors import LifeloraError
 from lifelora.report import make_console
 
 console = make_console(stderr=True)
@@ -35,6 +36,29 @@ def quiet_progress_bars() -> None:
     if not sys.stderr.isatty():
         os.environ.setdefault("TQDM_MININTERVAL", str(PROGRESS_INTERVAL_S))
         os.environ.setdefault("TQDM_MAXINTERVAL", str(PROGRESS_INTERVAL_S))
+
+
+def run_directory(run_dir: Path | None, kind: str, cfg, name: str) -> Path:
+    """The run directory (default: a new `runs/KIND-NAME-<time>`), with the resolved config recorded once."""
+    from lifelora.distributed import is_main_process, world_size
+    from lifelora.run import new_run_dir, record_run
+
+    if run_dir is None and world_size() > 1:
+        raise LifeloraError("--run-dir is required with several processes (they must share one)")
+    run_dir = run_dir or new_run_dir(kind, name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if is_main_process():
+        record_run(run_dir, cfg, command_line())
+    return run_dir
+
+
+def print_metrics(title: str, split: str, metrics: dict) -> None:
+    """One split's metrics as a table, printed by the main process only."""
+    from lifelora.distributed import is_main_process
+    from lifelora.report import metrics_table, print_table
+
+    if is_main_process():
+        print_table(metrics_table(title, [(split, metrics)]))
 
 
 def load_data(dataset: str, preset: str, data_dir: Path | None):

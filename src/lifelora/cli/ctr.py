@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from lifelora.cli import next_item
-from lifelora.cli.common import App, command_line, load_data, log
+from lifelora.cli.common import App, load_data, log, print_metrics, run_directory
 from lifelora.errors import LifeloraError
 
 app = App()
@@ -32,28 +32,6 @@ def _run_config(run: Path, overrides: list[str] | None = None):
     if not is_adapter_dir(run / "adapter"):
         raise LifeloraError(f"--run {run}: not a trained run (no adapter/ with an adapter config)")
     return load_config(CTRConfig, None, overrides, base=read_yaml(run / "config.yaml"))
-
-
-def _run_dir(run_dir: Path | None, kind: str, cfg) -> Path:
-    """The run directory (default: a new one under runs/), with the resolved config recorded once."""
-    from lifelora.distributed import is_main_process, world_size
-    from lifelora.run import new_run_dir, record_run
-
-    if run_dir is None and world_size() > 1:
-        raise LifeloraError("--run-dir is required with several processes (they must share one)")
-    run_dir = run_dir or new_run_dir(kind, f"{cfg.dataset}-{cfg.name}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if is_main_process():
-        record_run(run_dir, cfg, command_line())
-    return run_dir
-
-
-def _print_metrics(title: str, split: str, metrics: dict) -> None:
-    from lifelora.distributed import is_main_process
-    from lifelora.report import metrics_table, print_table
-
-    if is_main_process():
-        print_table(metrics_table(title, [(split, metrics)]))
 
 
 def _check_has_sample(data, user: str, split: str, data_dir: Path | None, shown: int = 5) -> None:
@@ -143,11 +121,11 @@ def train(
         cfg = load_config(CTRConfig, config, [*(overrides or []), *extra])
         if cfg.adapter is None:
             raise LifeloraError("adapter: null means zero-shot; use `lifelora evaluate` for that")
-        run_dir = _run_dir(run_dir, "train", cfg)
+        run_dir = run_directory(run_dir, "train", cfg, f"{cfg.dataset}-{cfg.name}")
     with run_status(run_dir):
         summary = train_and_evaluate(_task(cfg), cfg, run_dir, resume=resume is not None)
     split = cfg.eval.split
-    _print_metrics(f"{cfg.name} on {cfg.dataset}", split, summary["metrics"][split])
+    print_metrics(f"{cfg.name} on {cfg.dataset}", split, summary["metrics"][split])
     if is_main_process():
         typer.echo(str(run_dir))
 
@@ -187,14 +165,16 @@ def evaluate(
 
     if run is not None:
         cfg = _run_config(run, overrides)
-        out = _run_dir(run_dir or run / f"eval-{cfg.eval.split}", "eval", cfg)
+        out = run_directory(
+            run_dir or run / f"eval-{cfg.eval.split}", "eval", cfg, f"{cfg.dataset}-{cfg.name}"
+        )
     else:
         cfg = load_config(CTRConfig, config, overrides, base={"adapter": None})
-        out = _run_dir(run_dir, "eval", cfg)
+        out = run_directory(run_dir, "eval", cfg, f"{cfg.dataset}-{cfg.name}")
     with run_status(out):
         summary = evaluate_run(_task(cfg), cfg, out, adapter_dir=run / "adapter" if run else None)
     split = cfg.eval.split
-    _print_metrics(
+    print_metrics(
         f"{'zero-shot' if run is None else cfg.name} on {cfg.dataset}", split, summary["metrics"][split]
     )
     if is_main_process():

@@ -18,7 +18,9 @@ experiment_app = App(
 
 @app.command("bench")
 def bench(
-    name: str = typer.Argument(..., help="prepare, lens, scoring, ranking, train-step, personalized, decoding or sasrec"),
+    name: str = typer.Argument(
+        ..., help="prepare, lens, scoring, ranking, train-step, personalized, decoding or sasrec"
+    ),
     quick: bool = typer.Option(False, help="a reduced run that finishes in under a minute"),
     dataset: str | None = typer.Option(None, help="override the benchmark's dataset"),
     results_dir: Path = typer.Option(Path("benchmarks/results"), help="where NAME.json collects results"),

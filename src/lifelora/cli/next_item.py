@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from lifelora.cli.common import App, command_line, load_data, log
+from lifelora.cli.common import App, load_data, log, print_metrics, run_directory
 from lifelora.errors import LifeloraError
 
 TASKS = ("ctr", "next-item")
@@ -39,19 +39,6 @@ def _task(cfg, codes=None):
     return NextItemTask(data, cfg.model, codes if codes is not None else cfg.semantic_ids, log=log)
 
 
-def _run_dir(run_dir: Path | None, kind: str, cfg) -> Path:
-    from lifelora.distributed import is_main_process, world_size
-    from lifelora.run import new_run_dir, record_run
-
-    if run_dir is None and world_size() > 1:
-        raise LifeloraError("--run-dir is required with several processes (they must share one)")
-    run_dir = run_dir or new_run_dir(kind, f"{cfg.dataset}-next-item-{cfg.name}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if is_main_process():
-        record_run(run_dir, cfg, command_line())
-    return run_dir
-
-
 def _trained_run(run: Path, overrides: list[str] | None = None):
     """The config and item codes of a trained next-item run (its adapter and codes must be there)."""
     from lifelora.adapters import is_adapter_dir
@@ -65,14 +52,6 @@ def _trained_run(run: Path, overrides: list[str] | None = None):
         raise LifeloraError(f"--run {run}: not a trained run (no adapter/ with an adapter config)")
     cfg = load_config(NextItemConfig, None, overrides, base=read_yaml(run / "config.yaml"))
     return cfg, ItemCodes.load(run / CODES_DIR)
-
-
-def _print_metrics(title: str, split: str, metrics: dict) -> None:
-    from lifelora.distributed import is_main_process
-    from lifelora.report import metrics_table, print_table
-
-    if is_main_process():
-        print_table(metrics_table(title, [(split, metrics)]))
 
 
 def train(
@@ -97,11 +76,11 @@ def train(
         cfg = load_config(NextItemConfig, config, [*overrides, *extra])
         if cfg.adapter is None:
             raise LifeloraError("adapter: null means no training; use `lifelora evaluate --task next-item`")
-        run_dir = _run_dir(run_dir, "train", cfg)
+        run_dir = run_directory(run_dir, "train", cfg, f"{cfg.dataset}-next-item-{cfg.name}")
     with run_status(run_dir):
         summary = train_and_evaluate(_task(cfg), cfg, run_dir, resume=resume is not None)
     split = cfg.eval.split
-    _print_metrics(f"{cfg.name} next-item on {cfg.dataset}", split, summary["metrics"][split])
+    print_metrics(f"{cfg.name} next-item on {cfg.dataset}", split, summary["metrics"][split])
     if is_main_process():
         typer.echo(str(run_dir))
 
@@ -116,15 +95,17 @@ def evaluate(run: Path | None, config: Path | None, run_dir: Path | None, overri
     codes = None
     if run is not None:
         cfg, codes = _trained_run(run, overrides)
-        out = _run_dir(run_dir or run / f"eval-{cfg.eval.split}", "eval", cfg)
+        out = run_directory(
+            run_dir or run / f"eval-{cfg.eval.split}", "eval", cfg, f"{cfg.dataset}-next-item-{cfg.name}"
+        )
     else:
         cfg = load_config(NextItemConfig, config, overrides, base={"adapter": None})
-        out = _run_dir(run_dir, "eval", cfg)
+        out = run_directory(run_dir, "eval", cfg, f"{cfg.dataset}-next-item-{cfg.name}")
     with run_status(out):
         summary = evaluate_run(_task(cfg, codes), cfg, out, adapter_dir=run / "adapter" if run else None)
     split = cfg.eval.split
     title = f"{'no training' if run is None else cfg.name} next-item on {cfg.dataset}"
-    _print_metrics(title, split, summary["metrics"][split])
+    print_metrics(title, split, summary["metrics"][split])
     if is_main_process():
         typer.echo(str(out))
 
