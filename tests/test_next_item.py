@@ -190,6 +190,7 @@ def test_cli_train_evaluate_recommend_and_tokenize(run_cli, data, llama_dir, tmp
     trained = run_cli("train", "-c", cfg_file, "--run-dir", run, "subset.train=16")
     assert trained.code == 0, trained.stderr
     assert read_json(run / "metrics.json")["task"] == "next-item"
+    assert "ndcg@10" in trained.stdout and "AUC" not in trained.stdout
     evaluated = run_cli("evaluate", "--run", run, "--decoding", "exact", "--run-dir", tmp_path / "ev")
     assert evaluated.code == 0, evaluated.stderr
     assert read_json(tmp_path / "ev" / "metrics.json")["metrics"]["test"]["decoding"] == "exact"

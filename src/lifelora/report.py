@@ -13,6 +13,7 @@ from lifelora.io import atomic_path
 
 METRIC_ORDER = ("AUC", "gAUC", "LogLoss", "ACC")
 CTR_COLUMNS = ("samples", *METRIC_ORDER)  # result tables that compare models on the same rows
+NEXT_ITEM_COLUMNS = ("hit@5", "ndcg@5", "hit@10", "ndcg@10", "users")  # one next-item run's metrics
 LOG_WIDTH = 160  # columns off a terminal: rich's default of 80 wraps title columns and long log lines
 
 

@@ -80,7 +80,7 @@ def train(
     with run_status(run_dir):
         summary = train_and_evaluate(_task(cfg), cfg, run_dir, resume=resume is not None)
     split = cfg.eval.split
-    print_metrics(f"{cfg.name} next-item on {cfg.dataset}", split, summary["metrics"][split])
+    print_metrics(f"{cfg.name} next-item on {cfg.dataset}", split, summary["metrics"][split], cfg.task)
     if is_main_process():
         typer.echo(str(run_dir))
 
@@ -105,7 +105,7 @@ def evaluate(run: Path | None, config: Path | None, run_dir: Path | None, overri
         summary = evaluate_run(_task(cfg, codes), cfg, out, adapter_dir=run / "adapter" if run else None)
     split = cfg.eval.split
     title = f"{'no training' if run is None else cfg.name} next-item on {cfg.dataset}"
-    print_metrics(title, split, summary["metrics"][split])
+    print_metrics(title, split, summary["metrics"][split], cfg.task)
     if is_main_process():
         typer.echo(str(out))
 
