@@ -4,6 +4,9 @@ target, its history the items before it.
 Leave-one-out (PESO, SASRec): per user, the last interaction is the test target, the second-last the
 validation target, every earlier one (but the first, which has no history) a training target. Histories
 always reach back to the start of the user's sequence; a model truncates them to its own window.
+
+Per block (PESO's continual protocol): the same rule inside each time period, over the user's
+interactions in that period; the history still reaches back into earlier periods.
 """
 
 from __future__ import annotations
@@ -32,6 +35,18 @@ class NextItemSamples:
 
     def subset(self, rows: np.ndarray) -> NextItemSamples:
         return NextItemSamples(self.split, self.user_idx[rows], self.position[rows], self.target[rows])
+
+    @classmethod
+    def concat(cls, parts: list[NextItemSamples], split: str | None = None) -> NextItemSamples:
+        """The targets of several sets in order (e.g. the training targets of several periods)."""
+        if not parts:
+            raise LifeloraError("no next-item samples to concatenate")
+        return cls(
+            split or parts[0].split,
+            np.concatenate([p.user_idx for p in parts]),
+            np.concatenate([p.position for p in parts]),
+            np.concatenate([p.target for p in parts]),
+        )
 
 
 def _offsets(data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
@@ -63,6 +78,42 @@ def leave_one_out(data: PreparedData, split: str) -> NextItemSamples:
     items = data.sequences["item_idx"].to_numpy()
     target = items[offset[user_idx] + position].astype(np.int64)
     return NextItemSamples(split, user_idx.astype(np.int64), position.astype(np.int64), target)
+
+
+def block_leave_one_out(data: PreparedData, periods: np.ndarray, period: int, split: str) -> NextItemSamples:
+    """Leave-one-out inside one period: per user, over the interactions `periods` (one per sequences
+    row, `data.periods.interaction_periods`) puts in `period`, the last is the test target, the
+    second-last the validation target, the earlier ones training targets. A target needs some history
+    (the user's very first interaction is never one), which may come from earlier periods."""
+    if split not in SPLITS:
+        raise LifeloraError(f"unknown next-item split {split!r}; choose one of {', '.join(SPLITS)}")
+    offset, length = _offsets(data)
+    users = data.sequence_users().astype(np.int64)
+    in_block = np.flatnonzero(periods == period)
+    count = np.bincount(users[in_block], minlength=len(length)).astype(np.int64)
+    end = np.zeros(len(length), dtype=np.int64)
+    np.maximum.at(end, users[in_block], in_block - offset[users[in_block]] + 1)
+    if split == "train":
+        per_user = np.maximum(count - 2, 0)
+        user_idx = np.repeat(np.arange(len(length)), per_user)
+        starts = np.cumsum(per_user) - per_user
+        position = (end - count)[user_idx] + np.arange(per_user.sum()) - np.repeat(starts, per_user)
+    else:
+        back = 1 if split == "test" else 2
+        user_idx = np.flatnonzero(count >= back)
+        position = end[user_idx] - back
+    keep = position >= 1
+    user_idx, position = user_idx[keep], position[keep]
+    target = data.sequences["item_idx"].to_numpy()[offset[user_idx] + position].astype(np.int64)
+    return NextItemSamples(split, user_idx.astype(np.int64), position.astype(np.int64), target)
+
+
+def returning(data: PreparedData, periods: np.ndarray, samples: NextItemSamples) -> np.ndarray:
+    """Per sample: its user interacted in an earlier period than the target's ("dormant"/returning),
+    as opposed to a user new in the target's period."""
+    offset, _ = _offsets(data)
+    first = periods[offset[samples.user_idx]]
+    return first < periods[offset[samples.user_idx] + samples.position]
 
 
 def history_window(data: PreparedData, samples: NextItemSamples, length: int) -> History:

@@ -5,5 +5,15 @@ from lifelora.training.hooks import TrainContext, TrainHook
 from lifelora.training.loop import train_model
 from lifelora.training.settings import TrainSettings
 from lifelora.training.step import TrainStep
+from lifelora.training.validation import BestEpoch, mean_loss
 
-__all__ = ["TrainContext", "TrainHook", "TrainSettings", "TrainStep", "latest_checkpoint", "train_model"]
+__all__ = [
+    "BestEpoch",
+    "TrainContext",
+    "TrainHook",
+    "TrainSettings",
+    "TrainStep",
+    "latest_checkpoint",
+    "mean_loss",
+    "train_model",
+]

@@ -42,6 +42,11 @@ class TrainHook:
         """Once per optimizer step, when gradients are complete (synchronized across processes), before
         clipping and the optimizer step: the place to project or mask gradients."""
 
+    def step_metrics(self, ctx: TrainContext) -> dict[str, float]:
+        """Figures for the curve's row of the optimizer step just taken (e.g. a regularizer's gradient
+        norm), keyed by name."""
+        return {}
+
     def epoch_end(self, ctx: TrainContext) -> bool:
         """After every epoch, on every process; True stops training (the decision must agree across
         processes). The model may be left in eval mode: the loop sets train mode each epoch."""

@@ -175,6 +175,8 @@ def train_model(
                 ctx.step += 1
                 lrs = scheduler.get_last_lr()
                 row = {"step": ctx.step, "epoch": epoch + 1, **{k: v / micro for k, v in running.items()}}
+                for hook in hooks:
+                    row.update(hook.step_metrics(ctx))
                 curve.append({**row, "lr": lrs[0], **({"lrs": lrs} if len(lrs) > 1 else {})})
                 bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)  # shown at the bar's own pace
                 running, micro = {}, 0

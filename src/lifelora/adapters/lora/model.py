@@ -259,13 +259,29 @@ class LoraAdapter(Adapter):
     @contextmanager
     def merged(self) -> Iterator[None]:
         """PEFT folds every active branch into the base weights (under bf16 autocast on a CPU, the
-        separate fp32 LoRA path of 7 projections made decoding ~2.5x slower than the bare model)."""
+        separate fp32 LoRA path of 7 projections made decoding ~2.5x slower than the bare model).
+
+        Unmerging subtracts the delta again, which is exact only up to rounding: repeated evaluations
+        (a continual run's) would drift the shared backbone. The merged weights are copied first and put
+        back bit for bit."""
+        import torch
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        originals = {
+            id(weight): (weight, weight.detach().clone())
+            for module in self.model.modules()
+            if isinstance(module, BaseTunerLayer)
+            for weight in [module.get_base_layer().weight]
+        }
         with _peft_calls():
             self.model.merge_adapter()
         try:
             yield
         finally:
             self.model.unmerge_adapter()
+            with torch.no_grad():
+                for weight, original in originals.values():
+                    weight.copy_(original)
 
     # --- files and teardown -------------------------------------------------------------------------
 

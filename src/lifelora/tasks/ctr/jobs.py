@@ -69,16 +69,18 @@ def fit(
     lens: Lens | None = None,
     hooks: Sequence[TrainHook] = (),
     stage: str | None = None,
+    examples: CTRExamples | None = None,
 ) -> dict:
-    """Train the adapter's trainable branches on the fixed training subset; returns the loop's figures
-    (curve, steps, throughput). The adapter stays attached and trained for the caller."""
+    """Train the adapter's trainable branches on `examples` (default: the fixed training subset);
+    returns the loop's figures (curve, steps, throughput). The adapter stays attached and trained."""
     from accelerate.utils import set_seed
 
     lens = lens or task.lens(cfg)
-    examples = task.examples(cfg, "train", cfg.subset.train, lens)
+    if examples is None:
+        examples = task.examples(cfg, "train", cfg.subset.train, lens)
     task.log(
-        f"training a {cfg.name} adapter on {len(examples):,} {task.data.name} samples "
-        f"(subset seed {cfg.subset.seed}), history {cfg.prompt.history} ({cfg.prompt.retriever})"
+        f"training a {cfg.name} adapter on {len(examples):,} {task.data.name} samples"
+        f"{f' ({stage})' if stage else ''}, history {cfg.prompt.history} ({cfg.prompt.retriever})"
     )
     set_seed(cfg.train.seed)  # dropout and the data order start from the run's seed, as before the loop
     result = train_model(
@@ -109,12 +111,14 @@ def evaluate(
     lens = lens or task.lens(cfg)
     examples = task.examples(cfg, cfg.eval.split, cfg.subset.eval, lens)
     model.eval()
-    return score_examples(task, model, cfg, examples, out_dir)
+    metrics, _ = score_examples(task, model, cfg, examples, out_dir)
+    return metrics
 
 
 def score_examples(
     task: CTRTask, model: torch.nn.Module, cfg: CTRConfig, examples: CTRExamples, out_dir: Path | None
-) -> dict:
+) -> tuple[dict, np.ndarray]:
+    """The metrics and P(yes) of every row of `examples`; with `out_dir`, a predictions Parquet."""
     start = time.perf_counter()
     prompts = examples.prompts(np.arange(len(examples)))
     scores = score_prompts(
@@ -143,7 +147,7 @@ def score_examples(
                 }
             ),
         )
-    return metrics
+    return metrics, scores
 
 
 def _precision(task: CTRTask, cfg: CTRConfig) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import torch
 
 from lifelora.data.history import history_positions
@@ -67,11 +68,16 @@ class CTRTask:
         `lens` when one is given."""
         samples = self.data.split(split)
         rows = subset_rows(samples.height, n, cfg.subset.seed)
-        samples = samples[rows]
+        routing = None if lens is None else self.routing(lens, split, rows)
+        return self.examples_of(cfg, samples[rows], routing)
+
+    def examples_of(
+        self, cfg: CTRConfig, samples: pl.DataFrame, routing: torch.Tensor | None = None
+    ) -> CTRExamples:
+        """Prompts for any rows of the samples table (a continual period's, several periods' together)."""
         positions = history_positions(
             cfg.prompt.retriever, self.data, samples, cfg.prompt.history, self.embeddings(cfg.prompt)
         )
-        routing = None if lens is None else self.routing(lens, split, rows)
         return CTRExamples(self.data, self.builder(cfg.prompt.layout), samples, positions, routing)
 
     def routing(self, lens: Lens, split: str, rows: np.ndarray) -> torch.Tensor:

@@ -62,7 +62,9 @@ class NextItemConfig(BaseModel):
     model: str = Field("smollm2-135m", description="embedded name, Hugging Face id or local directory")
     semantic_ids: SemanticIdConfig = Field(default_factory=SemanticIdConfig)
     adapter: AdapterConfig | None = Field(
-        default_factory=_peso_lora, description="lora, personalized, or null = no training"
+        default_factory=_peso_lora,
+        validate_default=True,
+        description="lora, personalized, or null = no training",
     )
     token_rows: Literal["new", "all"] = Field(
         "new",

@@ -81,15 +81,18 @@ def fit(
     lens: SASRecLens | None = None,
     hooks: Sequence[TrainHook] = (),
     stage: str | None = None,
+    examples: NextItemExamples | None = None,
 ) -> dict:
-    """Train the adapter on the fixed training subset; it stays attached and trained for the caller."""
+    """Train the adapter on `examples` (default: the fixed training subset); it stays attached and
+    trained for the caller."""
     from accelerate.utils import set_seed
 
     lens = lens or task.lens(cfg)
-    examples = task.examples(cfg, "train", cfg.subset.train, lens)
+    if examples is None:
+        examples = task.examples(cfg, "train", cfg.subset.train, lens)
     task.log(
-        f"training a {cfg.name} adapter on {len(examples):,} {task.data.name} next-item targets "
-        f"(subset seed {cfg.subset.seed}), history {cfg.prompt.history}, codes of {task.code_length} tokens"
+        f"training a {cfg.name} adapter on {len(examples):,} {task.data.name} next-item targets"
+        f"{f' ({stage})' if stage else ''}, history {cfg.prompt.history}, codes of {task.code_length} tokens"
     )
     set_seed(cfg.train.seed)
     result = train_model(
@@ -142,6 +145,20 @@ def evaluate(
     """Hit/NDCG@K and MRR of the evaluated users' next item; with `out_dir`, their ranked lists."""
     lens = lens or task.lens(cfg)
     examples = task.examples(cfg, cfg.eval.split, cfg.subset.eval, lens)
+    metrics, _ = evaluate_examples(task, model, cfg, examples, out_dir)
+    return metrics
+
+
+def evaluate_examples(
+    task: NextItemTask,
+    model: torch.nn.Module,
+    cfg: NextItemConfig,
+    examples: NextItemExamples,
+    out_dir: Path | None = None,
+    name: str | None = None,
+) -> tuple[dict, np.ndarray]:
+    """The metrics and every target's rank (`NOT_FOUND` past a beam's list) for any set of targets; with
+    `out_dir`, the ranked lists as `ranked_{name}.parquet` (default name: the evaluated split)."""
     model.eval()
     start = time.perf_counter()
     items, scores, ranks = decode(task, model, cfg, examples)
@@ -154,9 +171,10 @@ def evaluate(
         metrics["beams"] = cfg.eval.beams
     if out_dir is not None and distributed.is_main_process():
         write_parquet(
-            out_dir / f"ranked_{cfg.eval.split}.parquet", ranked_lists(task, examples, items, scores, ranks)
+            out_dir / f"ranked_{name or cfg.eval.split}.parquet",
+            ranked_lists(task, examples, items, scores, ranks),
         )
-    return metrics
+    return metrics, ranks
 
 
 def ranked_lists(

@@ -70,7 +70,12 @@ class NextItemTask:
     def examples(
         self, cfg: NextItemConfig, split: str, n: int | None, lens: SASRecLens | None = None
     ) -> NextItemExamples:
-        samples = self.samples(cfg, split, n)
+        return self.examples_of(cfg, self.samples(cfg, split, n), lens)
+
+    def examples_of(
+        self, cfg: NextItemConfig, samples: NextItemSamples, lens: SASRecLens | None = None
+    ) -> NextItemExamples:
+        """Prompts for any set of targets (a continual period's, several periods' together)."""
         routing = None if lens is None else lens.user_vectors(self.data, samples)
         return NextItemExamples(
             self.data, samples, self.builder, self.code_ids, cfg.prompt.history, routing=routing

@@ -1,0 +1,112 @@
+"""`lifelora continual`: PESO and its baselines over time periods (run, resume, report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lifelora.cli.common import OVERRIDES_HELP, App, command_line, log
+from lifelora.errors import LifeloraError
+
+app = App(
+    help="Continual learning over time periods: PESO and its baselines, one adapter carried through the "
+    "periods. `lifelora continual run -c CONFIG`; `lifelora continual report RUN`.",
+    no_args_is_help=True,
+)
+
+
+def _list(option: str | None, name: str, cast=str) -> list | None:
+    if option is None:
+        return None
+    items = [item.strip() for item in option.split(",") if item.strip()]
+    try:
+        return [cast(item) for item in items] or None
+    except ValueError:
+        raise LifeloraError(f"{name}: expected a comma-separated list of integers, got {option!r}") from None
+
+
+def load_continual_config(config: Path | None, overrides: list[str], task: str | None, adapter: str | None):
+    from lifelora.cli.next_item import task_of
+    from lifelora.config import load_config
+    from lifelora.continual.config import CONFIGS
+
+    if config is None:
+        raise LifeloraError("-c/--config: a continual config is required (see configs/continual/)")
+    task = task_of(task, config)
+    extra = [f"adapter.kind={adapter}"] if adapter else []
+    return load_config(CONFIGS[task], config, [*overrides, *extra, f"task={task}"])
+
+
+@app.command("run")
+def run(
+    config: Path = typer.Option(
+        None, "--config", "-c", help="continual YAML config (see configs/continual/)"
+    ),
+    task: str = typer.Option(None, help="next-item or ctr (default: the config's task)"),
+    adapter: str = typer.Option(None, help="adapter kind: lora or personalized (overrides adapter.kind)"),
+    strategies: str = typer.Option(None, help="comma-separated strategy names of the config (default: all)"),
+    seeds: str = typer.Option(None, help="comma-separated seeds (default: the config's)"),
+    run_dir: Path = typer.Option(None, help="where to write the run (default: runs/continual-...)"),
+    resume: Path = typer.Option(None, help="continue a killed run after its last finished period"),
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, metavar="[KEY=VALUE]..."),
+) -> None:
+    """Run strategies × seeds over the periods; writes a results table and plot into the run directory."""
+    from lifelora.config import load_config
+    from lifelora.continual.config import CONFIGS
+    from lifelora.continual.runner import run_continual, select
+    from lifelora.io import read_yaml
+    from lifelora.report import print_table
+    from lifelora.run import new_run_dir, record_run, run_status
+
+    if resume is not None:
+        if not (resume / "config.yaml").is_file():
+            raise LifeloraError(f"--resume {resume}: not a continual run directory (no config.yaml)")
+        saved = read_yaml(resume / "config.yaml")
+        cfg = load_config(CONFIGS[saved.get("task", "next-item")], None, overrides or [], base=saved)
+        run_dir = resume
+    else:
+        cfg = load_continual_config(config, overrides or [], task, adapter)
+    cfg = select(cfg, _list(strategies, "--strategies"), _list(seeds, "--seeds", int))
+    if resume is None:
+        run_dir = run_dir or new_run_dir("continual", f"{cfg.dataset}-{cfg.task}-{cfg.adapter.kind}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record_run(run_dir, cfg, command_line())
+    with run_status(run_dir):
+        summary = run_continual(cfg, run_dir, log)
+    print_table(results_table(summary))
+    typer.echo(str(run_dir / "results.png"))
+
+
+@app.command("report")
+def report(run: Path = typer.Argument(..., help="a continual run directory")) -> None:
+    """Rebuild results.json, results.md and results.png from a run directory."""
+    from lifelora.config import load_config
+    from lifelora.continual.config import CONFIGS
+    from lifelora.continual.report import write_report
+    from lifelora.io import read_yaml
+    from lifelora.report import print_table
+
+    if not (run / "config.yaml").is_file():
+        raise LifeloraError(f"{run}: not a continual run directory (no config.yaml)")
+    saved = read_yaml(run / "config.yaml")
+    if not isinstance(saved, dict) or "continual" not in saved:
+        raise LifeloraError(f"{run}: config.yaml has no continual section (not a continual run)")
+    cfg = load_config(CONFIGS[saved.get("task", "next-item")], None, [], base=saved)
+    summary = write_report(run, cfg)
+    print_table(results_table(summary))
+    typer.echo(str(run / "results.png"))
+
+
+def results_table(summary: dict):
+    from rich.table import Table
+
+    from lifelora.continual.report import table_columns, table_rows
+
+    table = Table(title=f"continual {summary['task']} on {summary['dataset']} ({summary['model']}), "
+                  f"mean over periods 2..{summary['periods']}")  # fmt: skip
+    for column in ["strategy", *table_columns(summary["task"])]:
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for row in table_rows(summary):
+        table.add_row(*row)
+    return table

@@ -1,0 +1,72 @@
+"""Configuration of a continual run (`lifelora continual -c CONFIG`): a task's run config (next-item or
+click-through: model, adapter, prompt, per-period subsets, training of D1, evaluation) plus a
+`continual` section (periods, strategies, the later periods' learning rate, evaluation matrix, seeds)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lifelora.continual.strategies import AnyStrategyConfig, FinetuneConfig, PesoConfig, PretrainConfig
+from lifelora.data.periods import PeriodSpec
+from lifelora.tasks.ctr.config import CTRConfig
+from lifelora.tasks.next_item.config import NextItemConfig
+
+
+def _default_strategies() -> list:
+    return [PretrainConfig(), FinetuneConfig(), PesoConfig()]
+
+
+class ContinualSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    periods: PeriodSpec = Field(default_factory=PeriodSpec, description="fractions or calendar boundaries")
+    strategies: list[AnyStrategyConfig] = Field(default_factory=_default_strategies, min_length=1)
+    later_lr: float = Field(
+        0.1, gt=0, description="learning rate of periods 2.. as a fraction of the first's (PESO: 0.1)"
+    )
+    select: Literal["valid_loss", "last"] = Field(
+        "valid_loss", description="keep each period's epoch with the lowest validation loss, or the last"
+    )
+    valid_samples: int = Field(64, ge=1, description="validation targets per period for `select`")
+    matrix: Literal["next", "full"] = Field(
+        "next",
+        description="next: the model after period t on blocks t and t+1; full: on every block "
+        "(the period × period matrix that backward transfer and forgetting need)",
+    )
+    lens: Literal["frozen"] = Field(
+        "frozen", description="the lens routing a personalized adapter: frozen (as trained on its data)"
+    )
+    seeds: list[int] = Field([42], min_length=1, description="training seeds (adapter init, dropout, order)")
+
+    @field_validator("strategies")
+    @classmethod
+    def _unique_titles(cls, value: list) -> list:
+        titles = [s.title for s in value]
+        repeated = sorted({t for t in titles if titles.count(t) > 1})
+        if repeated:
+            raise ValueError(f"strategy {repeated[0]!r} appears twice; give one of them a `label`")
+        return value
+
+
+class _Continual(BaseModel):
+    continual: ContinualSettings = Field(default_factory=ContinualSettings)
+
+    @model_validator(mode="after")
+    def _training_needed(self):
+        if getattr(self, "adapter", None) is None:
+            raise ValueError("adapter: a continual run trains an adapter; null is not allowed here")
+        return self
+
+
+class ContinualNextItemConfig(NextItemConfig, _Continual):
+    """`subset.train`: training targets drawn per period; `subset.eval`: users evaluated per block."""
+
+
+class ContinualCTRConfig(CTRConfig, _Continual):
+    """`subset.train`: training rows drawn per period; `subset.eval`: rows evaluated per block."""
+
+
+CONFIGS: dict[str, type[BaseModel]] = {"next-item": ContinualNextItemConfig, "ctr": ContinualCTRConfig}
+ContinualConfig = ContinualNextItemConfig | ContinualCTRConfig

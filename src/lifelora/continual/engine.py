@@ -1,0 +1,198 @@
+"""The continual engine: one strategy carried through the periods of a stream, for one seed, resumable
+period by period.
+
+Period 0 is the same for every strategy (a fresh adapter trained on D1), so `train_first_period` runs it
+once per seed and every strategy starts from its saved adapter. A period is finished once its
+`done.json` is written, last, after the adapter's branches, the strategy's state and the period's
+evaluations: a killed run restarts after the last finished period, with the same adapter and strategy
+state, and each period's training is seeded by (seed, period) only, so it reaches the same result.
+
+Run directory of one seed:
+    period-0/                   adapter/<branch>/, branches.json, curve.json, done.json
+    <strategy>/period-<t>/      the same, plus strategy.safetensors (an anchor, a subspace)
+    evals/<model>/block-<j>.json   the metrics of one trained model on block j's test set
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lifelora.adapters import Adapter, load
+from lifelora.continual.strategies import PeriodContext, Strategy
+from lifelora.continual.stream import Stream
+from lifelora.io import atomic_path, read_json, write_json
+from lifelora.training import BestEpoch
+
+FIRST = "period-0"
+
+
+def period_seed(seed: int, period: int) -> int:
+    """One seed per (run seed, period): a period's training never depends on how the run got there."""
+    return seed * 1000 + period
+
+
+def blocks_after(n_periods: int, matrix: str, period: int) -> list[int]:
+    """The blocks whose test sets the model after `period` is evaluated on (`continual.matrix`)."""
+    if matrix == "full":
+        return list(range(n_periods))
+    return [j for j in (period, period + 1) if j < n_periods]
+
+
+def is_done(directory: Path) -> bool:
+    return (directory / "done.json").is_file()
+
+
+def save_period(directory: Path, adapter: Adapter, strategy: Strategy | None, summary: dict) -> None:
+    """Every branch of the adapter, the strategy's state, then `done.json` (the period counts as done)."""
+    for branch in adapter.branches:
+        adapter.save(directory / "adapter" / branch, branch)
+    trainable = {
+        b: any(p.requires_grad for p in adapter.branch_parameters(b).values()) for b in adapter.branches
+    }
+    write_json(directory / "branches.json", {"branches": adapter.branches, "trainable": trainable})
+    state = {} if strategy is None else strategy.state_dict()
+    if state:
+        with atomic_path(directory / "strategy.safetensors") as tmp:
+            save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
+    write_json(directory / "done.json", summary)
+
+
+def restore_period(directory: Path, base: torch.nn.Module, strategy: Strategy | None) -> Adapter:
+    """The adapter (every branch, as trainable as it was) and the strategy state saved by `save_period`."""
+    saved = read_json(directory / "branches.json")
+    first, *rest = saved["branches"]
+    adapter = load(base, directory / "adapter" / first, trainable=saved["trainable"][first])
+    if first != adapter.branches[0]:
+        raise RuntimeError(f"{directory}: branch {first!r} restored as {adapter.branches[0]!r}")
+    for branch in rest:
+        adapter.load_branch(directory / "adapter" / branch, branch, trainable=saved["trainable"][branch])
+    adapter.model.train()
+    state_file = directory / "strategy.safetensors"
+    if strategy is not None and state_file.is_file():
+        strategy.load_state_dict(load_file(str(state_file)), adapter)
+    return adapter
+
+
+def evaluate_model(
+    stream: Stream, adapter: Adapter, model_key: str, period: int, evals: Path
+) -> dict[int, dict]:
+    """The model's metrics on each block `blocks_after(period)` names, computed once per (model, block)."""
+    results = {}
+    for block in blocks_after(stream.n_periods, stream.cfg.continual.matrix, period):
+        path = evals / model_key / f"block-{block}.json"
+        if not path.is_file():
+            stream.log(f"evaluating {model_key} on block {block}'s test set")
+            with adapter.merged():
+                metrics = stream.evaluate(
+                    adapter.model, stream.subset(block, "test"), path.parent, f"block-{block}"
+                )
+            write_json(path, {"model": model_key, "block": block, "after_period": period, **metrics})
+        results[block] = read_json(path)
+    return results
+
+
+def _train(
+    stream: Stream,
+    adapter: Adapter,
+    samples,
+    lr_scale: float,
+    seed: int,
+    period: int,
+    directory: Path,
+    hooks: list,
+) -> dict:
+    """One period's training; with more than one epoch and `select: valid_loss`, the best epoch's weights."""
+    valid = None
+    if stream.cfg.train.epochs > 1 and stream.cfg.continual.select == "valid_loss":
+        valid = BestEpoch(partial(stream.valid_loss, samples=stream.subset(period, "valid")), stream.log)
+        hooks = [*hooks, valid]
+    torch.manual_seed(period_seed(seed, period))
+    result = stream.fit(
+        adapter, samples, lr_scale, period_seed(seed, period), directory, hooks, f"period {period}"
+    )
+    if valid is not None:
+        valid.restore()
+        result.update(best_epoch=valid.best_epoch, valid_losses=valid.losses)
+    write_json(directory / "curve.json", result.pop("curve"))
+    return {k: v for k, v in result.items() if k not in ("is_main_process", "model")}
+
+
+def train_first_period(stream: Stream, seed: int, root: Path) -> None:
+    """Period 0, shared by every strategy: a fresh adapter on D1 at D1's learning rate, evaluated."""
+    directory = root / FIRST
+    if is_done(directory):
+        return
+    start = time.perf_counter()
+    adapter = stream.build(period_seed(seed, 0))
+    try:
+        train = _train(stream, adapter, stream.subset(0, "train"), 1.0, seed, 0, directory, [])
+        evaluate_model(stream, adapter, FIRST, 0, root / "evals")
+        save_period(directory, adapter, None, {"model": FIRST, "train": train,
+                                              "seconds": round(time.perf_counter() - start, 2)})  # fmt: skip
+    finally:
+        adapter.unload()
+
+
+def _last_done(directory: Path, n_periods: int) -> int:
+    done = [t for t in range(1, n_periods) if is_done(directory / f"period-{t}")]
+    return max(done, default=0)
+
+
+def run_strategy(
+    stream: Stream, strategy: Strategy, seed: int, root: Path, log: Callable[[str], object] = print
+) -> None:
+    """Periods 1.. of one strategy from the shared period 0 (or from its last finished period)."""
+    base = stream.task.backbone.model
+    directory = root / strategy.title
+    last = _last_done(directory, stream.n_periods)
+    if last == stream.n_periods - 1:
+        return
+    pool = stream.pool()
+
+    def context(period: int, adapter: Adapter) -> PeriodContext:
+        """The period's view for the strategy; `forward` runs whichever adapter the context holds."""
+        ctx = PeriodContext(
+            period,
+            adapter,
+            seed,
+            fresh=lambda: stream.build(period_seed(seed, period)),
+            forward=None,
+            log=log,
+        )
+        ctx.forward = lambda batches: stream.forward(
+            ctx.adapter.model, stream.subset(period, "train"), batches
+        )
+        return ctx
+
+    if last == 0:
+        adapter = restore_period(root / FIRST, base, None)
+        strategy.end_period(context(0, adapter))
+        model_key = FIRST
+    else:
+        adapter = restore_period(directory / f"period-{last}", base, strategy)
+        model_key = read_json(directory / f"period-{last}" / "done.json")["model"]
+        log(f"{strategy.title}: resuming after period {last}")
+    try:
+        for period in range(last + 1, stream.n_periods):
+            start = time.perf_counter()
+            here = directory / f"period-{period}"
+            ctx = context(period, adapter)
+            adapter = ctx.adapter = strategy.begin_period(ctx)
+            train = None
+            if strategy.trains(period):
+                samples = strategy.training_samples(period, pool, seed)
+                lr_scale = strategy.lr_scale(period, stream.cfg.continual.later_lr)
+                train = _train(stream, adapter, samples, lr_scale, seed, period, here, strategy.hooks(ctx))
+                model_key = f"{strategy.title}/period-{period}"
+            strategy.end_period(ctx)
+            evaluate_model(stream, adapter, model_key, period, root / "evals")
+            summary = {"model": model_key, "train": train, "seconds": round(time.perf_counter() - start, 2)}
+            save_period(here, adapter, strategy, summary)
+    finally:
+        adapter.unload()

@@ -1,0 +1,200 @@
+"""The results of a continual run, rebuilt from its directory alone (`lifelora continual report RUN`):
+per strategy and seed the period × block matrix of the headline metric, the mean over periods 2.. of
+the model after period t on block t (PESO's protocol) and on block t+1 (what a deployed recommender
+faces next), returning versus new users, transfer and forgetting, storage and time; then the mean ± std
+over seeds as a table (Markdown and JSON) and a per-period plot (PNG)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from lifelora.continual.config import ContinualConfig
+from lifelora.continual.engine import FIRST, blocks_after
+from lifelora.io import atomic_path, read_json, write_json
+from lifelora.metrics.continual import transfer_summary
+from lifelora.report import plot_lines
+
+HEADLINE = {"next-item": ("ndcg@10", "hit@10", "ndcg@5", "hit@5"), "ctr": ("AUC", "LogLoss")}
+
+
+def _model_key(root: Path, title: str, period: int) -> str | None:
+    if period == 0:
+        return FIRST if (root / FIRST / "done.json").is_file() else None
+    done = root / title / f"period-{period}" / "done.json"
+    return read_json(done)["model"] if done.is_file() else None
+
+
+def _value(metrics: dict | None, metric: str, group: str | None = None) -> float:
+    if metrics is None:
+        return math.nan
+    if group is not None:
+        metrics = metrics.get(group, {})
+    value = metrics.get(metric)
+    return math.nan if value is None else float(value)
+
+
+def _matrix(
+    root: Path, title: str, cfg: ContinualConfig, metric: str, group: str | None = None
+) -> np.ndarray:
+    """R[t, j]: the model after period t on block j's test set (NaN: not evaluated, or not run yet)."""
+    n = cfg.continual.periods.n_periods
+    matrix = np.full((n, n), np.nan)
+    for period in range(n):
+        key = _model_key(root, title, period)
+        if key is None:
+            continue
+        for block in blocks_after(n, cfg.continual.matrix, period):
+            path = root / "evals" / key / f"block-{block}.json"
+            matrix[period, block] = _value(read_json(path) if path.is_file() else None, metric, group)
+    return matrix
+
+
+def _baseline(root: Path, cfg: ContinualConfig, metric: str) -> np.ndarray | None:
+    """The period-0 model's score on every block (what forward transfer is measured against)."""
+    n = cfg.continual.periods.n_periods
+    paths = [root / "evals" / FIRST / f"block-{j}.json" for j in range(n)]
+    if not all(p.is_file() for p in paths):
+        return None
+    return np.array([_value(read_json(p), metric) for p in paths])
+
+
+def _later_mean(values: np.ndarray) -> float:
+    later = values[1:]
+    return float(np.nanmean(later)) if len(later) and not np.isnan(later).all() else math.nan
+
+
+def _storage(root: Path, title: str, n: int) -> dict:
+    """What the strategy keeps after its last finished period: adapter branches and their bytes."""
+    for period in range(n - 1, -1, -1):
+        directory = root / (FIRST if period == 0 else f"{title}/period-{period}")
+        if (directory / "done.json").is_file():
+            files = [f for f in (directory / "adapter").rglob("*") if f.is_file()]
+            state = directory / "strategy.safetensors"
+            return {
+                "adapters": len(read_json(directory / "branches.json")["branches"]),
+                "adapter_mb": round(sum(f.stat().st_size for f in files) / 2**20, 2),
+                "state_mb": round(state.stat().st_size / 2**20, 2) if state.is_file() else 0.0,
+            }
+    return {}
+
+
+def seed_result(root: Path, title: str, cfg: ContinualConfig) -> dict:
+    """One strategy, one seed: per-period figures and their summary."""
+    n = cfg.continual.periods.n_periods
+    metrics = HEADLINE[cfg.task]
+    result: dict = {"per_period": {}, "summary": {}}
+    for metric in metrics:
+        matrix = _matrix(root, title, cfg, metric)
+        diagonal = np.diag(matrix)
+        following = np.array([matrix[t, t + 1] for t in range(n - 1)] + [math.nan])
+        result["per_period"][metric] = {"same_block": diagonal.tolist(), "next_block": following.tolist()}
+        result["summary"][metric] = _later_mean(diagonal)
+        result["summary"][f"{metric} next"] = float(np.nanmean(following)) if n > 1 else math.nan
+        for group in ("returning", "new"):
+            result["summary"][f"{metric} {group}"] = _later_mean(
+                np.diag(_matrix(root, title, cfg, metric, group))
+            )
+        if metric == metrics[0]:
+            result["matrix"] = matrix.tolist()
+            transfer = transfer_summary(matrix, _baseline(root, cfg, metric))
+            result["summary"].update({k: transfer[k] for k in ("bwt", "fwt", "forgetting") if k in transfer})
+    seconds = [
+        read_json(root / title / f"period-{t}" / "done.json")["seconds"]
+        for t in range(1, n)
+        if (root / title / f"period-{t}" / "done.json").is_file()
+    ]
+    result["summary"]["seconds"] = float(sum(seconds))
+    result["summary"]["periods_done"] = len(seconds) + 1
+    result["summary"].update(_storage(root, title, n))
+    return result
+
+
+def summarize(run_dir: Path, cfg: ContinualConfig) -> dict:
+    """Every strategy over every seed: per-seed results, mean and std of each summary figure."""
+    strategies = {}
+    for strategy in cfg.continual.strategies:
+        seeds = {
+            str(seed): seed_result(run_dir / f"seed-{seed}", strategy.title, cfg)
+            for seed in cfg.continual.seeds
+            if (run_dir / f"seed-{seed}").is_dir()
+        }
+        keys = next(iter(seeds.values()))["summary"].keys() if seeds else []
+        mean, std = {}, {}
+        for key in keys:
+            values = np.array([s["summary"].get(key, math.nan) for s in seeds.values()], dtype=float)
+            finite = values[~np.isnan(values)]
+            mean[key] = float(finite.mean()) if len(finite) else math.nan
+            std[key] = float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
+        strategies[strategy.title] = {"seeds": seeds, "mean": mean, "std": std}
+    return {"task": cfg.task, "dataset": cfg.dataset, "model": cfg.model, "metric": HEADLINE[cfg.task][0],
+            "periods": cfg.continual.periods.n_periods, "seeds": cfg.continual.seeds, "strategies": strategies}  # fmt: skip
+
+
+def table_columns(task: str) -> list[str]:
+    first = HEADLINE[task][0]
+    return [*HEADLINE[task], f"{first} next", f"{first} returning", f"{first} new", "bwt", "forgetting",
+            "adapters", "adapter_mb", "seconds"]  # fmt: skip
+
+
+def _cell(mean: float, std: float, key: str) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    if key in ("adapters", "periods_done"):
+        return f"{mean:.0f}"
+    if key in ("seconds", "adapter_mb"):
+        return f"{mean:.1f}" if key == "adapter_mb" else f"{mean:.0f}"
+    return f"{mean:.4f}" + ("" if std is None or math.isnan(std) else f" ± {std:.4f}")
+
+
+def table_rows(summary: dict) -> list[list[str]]:
+    columns = table_columns(summary["task"])
+    return [
+        [title, *(_cell(s["mean"].get(c, math.nan), s["std"].get(c, math.nan), c) for c in columns)]
+        for title, s in summary["strategies"].items()
+    ]
+
+
+def markdown(summary: dict) -> str:
+    columns = ["strategy", *table_columns(summary["task"])]
+    lines = [
+        f"Mean over periods 2..{summary['periods']} of the model after period t on block t's test set "
+        f"(`next`: on block t+1, periods 1..{summary['periods'] - 1}); mean ± std over seeds "
+        f"{', '.join(map(str, summary['seeds']))}.",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|---" * len(columns) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(summary)]
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, path: Path) -> Path:
+    """The headline metric per period, same block and next block, one line per strategy (seed mean)."""
+    metric = summary["metric"]
+    panels = []
+    for which, label in (("same_block", f"{metric}, block t"), ("next_block", f"{metric}, block t+1")):
+        series = {}
+        for title, s in summary["strategies"].items():
+            rows = np.array([seed["per_period"][metric][which] for seed in s["seeds"].values()], dtype=float)
+            if len(rows):
+                series[title] = np.nanmean(rows, axis=0) if not np.isnan(rows).all() else rows[0]
+        panels.append((label, series))
+    title = f"{summary['task']} on {summary['dataset']}, {summary['model']}: model after period t"
+    return plot_lines(panels, path, title, "period t")
+
+
+def write_report(run_dir: Path, cfg: ContinualConfig) -> dict:
+    """results.json, results.md and results.png in the run directory; returns the summary."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # means of all-NaN slices are NaN, as intended
+        summary = summarize(run_dir, cfg)
+        write_json(run_dir / "results.json", summary)
+        with atomic_path(run_dir / "results.md") as tmp:
+            tmp.write_text(markdown(summary))
+        plot(summary, run_dir / "results.png")
+    return summary

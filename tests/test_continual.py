@@ -1,0 +1,187 @@
+"""The continual engine on tiny random models: per-period samples, the proximal terms against hand
+computations and PESO's closed form, warm start, resume-after-a-period equality, the report and the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tiny_llm import save_tiny
+
+from lifelora.continual.config import ContinualNextItemConfig
+from lifelora.continual.engine import FIRST, restore_period, run_strategy, train_first_period
+from lifelora.continual.runner import run_continual
+from lifelora.continual.strategies import make_strategy
+from lifelora.continual.strategies.proximal import ProximalHook, l2_term, module_of, softmax_kl_term
+from lifelora.continual.stream import NextItemStream
+from lifelora.data.periods import PeriodSpec, interaction_periods
+from lifelora.data.sequential import block_leave_one_out, returning
+from lifelora.io import read_json
+from lifelora.tasks.next_item.task import NextItemTask
+from lifelora.training import TrainContext, TrainSettings
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("llama"), "llama")
+
+
+def continual_config(model_dir, strategies=None, **continual) -> ContinualNextItemConfig:
+    tree = {
+        "dataset": "ml-synthetic",
+        "model": str(model_dir),
+        "semantic_ids": {"levels": 2, "codebook_size": 4, "pca_dim": 16},
+        "adapter": {"kind": "lora", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        "prompt": {"history": 5},
+        "subset": {"train": 16, "eval": 8, "seed": 1},
+        "train": {"batch_size": 8, "grad_accum": 1, "lr": 2e-2, "precision": "fp32"},
+        "eval": {"batch_size": 8, "beams": 10},
+        "continual": {
+            "periods": {"fractions": [0.5, 0.25, 0.25]},
+            "strategies": strategies
+            or [
+                {"name": "pretrain"},
+                {"name": "finetune"},
+                {"name": "peso", "proximal": "l2", "weight": 1.0},
+            ],
+            "valid_samples": 8,
+            **continual,
+        },
+    }
+    return ContinualNextItemConfig.model_validate(tree)
+
+
+@pytest.fixture
+def stream(data, llama_dir, home):
+    cfg = continual_config(llama_dir)
+    task = NextItemTask(data, str(llama_dir), cfg.semantic_ids, log=lambda _m: None)
+    return NextItemStream(task, cfg, log=lambda _m: None)
+
+
+def test_block_leave_one_out_matches_a_loop_over_users(data):
+    periods = interaction_periods(data, PeriodSpec(fractions=[0.5, 0.25, 0.25]))
+    offset, length = data.users["seq_offset"].to_numpy(), data.users["seq_len"].to_numpy()
+    for period in range(3):
+        expected = {"train": [], "valid": [], "test": []}
+        for user in range(len(length)):
+            block = [i for i in range(length[user]) if periods[offset[user] + i] == period]
+            if block and block[-1] >= 1:
+                expected["test"].append((user, block[-1]))
+            if len(block) >= 2 and block[-2] >= 1:
+                expected["valid"].append((user, block[-2]))
+            expected["train"] += [(user, i) for i in block[:-2] if i >= 1]
+        for split, pairs in expected.items():
+            got = block_leave_one_out(data, periods, period, split)
+            assert list(zip(got.user_idx.tolist(), got.position.tolist(), strict=True)) == pairs
+        test = block_leave_one_out(data, periods, period, "test")
+        first = periods[offset[test.user_idx]]
+        assert (returning(data, periods, test) == (first < period)).all()
+        assert period > 0 or not returning(data, periods, test).any()
+
+
+def test_l2_proximal_gradient_is_lambda_times_the_distance_to_the_anchor():
+    torch.manual_seed(0)
+    live = {"m.q_proj.lora_A.weight": torch.nn.Parameter(torch.randn(4, 6))}
+    anchor = {"m.q_proj.lora_A.weight": torch.randn(4, 6)}
+    hook = ProximalHook(live, anchor, "l2", weight=0.7)
+    hook.loss_term(TrainContext(None, TrainSettings()))
+    (grad,) = hook._grad
+    torch.testing.assert_close(
+        grad, 0.7 * (live["m.q_proj.lora_A.weight"] - anchor["m.q_proj.lora_A.weight"])
+    )
+    assert float(l2_term(anchor, anchor)) == 0.0
+
+
+def test_softmax_kl_is_zero_at_the_anchor_and_matches_a_hand_computation():
+    a = torch.tensor([[0.0, 1.0], [2.0, -1.0]])
+    b = torch.tensor([[0.5, 0.5], [0.0, 1.0]])
+    live = {"x.q_proj.lora_A.weight": a, "x.q_proj.lora_B.weight": b, "x.v_proj.lora_A.weight": a}
+    anchor = {name: torch.zeros_like(t) for name, t in live.items()}
+    assert float(softmax_kl_term(anchor, anchor)) == 0.0
+    uniform = np.full(4, 0.25)
+
+    def kl(values):
+        p = np.exp(values) / np.exp(values).sum()
+        return float((p * np.log(p / uniform)).sum())
+
+    expected = (kl(a.numpy().ravel()) * 2 + kl(b.numpy().ravel())) / 2  # 3 factors over M = 2 modules
+    assert float(softmax_kl_term(live, anchor)) == pytest.approx(expected, rel=1e-6)
+    assert module_of("model.layers.0.self_attn.q_proj.lora_B.weight") == "model.layers.0.self_attn.q_proj"
+
+
+def test_l2_proximal_solution_follows_pesos_closed_form_per_eigendirection():
+    """min ½‖Xv − y‖² + (λ/2)‖v − v_prev‖²: along each eigendirection q_k of XᵀX (eigenvalue σ_k²) the
+    solution is σ²/(σ²+λ)·v* + λ/(σ²+λ)·v_prev, v* the least-squares optimum."""
+    torch.manual_seed(0)
+    x = torch.randn(40, 5, dtype=torch.float64) * torch.tensor(
+        [3.0, 1.0, 0.5, 0.2, 0.05], dtype=torch.float64
+    )
+    y = torch.randn(40, dtype=torch.float64)
+    previous = torch.randn(5, dtype=torch.float64)
+    lam = 0.8
+    v = torch.nn.Parameter(previous.clone())
+    hook = ProximalHook({"w.lora_A": v}, {"w.lora_A": previous}, "l2", lam)
+    optimizer = torch.optim.LBFGS([v], max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-14)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = 0.5 * ((x @ v - y) ** 2).sum() + hook.loss_term(TrainContext(None, TrainSettings()))
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    sigma2, q = torch.linalg.eigh(x.T @ x)
+    optimum = torch.linalg.lstsq(x, y).solution
+    along = q.T @ v.detach()
+    expected = sigma2 / (sigma2 + lam) * (q.T @ optimum) + lam / (sigma2 + lam) * (q.T @ previous)
+    torch.testing.assert_close(along, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_peso_warm_starts_from_the_last_period_and_logs_the_regularizer(stream, tmp_path):
+    train_first_period(stream, 3, tmp_path)
+    first = restore_period(tmp_path / FIRST, stream.task.backbone.model, None)
+    start = {k: v.clone() for k, v in first.branch_parameters().items()}
+    first.unload()
+    strategy = make_strategy(stream.cfg.continual.strategies[2])
+    run_strategy(stream, strategy, 3, tmp_path, log=lambda _m: None)
+    # the anchor of period 1 was period 0's adapter, exactly: warm start
+    curve = read_json(tmp_path / "peso" / "period-1" / "curve.json")
+    assert curve[0]["proximal"] == pytest.approx(0.0, abs=1e-12)
+    assert {"proximal_grad_norm", "task_grad_norm", "proximal_grad_ratio"} <= set(curve[-1])
+    assert curve[-1]["proximal_grad_norm"] > 0
+    anchor_after_1 = restore_period(tmp_path / "peso" / "period-1", stream.task.backbone.model, strategy)
+    moved = any(not torch.equal(start[k], v) for k, v in anchor_after_1.branch_parameters().items())
+    anchor_after_1.unload()
+    assert moved
+
+
+def test_a_killed_run_resumes_after_its_last_period_and_reaches_the_same_result(stream, tmp_path):
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    strategies = stream.cfg.continual.strategies
+    train_first_period(stream, 5, whole)
+    run_strategy(stream, make_strategy(strategies[2]), 5, whole, log=lambda _m: None)
+    train_first_period(stream, 5, resumed)
+    run_strategy(stream, make_strategy(strategies[2]), 5, resumed, log=lambda _m: None)
+    (resumed / "peso" / "period-2" / "done.json").unlink()  # killed during period 2
+    run_strategy(stream, make_strategy(strategies[2]), 5, resumed, log=lambda _m: None)
+    a = restore_period(whole / "peso" / "period-2", stream.task.backbone.model, None)
+    first = {k: v.clone() for k, v in a.branch_parameters().items()}
+    a.unload()
+    b = restore_period(resumed / "peso" / "period-2", stream.task.backbone.model, None)
+    for name, value in b.branch_parameters().items():
+        torch.testing.assert_close(value, first[name], rtol=0, atol=0)
+    b.unload()
+    for path in ("evals/peso/period-2/block-2.json",):
+        assert read_json(whole / path)["ndcg@10"] == read_json(resumed / path)["ndcg@10"]
+
+
+def test_run_writes_the_table_and_plot_and_pretrain_never_trains_after_period_0(stream, tmp_path):
+    summary = run_continual(stream.cfg, tmp_path, log=lambda _m: None, stream=stream)
+    assert set(summary["strategies"]) == {"pretrain", "finetune", "peso"}
+    assert (tmp_path / "results.png").stat().st_size > 0 and (tmp_path / "results.md").is_file()
+    pretrain = read_json(tmp_path / "seed-42" / "pretrain" / "period-2" / "done.json")
+    assert pretrain["model"] == FIRST and pretrain["train"] is None
+    finetune = summary["strategies"]["finetune"]["seeds"]["42"]
+    matrix = np.array(finetune["matrix"], dtype=float)
+    assert not np.isnan(np.diag(matrix)).any() and np.isnan(matrix[2, 0])  # matrix: next
+    assert summary["strategies"]["peso"]["mean"]["adapters"] == 1
