@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from lifelora.config import SHIPPED_CONFIGS, load_config, shipped_config
+from lifelora.continual.config import ContinualNextItemConfig
 from lifelora.data.prepare import Preset
 from lifelora.errors import LifeloraError
 from lifelora.lens.config import LensConfig
@@ -19,9 +20,13 @@ def test_every_shipped_config_parses(path):
     section = path.parent.name
     if section == "lens" and yaml.safe_load(path.read_text()).get("kind") == "sasrec":
         section = "sasrec"
-    model = {"lens": LensConfig, "sasrec": SASRecConfig, "llm": CTRConfig, "next_item": NextItemConfig}[
-        section
-    ]
+    model = {
+        "lens": LensConfig,
+        "sasrec": SASRecConfig,
+        "llm": CTRConfig,
+        "next_item": NextItemConfig,
+        "continual": ContinualNextItemConfig,
+    }[section]
     config = load_config(model, path)
     assert isinstance(config, model)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import yaml
 from tiny_llm import save_tiny
 
 from lifelora.continual.config import ContinualNextItemConfig
@@ -155,24 +156,48 @@ def test_peso_warm_starts_from_the_last_period_and_logs_the_regularizer(stream, 
     assert moved
 
 
-def test_a_killed_run_resumes_after_its_last_period_and_reaches_the_same_result(stream, tmp_path):
+RESUMED = [
+    {"name": "peso"},
+    {"name": "replay", "buffer": 8},
+    {"name": "sumlora", "inherit": True},
+    {"name": "sdlora"},
+    {"name": "olora"},
+    {"name": "inflora", "batches": 2},
+]
+
+
+@pytest.mark.parametrize("strategy", RESUMED, ids=lambda s: s["name"])
+def test_a_killed_run_resumes_after_its_last_period_and_reaches_the_same_result(stream, tmp_path, strategy):
+    from pydantic import TypeAdapter
+
+    from lifelora.continual.strategies import AnyStrategyConfig
+
+    config = TypeAdapter(AnyStrategyConfig).validate_python(strategy)
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    strategies = stream.cfg.continual.strategies
-    train_first_period(stream, 5, whole)
-    run_strategy(stream, make_strategy(strategies[2]), 5, whole, log=lambda _m: None)
-    train_first_period(stream, 5, resumed)
-    run_strategy(stream, make_strategy(strategies[2]), 5, resumed, log=lambda _m: None)
-    (resumed / "peso" / "period-2" / "done.json").unlink()  # killed during period 2
-    run_strategy(stream, make_strategy(strategies[2]), 5, resumed, log=lambda _m: None)
-    a = restore_period(whole / "peso" / "period-2", stream.task.backbone.model, None)
-    first = {k: v.clone() for k, v in a.branch_parameters().items()}
-    a.unload()
-    b = restore_period(resumed / "peso" / "period-2", stream.task.backbone.model, None)
-    for name, value in b.branch_parameters().items():
-        torch.testing.assert_close(value, first[name], rtol=0, atol=0)
-    b.unload()
-    for path in ("evals/peso/period-2/block-2.json",):
-        assert read_json(whole / path)["ndcg@10"] == read_json(resumed / path)["ndcg@10"]
+    for root in (whole, resumed):
+        train_first_period(stream, 5, root)
+        run_strategy(stream, make_strategy(config), 5, root, log=lambda _m: None)
+    name = config.title
+    (resumed / name / "period-2" / "done.json").unlink()  # killed during period 2
+    run_strategy(stream, make_strategy(config), 5, resumed, log=lambda _m: None)
+    states = []
+    for root in (whole, resumed):
+        adapter = restore_period(root / name / "period-2", stream.task.backbone.model, None)
+        states.append(
+            adapter.trainable_state()
+            | {
+                f"{b}/{k}": v.clone()
+                for b in adapter.branches
+                for k, v in adapter.branch_parameters(b).items()
+            }
+        )
+        adapter.unload()
+    assert states[0].keys() == states[1].keys()
+    for key, value in states[0].items():
+        torch.testing.assert_close(states[1][key], value, rtol=0, atol=0)
+    block = read_json(whole / name / "period-2" / "done.json")["model"]
+    path = f"evals/{block}/block-2.json"
+    assert read_json(whole / path)["ndcg@10"] == read_json(resumed / path)["ndcg@10"]
 
 
 def test_run_writes_the_table_and_plot_and_pretrain_never_trains_after_period_0(stream, tmp_path):
@@ -185,3 +210,118 @@ def test_run_writes_the_table_and_plot_and_pretrain_never_trains_after_period_0(
     matrix = np.array(finetune["matrix"], dtype=float)
     assert not np.isnan(np.diag(matrix)).any() and np.isnan(matrix[2, 0])  # matrix: next
     assert summary["strategies"]["peso"]["mean"]["adapters"] == 1
+
+
+ALL_STRATEGIES = [
+    {"name": "pretrain"},
+    {"name": "finetune"},
+    {"name": "peso"},
+    {"name": "retrain"},
+    {"name": "replay", "buffer": 8},
+    {"name": "sumlora", "keep": "latest", "inherit": True},
+    {"name": "sdlora"},
+    {"name": "olora"},
+    {"name": "inflora", "batches": 2},
+]
+
+
+def test_every_strategy_runs_through_the_engine_with_the_full_matrix(data, llama_dir, home, tmp_path):
+    cfg = continual_config(llama_dir, ALL_STRATEGIES, matrix="full")
+    task = NextItemTask(data, str(llama_dir), cfg.semantic_ids, log=lambda _m: None)
+    summary = run_continual(
+        cfg, tmp_path, log=lambda _m: None, stream=NextItemStream(task, cfg, lambda _m: None)
+    )
+    for title, result in summary["strategies"].items():
+        mean = result["mean"]
+        assert mean["periods_done"] == 3, title
+        assert not np.isnan(mean["bwt"]) and not np.isnan(mean["fwt"]) and not np.isnan(mean["forgetting"]), (
+            title
+        )
+    adapters = {title: s["mean"]["adapters"] for title, s in summary["strategies"].items()}
+    assert adapters["peso"] == adapters["finetune"] == adapters["retrain"] == 1
+    assert adapters["sdlora"] == adapters["olora"] == 3  # period 0's branch + one per later period
+    assert task.backbone.model.__class__.__name__ == "LlamaForCausalLM"  # every adapter unloaded
+
+
+def test_a_personalized_bank_evolves_routed_by_a_sasrec_lens(data, llama_dir, home, tmp_path):
+    from lifelora.lens.sasrec import SASRecLens
+    from lifelora.lens.sasrec_config import SASRecConfig
+
+    lens = SASRecLens.create(SASRecConfig.model_validate({"model": {"hidden": 8, "max_len": 8}}), data)
+    lens.save(tmp_path / "lens")
+    tree = continual_config(llama_dir).model_dump(mode="json")
+    tree["adapter"] = {"kind": "personalized", "r": 2, "n_loras": 3, "target_modules": ["q_proj"]}
+    tree["lens"] = str(tmp_path / "lens")
+    cfg = ContinualNextItemConfig.model_validate(tree)
+    cfg = cfg.model_copy(
+        update={"continual": cfg.continual.model_copy(update={"strategies": cfg.continual.strategies[1:]})}
+    )
+    task = NextItemTask(data, str(llama_dir), cfg.semantic_ids, log=lambda _m: None)
+    summary = run_continual(
+        cfg, tmp_path / "run", log=lambda _m: None, stream=NextItemStream(task, cfg, lambda _m: None)
+    )
+    assert summary["strategies"]["peso"]["mean"]["periods_done"] == 3
+    curve = read_json(tmp_path / "run" / "seed-42" / "peso" / "period-1" / "curve.json")
+    assert curve[-1]["proximal_grad_norm"] > 0
+
+
+def test_click_through_runs_the_same_strategies(data, home, tmp_path, tmp_path_factory):
+    from lifelora.continual.config import ContinualCTRConfig
+    from lifelora.continual.stream import CTRStream
+    from lifelora.tasks.ctr.task import CTRTask
+
+    model_dir = save_tiny(tmp_path_factory.mktemp("llama-ctr"), "llama")
+    cfg = ContinualCTRConfig.model_validate(
+        {
+            "dataset": "ml-synthetic",
+            "model": str(model_dir),
+            "prompt": {"history": 5, "pca_dim": 16},
+            "subset": {"train": 16, "eval": 40, "seed": 1},
+            "train": {"batch_size": 8, "grad_accum": 1, "lr": 5e-3, "precision": "fp32"},
+            "continual": {
+                "periods": {"fractions": [0.5, 0.25, 0.25]},
+                "strategies": [{"name": "finetune"}, {"name": "peso", "proximal": "l2", "weight": 1.0}],
+                "valid_samples": 8,
+            },
+        }
+    )
+    stream = CTRStream(CTRTask(data, str(model_dir), log=lambda _m: None), cfg, lambda _m: None)
+    statistics = stream.statistics()
+    assert statistics["train_samples"].sum() > statistics["test_samples"].sum() > 0
+    summary = run_continual(cfg, tmp_path, log=lambda _m: None, stream=stream)
+    assert 0.0 <= summary["strategies"]["peso"]["mean"]["AUC"] <= 1.0
+
+
+def test_cli_runs_resumes_reports_and_rejects_bad_input(run_cli, data, llama_dir, home, tmp_path):
+    tree = continual_config(llama_dir).model_dump(mode="json")
+    tree["data_dir"] = str(data.directory)
+    path = tmp_path / "continual.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    run = tmp_path / "run"
+    ran = run_cli("continual", "run", "-c", path, "--strategies", "finetune,peso", "--run-dir", run)
+    assert ran.code == 0, ran.stderr
+    assert "peso" in ran.stdout and (run / "results.png").is_file()
+    assert [
+        s["name"] for s in yaml.safe_load((run / "config.yaml").read_text())["continual"]["strategies"]
+    ] == [
+        "finetune",
+        "peso",
+    ]
+    (run / "results.md").unlink()
+    reported = run_cli("continual", "report", run)
+    assert reported.code == 0 and (run / "results.md").is_file()
+    resumed = run_cli("continual", "run", "--resume", run)
+    assert resumed.code == 0, resumed.stderr
+    unknown = run_cli("continual", "run", "-c", path, "--strategies", "ewc", "--run-dir", tmp_path / "x")
+    assert unknown.code == 2
+    assert (
+        unknown.stderr.strip()
+        .splitlines()[-1]
+        .endswith("--strategies: 'ewc' is not in the config's strategies (pretrain, finetune, peso)")
+    )
+    not_a_run = run_cli("continual", "report", tmp_path)
+    assert not_a_run.code == 2 and "not a continual run directory" in not_a_run.stderr
+    bad_seeds = run_cli("continual", "run", "-c", path, "--seeds", "1,x", "--run-dir", tmp_path / "y")
+    assert bad_seeds.code == 2 and "--seeds: expected a comma-separated list of integers" in bad_seeds.stderr
+    no_adapter = run_cli("continual", "run", "-c", path, "adapter=null", "--run-dir", tmp_path / "z")
+    assert no_adapter.code == 2 and "a continual run trains an adapter" in no_adapter.stderr

@@ -54,6 +54,7 @@ def run(
     """Run strategies × seeds over the periods; writes a results table and plot into the run directory."""
     from lifelora.config import load_config
     from lifelora.continual.config import CONFIGS
+    from lifelora.continual.report import results_table
     from lifelora.continual.runner import run_continual, select
     from lifelora.io import read_yaml
     from lifelora.report import print_table
@@ -83,7 +84,7 @@ def report(run: Path = typer.Argument(..., help="a continual run directory")) ->
     """Rebuild results.json, results.md and results.png from a run directory."""
     from lifelora.config import load_config
     from lifelora.continual.config import CONFIGS
-    from lifelora.continual.report import write_report
+    from lifelora.continual.report import results_table, write_report
     from lifelora.io import read_yaml
     from lifelora.report import print_table
 
@@ -96,17 +97,3 @@ def report(run: Path = typer.Argument(..., help="a continual run directory")) ->
     summary = write_report(run, cfg)
     print_table(results_table(summary))
     typer.echo(str(run / "results.png"))
-
-
-def results_table(summary: dict):
-    from rich.table import Table
-
-    from lifelora.continual.report import table_columns, table_rows
-
-    table = Table(title=f"continual {summary['task']} on {summary['dataset']} ({summary['model']}), "
-                  f"mean over periods 2..{summary['periods']}")  # fmt: skip
-    for column in ["strategy", *table_columns(summary["task"])]:
-        table.add_column(column, justify="left" if column == "strategy" else "right")
-    for row in table_rows(summary):
-        table.add_row(*row)
-    return table

@@ -88,11 +88,20 @@ def demo(
     task: str = typer.Option(
         "ctr", "--task", help="ctr (lens, zero-shot, shared LoRA, RecLoRA) or next-item (generative)"
     ),
+    continual: bool = typer.Option(
+        False, help="PESO vs a single evolving LoRA vs pretrain over five periods (next-item)"
+    ),
 ) -> None:
     """Main job on the embedded defaults (ML-100K, SmolLM2). ctr: DIN ± ratings, zero-shot, shared LoRA,
-    RecLoRA. next-item: popularity, SASRec, the LLM untrained, with a LoRA and with a personalized LoRA."""
+    RecLoRA. next-item: popularity, SASRec, the LLM untrained, with a LoRA and with a personalized LoRA.
+    --continual: PESO and its baselines over time periods."""
     if task not in ("ctr", "next-item"):
         raise LifeloraError(f"--task: unknown task {task!r}; choose one of ctr, next-item")
+    if continual:
+        from lifelora.jobs.demo_continual import run_continual_demo
+
+        run_continual_demo(quick=quick, run_dir=run_dir, log=log)
+        return
     if task == "next-item":
         from lifelora.jobs.demo_next_item import run_next_item_demo
 

@@ -183,6 +183,7 @@ def run_strategy(
             start = time.perf_counter()
             here = directory / f"period-{period}"
             ctx = context(period, adapter)
+            torch.manual_seed(period_seed(seed, period))  # a new branch's init, whatever ran before
             adapter = ctx.adapter = strategy.begin_period(ctx)
             train = None
             if strategy.trains(period):

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from rich.table import Table
 
 from lifelora.continual.config import ContinualConfig
 from lifelora.continual.engine import FIRST, blocks_after
@@ -155,6 +156,16 @@ def table_rows(summary: dict) -> list[list[str]]:
         [title, *(_cell(s["mean"].get(c, math.nan), s["std"].get(c, math.nan), c) for c in columns)]
         for title, s in summary["strategies"].items()
     ]
+
+
+def results_table(summary: dict) -> Table:
+    table = Table(title=f"continual {summary['task']} on {summary['dataset']} ({summary['model']}), "
+                  f"mean over periods 2..{summary['periods']}")  # fmt: skip
+    for column in ["strategy", *table_columns(summary["task"])]:
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for row in table_rows(summary):
+        table.add_row(*row)
+    return table
 
 
 def markdown(summary: dict) -> str:

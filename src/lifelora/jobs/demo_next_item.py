@@ -22,7 +22,7 @@ from lifelora.lens.popularity import run_popularity
 from lifelora.lens.sasrec_config import SASRecConfig
 from lifelora.lens.sasrec_train import train_sasrec
 from lifelora.metrics.intervals import mean_interval, paired_mean_difference
-from lifelora.metrics.ranking import NOT_FOUND, ranking_metrics
+from lifelora.metrics.ranking import NOT_FOUND, ndcg_gains, ranking_metrics
 from lifelora.report import markdown_table, metrics_table, plot_bars, print_table
 from lifelora.run import new_run_dir, record_run
 
@@ -39,12 +39,6 @@ COLUMNS = ("users", "hit@5", "ndcg@5", "hit@10", "ndcg@10", INTERVAL)
 FULL_COLUMNS = ("users", "hit@10", "ndcg@10", "hit@10 seen removed", "ndcg@10 seen removed")
 
 
-def _gains(ranks: np.ndarray, k: int = 10) -> np.ndarray:
-    """Per-user NDCG@k of a single target at 0-based `ranks`."""
-    found = ranks < k
-    return np.where(found, 1.0 / np.log2(np.minimum(ranks, k) + 2.0), 0.0)
-
-
 def _ranks(run_dir: Path, users: pl.DataFrame) -> np.ndarray:
     """The test target's rank (all items) of `users`, in their order, from a row's ranked lists."""
     ranked = pl.read_parquet(run_dir / "ranked_test.parquet").select("user_idx", "rank")
@@ -54,7 +48,7 @@ def _ranks(run_dir: Path, users: pl.DataFrame) -> np.ndarray:
 
 def _row(ranks: np.ndarray) -> dict:
     metrics = ranking_metrics(ranks, ks=(5, 10), cutoff=10)
-    _, low, high = mean_interval(_gains(ranks))
+    _, low, high = mean_interval(ndcg_gains(ranks))
     return {**metrics, "ndcg@10_low": low, "ndcg@10_high": high, INTERVAL: f"{low:.3f}–{high:.3f}"}
 
 
@@ -114,7 +108,7 @@ def _llm_rows(data, run_dir: Path, quick: bool, command: str, log) -> list[str]:
 
 def _verdict(ranks: dict[str, np.ndarray], names: list[str]) -> tuple[str, dict]:
     """The personalized adapter against the shared LoRA on the same users: a paired NDCG@10 test."""
-    test = paired_mean_difference(_gains(ranks[names[2]]), _gains(ranks[names[1]]))
+    test = paired_mean_difference(ndcg_gains(ranks[names[2]]), ndcg_gains(ranks[names[1]]))
     diff, low, high = test["difference"], test["low"], test["high"]
     span = f"personalized − shared LoRA NDCG@10 {diff:+.4f} (95% CI {low:+.4f} to {high:+.4f})"
     if low > 0:

@@ -104,3 +104,10 @@ def ranking_metrics(ranks: np.ndarray, ks: Sequence[int] = (5, 10), cutoff: int 
     metrics["mrr" if cutoff is None else f"mrr@{cutoff}"] = float(reciprocal.mean())
     metrics["users"] = int(ranks.size)
     return metrics
+
+
+def ndcg_gains(ranks: np.ndarray, k: int = 10) -> np.ndarray:
+    """Per-user NDCG@k of a single target at 0-based `ranks` (`NOT_FOUND` or beyond k: 0): what paired
+    comparisons of two models on the same users average."""
+    ranks = np.asarray(ranks, dtype=np.int64)
+    return np.where(ranks < k, 1.0 / np.log2(np.minimum(ranks, k) + 2.0), 0.0)

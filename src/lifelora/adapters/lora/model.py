@@ -56,6 +56,24 @@ def _peft_config(config: SharedLoraConfig, base: nn.Module):
     )
 
 
+@contextmanager
+def _token_rows_skipped(model: nn.Module, skip: bool) -> Iterator[None]:
+    """PEFT saves and loads one adapter by looking up every trainable-token wrapper's delta for it, and
+    fails with a KeyError for an adapter that has none (a continual strategy's later branch, the rows
+    staying in the first). With `skip`, the wrappers contribute nothing to that adapter's file."""
+    from peft.utils.other import TrainableTokensWrapper
+
+    wrappers = [m for m in model.modules() if skip and isinstance(m, TrainableTokensWrapper)]
+    for module in wrappers:
+        module.adapter_state_dict = lambda _name, _state: {}
+        module.adapter_state_dict_load_map = lambda _name: {}
+    try:
+        yield
+    finally:
+        for module in wrappers:
+            del module.adapter_state_dict, module.adapter_state_dict_load_map
+
+
 def _tied(base: nn.Module) -> bool:
     head = base.get_output_embeddings()
     return head is not None and head.weight is base.get_input_embeddings().weight
@@ -184,7 +202,7 @@ class LoraAdapter(Adapter):
             config = _settings(LoraConfig.from_pretrained(str(directory)))
         self._check_summable(config)
         flags, training = self._requires_grad(), self.model.training
-        with _loading(directory):
+        with _loading(directory), _token_rows_skipped(self.model, config.trainable_token_indices is None):
             self.model.load_adapter(str(directory), adapter_name=name, is_trainable=trainable)
         self.model.train(training)  # PEFT's load_adapter switches the whole model to eval mode
         self._configs[name] = config
@@ -291,9 +309,10 @@ class LoraAdapter(Adapter):
         with atomic_dir(directory) as tmp:
             # the base's (resized) embedding stays out: trained token rows are stored as their own
             # values, so any base with the same vocabulary size loads them (PEFT would add 100+ MB)
-            self.model.save_pretrained(
-                str(tmp), selected_adapters=[branch], safe_serialization=True, save_embedding_layers=False
-            )
+            with _token_rows_skipped(self.model, self._configs[branch].trainable_token_indices is None):
+                self.model.save_pretrained(
+                    str(tmp), selected_adapters=[branch], safe_serialization=True, save_embedding_layers=False
+                )
             if branch != DEFAULT_BRANCH:  # PEFT writes other adapters into a subdirectory named after them
                 for path in (tmp / branch).iterdir():
                     path.replace(tmp / path.name)

@@ -7,6 +7,9 @@ from typing import Annotated
 from pydantic import Discriminator
 
 from lifelora.continual.strategies.base import PeriodContext, SamplePool, Strategy, StrategyConfig
+from lifelora.continual.strategies.cumulative import SdLora, SdLoraConfig, SumLora, SumLoraConfig
+from lifelora.continual.strategies.inflora import InfLora, InfLoraConfig
+from lifelora.continual.strategies.olora import OLora, OLoraConfig
 from lifelora.continual.strategies.peso import Peso, PesoConfig
 from lifelora.continual.strategies.simple import (
     Finetune,
@@ -20,11 +23,20 @@ from lifelora.continual.strategies.simple import (
 )
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.config_class.model_fields["name"].default: cls for cls in (Pretrain, Finetune, Peso, Retrain, Replay)
+    cls.config_class.model_fields["name"].default: cls
+    for cls in (Pretrain, Finetune, Peso, Retrain, Replay, SumLora, SdLora, OLora, InfLora)
 }
 
 AnyStrategyConfig = Annotated[
-    PretrainConfig | FinetuneConfig | PesoConfig | RetrainConfig | ReplayConfig,
+    PretrainConfig
+    | FinetuneConfig
+    | PesoConfig
+    | RetrainConfig
+    | ReplayConfig
+    | SumLoraConfig
+    | SdLoraConfig
+    | OLoraConfig
+    | InfLoraConfig,
     Discriminator("name"),
 ]
 
