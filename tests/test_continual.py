@@ -16,7 +16,7 @@ from lifelora.continual.strategies import make_strategy
 from lifelora.continual.strategies.proximal import ProximalHook, l2_term, module_of, softmax_kl_term
 from lifelora.continual.stream import NextItemStream
 from lifelora.data.periods import PeriodSpec, interaction_periods
-from lifelora.data.sequential import block_leave_one_out, returning
+from lifelora.data.sequential import block_leave_one_out, returning, sequences_until
 from lifelora.io import read_json
 from lifelora.tasks.next_item.task import NextItemTask
 from lifelora.training import TrainContext, TrainSettings
@@ -74,6 +74,11 @@ def test_block_leave_one_out_matches_a_loop_over_users(data):
         for split, pairs in expected.items():
             got = block_leave_one_out(data, periods, period, split)
             assert list(zip(got.user_idx.tolist(), got.position.tolist(), strict=True)) == pairs
+        ends = sequences_until(data, periods, period)
+        for user, position in zip(ends.user_idx, ends.position, strict=True):
+            upto = sum(periods[offset[user] + i] <= period for i in range(length[user]))
+            held_out = min(2, sum(periods[offset[user] + i] == period for i in range(length[user])))
+            assert position == upto - held_out
         test = block_leave_one_out(data, periods, period, "test")
         first = periods[offset[test.user_idx]]
         assert (returning(data, periods, test) == (first < period)).all()
@@ -243,15 +248,18 @@ def test_every_strategy_runs_through_the_engine_with_the_full_matrix(data, llama
     assert task.backbone.model.__class__.__name__ == "LlamaForCausalLM"  # every adapter unloaded
 
 
-def test_a_personalized_bank_evolves_routed_by_a_sasrec_lens(data, llama_dir, home, tmp_path):
+@pytest.mark.parametrize("lens_mode", ["frozen", "finetune", "retrain"])
+def test_a_personalized_bank_evolves_routed_by_a_sasrec_lens(data, llama_dir, home, tmp_path, lens_mode):
     from lifelora.lens.sasrec import SASRecLens
     from lifelora.lens.sasrec_config import SASRecConfig
 
-    lens = SASRecLens.create(SASRecConfig.model_validate({"model": {"hidden": 8, "max_len": 8}}), data)
+    lens_config = {"model": {"hidden": 8, "max_len": 8}, "train": {"epochs": 2, "compile": False}}
+    lens = SASRecLens.create(SASRecConfig.model_validate(lens_config), data)
     lens.save(tmp_path / "lens")
     tree = continual_config(llama_dir).model_dump(mode="json")
     tree["adapter"] = {"kind": "personalized", "r": 2, "n_loras": 3, "target_modules": ["q_proj"]}
     tree["lens"] = str(tmp_path / "lens")
+    tree["continual"]["lens"] = lens_mode
     cfg = ContinualNextItemConfig.model_validate(tree)
     cfg = cfg.model_copy(
         update={"continual": cfg.continual.model_copy(update={"strategies": cfg.continual.strategies[1:]})}
@@ -263,6 +271,8 @@ def test_a_personalized_bank_evolves_routed_by_a_sasrec_lens(data, llama_dir, ho
     assert summary["strategies"]["peso"]["mean"]["periods_done"] == 3
     curve = read_json(tmp_path / "run" / "seed-42" / "peso" / "period-1" / "curve.json")
     assert curve[-1]["proximal_grad_norm"] > 0
+    lenses = sorted(p.parent.name for p in (tmp_path / "run" / "lenses").glob("period-*/done.json"))
+    assert lenses == ([] if lens_mode == "frozen" else ["period-0", "period-1", "period-2"])
 
 
 def test_click_through_runs_the_same_strategies(data, home, tmp_path, tmp_path_factory):

@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from lifelora.bench.continual import bench_continual
 from lifelora.bench.decoding import bench_decoding
 from lifelora.bench.lens import bench_lens
 from lifelora.bench.personalized import bench_personalized
@@ -34,6 +35,7 @@ BENCHMARKS = {
     "personalized": bench_personalized,
     "decoding": bench_decoding,
     "sasrec": bench_sasrec,
+    "continual": bench_continual,
 }
 
 

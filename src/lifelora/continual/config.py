@@ -35,8 +35,10 @@ class ContinualSettings(BaseModel):
         description="next: the model after period t on blocks t and t+1; full: on every block "
         "(the period × period matrix that backward transfer and forgetting need)",
     )
-    lens: Literal["frozen"] = Field(
-        "frozen", description="the lens routing a personalized adapter: frozen (as trained on its data)"
+    lens: Literal["frozen", "finetune", "retrain"] = Field(
+        "frozen",
+        description="the SASRec lens routing a personalized adapter: frozen (as trained), or trained per "
+        "period on the data so far, from scratch (retrain) or from the last period's (finetune)",
     )
     seeds: list[int] = Field([42], min_length=1, description="training seeds (adapter init, dropout, order)")
 

@@ -129,6 +129,7 @@ def train_first_period(stream: Stream, seed: int, root: Path) -> None:
     if is_done(directory):
         return
     start = time.perf_counter()
+    stream.use_period(0)
     adapter = stream.build(period_seed(seed, 0))
     try:
         train = _train(stream, adapter, stream.subset(0, "train"), 1.0, seed, 0, directory, [])
@@ -170,6 +171,7 @@ def run_strategy(
         )
         return ctx
 
+    stream.use_period(last)
     if last == 0:
         adapter = restore_period(root / FIRST, base, None)
         strategy.end_period(context(0, adapter))
@@ -182,6 +184,7 @@ def run_strategy(
         for period in range(last + 1, stream.n_periods):
             start = time.perf_counter()
             here = directory / f"period-{period}"
+            stream.use_period(period)
             ctx = context(period, adapter)
             torch.manual_seed(period_seed(seed, period))  # a new branch's init, whatever ran before
             adapter = ctx.adapter = strategy.begin_period(ctx)

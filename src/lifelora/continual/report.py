@@ -168,6 +168,21 @@ def results_table(summary: dict) -> Table:
     return table
 
 
+def statistics_table(statistics, dataset: str) -> Table:
+    """The periods' table (PESO's Table 1 shape): dates, users new and returning, items, samples."""
+    from lifelora.data.periods import iso
+
+    table = Table(title=f"{dataset}: {statistics.height} periods")
+    columns = ["period", "from", "to", "users", "new_users", "returning_users", "items", "new_items",
+               "interactions", "train_samples", "valid_samples", "test_samples"]  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in statistics.iter_rows(named=True):
+        dates = {"from": iso(row["first_timestamp"])[:10], "to": iso(row["last_timestamp"])[:10]}
+        table.add_row(*(str(dates.get(c, row.get(c))) for c in columns))
+    return table
+
+
 def markdown(summary: dict) -> str:
     columns = ["strategy", *table_columns(summary["task"])]
     lines = [

@@ -11,11 +11,12 @@ from pathlib import Path
 
 from lifelora.continual.config import ContinualConfig
 from lifelora.continual.engine import run_strategy, train_first_period
-from lifelora.continual.report import write_report
+from lifelora.continual.report import statistics_table, write_report
 from lifelora.continual.strategies import make_strategy
 from lifelora.continual.stream import Stream, open_stream
 from lifelora.errors import LifeloraError
 from lifelora.io import write_parquet
+from lifelora.report import print_table
 
 
 def select(cfg: ContinualConfig, strategies: list[str] | None, seeds: list[int] | None) -> ContinualConfig:
@@ -40,9 +41,10 @@ def run_continual(
 ) -> dict:
     """Run (or continue) every strategy × seed into `run_dir`; returns the report's summary."""
     stream = stream or open_stream(cfg, log)
+    stream.run_dir = run_dir
     statistics = stream.statistics()
     write_parquet(run_dir / "periods.parquet", statistics)
-    log(f"{stream.n_periods} periods of {stream.data.name}:\n{statistics}")
+    print_table(statistics_table(statistics, stream.data.name))
     for seed in cfg.continual.seeds:
         root = run_dir / f"seed-{seed}"
         log(f"seed {seed}: period 0 (shared by every strategy)")

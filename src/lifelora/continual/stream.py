@@ -46,6 +46,8 @@ class Stream:
         self.spec = cfg.continual.periods
         self.periods = interaction_periods(self.data, self.spec)
         self._subsets: dict[tuple[int, str], Any] = {}
+        self.period = 0  # the period whose lens routes a personalized adapter (`use_period`)
+        self.run_dir = Path(".")  # where per-period lenses are kept (the runner sets the run's)
 
     @property
     def n_periods(self) -> int:
@@ -174,9 +176,27 @@ class NextItemStream(Stream):
         offset = self.data.users["seq_offset"].to_numpy().astype(np.int64)
         return samples.user_idx, offset[samples.user_idx] + samples.position
 
+    def use_period(self, period: int) -> None:
+        """Route with the lens of `period` from now on (`continual.lens`; frozen: always the named one).
+        A lens still to train trains here, before the engine seeds the period's training: its own
+        seeding must not move the adapter's random stream (a resumed run loads it instead)."""
+        self.period = period
+        if self.lenses is not None:
+            self.lenses.at(period)
+
     @cached_property
+    def lenses(self):
+        from lifelora.continual.lens import PeriodLenses
+
+        named = self.task.lens(self.cfg)
+        if named is None:
+            return None
+        directory = self.run_dir / "lenses"
+        return PeriodLenses(self.data, self.periods, self.cfg.continual.lens, named, directory, self.log)
+
+    @property
     def _lens(self):
-        return self.task.lens(self.cfg)
+        return None if self.lenses is None else self.lenses.at(self.period)
 
     def build(self, seed: int) -> Adapter:
         from lifelora.tasks.next_item.jobs import build

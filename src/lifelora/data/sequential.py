@@ -108,6 +108,20 @@ def block_leave_one_out(data: PreparedData, periods: np.ndarray, period: int, sp
     return NextItemSamples(split, user_idx.astype(np.int64), position.astype(np.int64), target)
 
 
+def sequences_until(data: PreparedData, periods: np.ndarray, period: int) -> NextItemSamples:
+    """Where each user's training sequence ends once `period` is over: after every interaction of the
+    periods up to `period`, but before the validation and test targets `block_leave_one_out` holds out
+    of `period` itself. The history of each returned position is that sequence (targets are -1: these
+    are sequence ends, not samples). Users with nothing up to `period` are left out."""
+    _, length = _offsets(data)
+    users = data.sequence_users().astype(np.int64)
+    upto = np.bincount(users[periods <= period], minlength=len(length)).astype(np.int64)
+    in_block = np.bincount(users[periods == period], minlength=len(length)).astype(np.int64)
+    position = upto - np.minimum(in_block, 2)
+    user_idx = np.flatnonzero(upto > 0)
+    return NextItemSamples("train", user_idx, position[user_idx], np.full(len(user_idx), -1, dtype=np.int64))
+
+
 def returning(data: PreparedData, periods: np.ndarray, samples: NextItemSamples) -> np.ndarray:
     """Per sample: its user interacted in an earlier period than the target's ("dormant"/returning),
     as opposed to a user new in the target's period."""

@@ -44,9 +44,12 @@ class UserSequences(torch.utils.data.Dataset):
     flat indices of the N positions with a next item, `targets` [N] those items (item_idx); with
     `negatives`, one uniformly sampled other item per target (the BCE loss)."""
 
-    def __init__(self, data: PreparedData, max_len: int, negatives: bool = False):
+    def __init__(
+        self, data: PreparedData, max_len: int, negatives: bool = False, ends: NextItemSamples | None = None
+    ):
         # the validation target sits right after the training sequence: its history is that sequence
-        ends = leave_one_out(data, "valid")
+        # (`ends`: other sequence ends, e.g. a continual period's, each sequence the items before one)
+        ends = leave_one_out(data, "valid") if ends is None else ends
         ends = ends.subset(np.flatnonzero(ends.position >= 2))
         if len(ends) == 0:
             raise LifeloraError(f"{data.name}: no user has two training interactions to learn from")
@@ -132,9 +135,17 @@ class RankingValidation(TrainHook):
     best lens by seen-removed NDCG@10 saved to run_dir/lens, and a stop after `patience` validations
     without a better one or past `max_minutes`. `n_users` (per epoch) turns throughput into epoch_s."""
 
-    def __init__(self, lens: SASRecLens, data: PreparedData, n_users: int, run_dir: Path, log=print):
+    def __init__(
+        self,
+        lens: SASRecLens,
+        data: PreparedData,
+        n_users: int,
+        run_dir: Path,
+        log=print,
+        samples: NextItemSamples | None = None,
+    ):
         self.lens, self.data, self.n_users, self.run_dir, self.log = lens, data, n_users, run_dir, log
-        self.samples = leave_one_out(data, "valid")
+        self.samples = leave_one_out(data, "valid") if samples is None else samples
         self.started = time.perf_counter()
         self.curve: list[dict] = []
         self.best, self.best_epoch, self.validations_since_best = -1.0, 0, 0
@@ -179,16 +190,28 @@ def validation_metrics(lens: SASRecLens, data: PreparedData, samples: NextItemSa
     return split_metrics(rank_samples(lens.scorer(data), data, samples, None), (10,))
 
 
-def fit(config: SASRecConfig, data: PreparedData, run_dir: Path, log=print) -> tuple[SASRecLens, dict]:
+def fit(
+    config: SASRecConfig,
+    data: PreparedData,
+    run_dir: Path,
+    log=print,
+    ends: NextItemSamples | None = None,
+    valid: NextItemSamples | None = None,
+    start: SASRecLens | None = None,
+) -> tuple[SASRecLens, dict]:
     """Train with early stopping; the best validation epoch's lens ends up in `run_dir/lens`.
 
+    Default: leave-one-out (sequences end before each user's validation target). A continual period
+    passes its own sequence `ends` and `valid` targets, and `start`, a lens to go on training from.
     Seeded once, here (model init, then dropout and negatives draw one stream); the user order depends
     on the seed and the epoch only (the loop's sampler)."""
     cfg = config.train
     seed_everything(cfg.seed)
     lens = SASRecLens.create(config, data)
-    users = UserSequences(data, config.model.max_len, negatives=cfg.loss == "bce")
-    validation = RankingValidation(lens, data, len(users), run_dir, log)
+    if start is not None:
+        lens.model.load_state_dict(start.model.state_dict())
+    users = UserSequences(data, config.model.max_len, negatives=cfg.loss == "bce", ends=ends)
+    validation = RankingValidation(lens, data, len(users), run_dir, log, samples=valid)
     loss = sasrec_loss(cfg.loss, cfg.compile)
     done = train_model(lens.model, users, users.collate, loss, cfg, run_dir, hooks=[validation], log=log)
     epoch_s = [row["epoch_s"] for row in validation.curve if row["epoch_s"]]
