@@ -4,9 +4,11 @@ computations and PESO's closed form, warm start, resume-after-a-period equality,
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 import yaml
+from test_next_item import config as next_item_config
 from tiny_llm import save_tiny
 
 from lifelora.continual.config import ContinualNextItemConfig
@@ -28,15 +30,11 @@ def llama_dir(tmp_path_factory):
 
 
 def continual_config(model_dir, strategies=None, **continual) -> ContinualNextItemConfig:
-    tree = {
-        "dataset": "ml-synthetic",
-        "model": str(model_dir),
-        "semantic_ids": {"levels": 2, "codebook_size": 4, "pca_dim": 16},
-        "adapter": {"kind": "lora", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-        "prompt": {"history": 5},
-        "subset": {"train": 16, "eval": 8, "seed": 1},
-        "train": {"batch_size": 8, "grad_accum": 1, "lr": 2e-2, "precision": "fp32"},
-        "eval": {"batch_size": 8, "beams": 10},
+    """The next-item tests' tiny setting (`test_next_item.config`) with 3 periods and small subsets."""
+    tree = next_item_config(model_dir, subset={"train": 16, "eval": 8}, eval={"batch_size": 8}).model_dump(
+        mode="json"
+    )
+    tree |= {
         "continual": {
             "periods": {"fractions": [0.5, 0.25, 0.25]},
             "strategies": strategies
@@ -275,14 +273,24 @@ def test_a_personalized_bank_evolves_routed_by_a_sasrec_lens(data, llama_dir, ho
     assert lenses == ([] if lens_mode == "frozen" else ["period-0", "period-1", "period-2"])
 
 
-def test_click_through_runs_the_same_strategies(data, home, tmp_path, tmp_path_factory):
+@pytest.mark.parametrize("kind", ["lora", "personalized"])
+def test_click_through_runs_the_same_strategies(data, home, tmp_path, tmp_path_factory, kind):
+    from test_lens import small_config
+
     from lifelora.continual.config import ContinualCTRConfig
     from lifelora.continual.stream import CTRStream
+    from lifelora.lens import Lens
     from lifelora.tasks.ctr.task import CTRTask
 
     model_dir = save_tiny(tmp_path_factory.mktemp("llama-ctr"), "llama")
+    adapter = {"kind": kind, "r": 2, "target_modules": ["q_proj"]}
+    if kind == "personalized":
+        Lens.create(small_config(), data).save(tmp_path / "lens")
+        adapter |= {"n_loras": 3}
     cfg = ContinualCTRConfig.model_validate(
         {
+            "adapter": adapter,
+            "lens": str(tmp_path / "lens") if kind == "personalized" else None,
             "dataset": "ml-synthetic",
             "model": str(model_dir),
             "prompt": {"history": 5, "pca_dim": 16},
@@ -298,8 +306,16 @@ def test_click_through_runs_the_same_strategies(data, home, tmp_path, tmp_path_f
     stream = CTRStream(CTRTask(data, str(model_dir), log=lambda _m: None), cfg, lambda _m: None)
     statistics = stream.statistics()
     assert statistics["train_samples"].sum() > statistics["test_samples"].sum() > 0
-    summary = run_continual(cfg, tmp_path, log=lambda _m: None, stream=stream)
+    summary = run_continual(cfg, tmp_path / "run", log=lambda _m: None, stream=stream)
     assert 0.0 <= summary["strategies"]["peso"]["mean"]["AUC"] <= 1.0
+    if kind == "personalized":  # rows of several splits, each read through its own split
+        lens, task = stream._lens, stream.task
+        test, valid = task.data.split("test"), task.data.split("valid")
+        mixed = pl.concat([test[5:9], valid[2:4]])
+        expected = torch.cat(
+            [task.routing(lens, "test", np.arange(5, 9)), task.routing(lens, "valid", np.arange(2, 4))]
+        )
+        torch.testing.assert_close(task.routing_of(lens, mixed), expected)
 
 
 def test_cli_runs_resumes_reports_and_rejects_bad_input(run_cli, data, llama_dir, home, tmp_path):

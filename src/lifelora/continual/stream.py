@@ -96,6 +96,10 @@ class Stream:
             )
         return self._subsets[key]
 
+    def use_period(self, period: int) -> None:
+        """The engine enters `period` (a task whose lens evolves switches to that period's)."""
+        self.period = period
+
     def pool(self) -> SamplePool:
         return SamplePool(partial(self.subset, split="train"), self.concat, self.size, self.take)
 
@@ -180,7 +184,7 @@ class NextItemStream(Stream):
         """Route with the lens of `period` from now on (`continual.lens`; frozen: always the named one).
         A lens still to train trains here, before the engine seeds the period's training: its own
         seeding must not move the adapter's random stream (a resumed run loads it instead)."""
-        self.period = period
+        super().use_period(period)
         if self.lenses is not None:
             self.lenses.at(period)
 
@@ -260,17 +264,23 @@ class CTRStream(Stream):
         offset = self.data.users["seq_offset"].to_numpy().astype(np.int64)
         return users, offset[users] + samples["hist_len"].to_numpy()
 
+    @cached_property
+    def _lens(self):
+        if self.cfg.adapter.kind == "personalized" and self.cfg.continual.lens != "frozen":
+            raise LifeloraError(
+                f"continual.lens: {self.cfg.continual.lens} is for next-item (SASRec); a click-through "
+                "run routes with its DIN/SIM lens frozen"
+            )
+        return self.task.lens(self.cfg)
+
     def build(self, seed: int) -> Adapter:
         from lifelora.tasks.ctr.jobs import build
 
-        if self.cfg.adapter.kind != "lora":
-            raise LifeloraError(
-                "continual click-through runs train adapter kind lora (personalized: next-item)"
-            )
-        return build(self.task, self.cfg.model_copy(update={"train": self.settings(1.0, seed)}))
+        return build(self.task, self.cfg.model_copy(update={"train": self.settings(1.0, seed)}), self._lens)
 
     def examples(self, samples: pl.DataFrame):
-        return self.task.examples_of(self.cfg, samples)
+        routing = None if self._lens is None else self.task.routing_of(self._lens, samples)
+        return self.task.examples_of(self.cfg, samples, routing)
 
     def loss_fn(self) -> Callable:
         from lifelora.tasks.ctr.jobs import answer_loss

@@ -87,3 +87,16 @@ class CTRTask:
         never saw get its cold-start vector (their unknown-id embedding is zero)."""
         _, hidden = lens.predict(lens.encode(self.data, split, rows=rows), hidden=True)
         return hidden
+
+    def routing_of(self, lens: Lens, samples: pl.DataFrame) -> torch.Tensor:
+        """The lens's hidden vectors for any rows of the samples table, each read through its own split
+        (a continual period's rows span several)."""
+        hidden = torch.empty(samples.height, lens.hidden_size)
+        splits = samples["split"].cast(pl.Utf8).to_numpy()
+        ids = samples["sample_id"].to_numpy()
+        for split in np.unique(splits):
+            in_split = self.data.split(str(split))["sample_id"].to_numpy()
+            mine = np.flatnonzero(splits == split)
+            rows = np.searchsorted(in_split, ids[mine])  # sample ids ascend within a split
+            hidden[torch.from_numpy(mine)] = self.routing(lens, str(split), rows)
+        return hidden
