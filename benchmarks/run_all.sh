@@ -12,3 +12,6 @@ $LIFELORA bench scoring                      # SmolLM2: logits_to_keep=1 + auto 
 $LIFELORA bench ranking                      # 20 candidates: shared prefix vs independent prompts
 $LIFELORA bench train-step                   # SmolLM2 + LoRA step: samples/s, memory, bf16 ÷ fp32
 $LIFELORA bench personalized                  # meta-LoRA bank vs shared LoRA: layer, step, vs per-sample loop
+$LIFELORA bench decoding                     # trie beam search vs generate + prefix_allowed_tokens_fn, exact ranking
+$LIFELORA bench sasrec                       # SASRec epoch time and NDCG@10 on ML-1M
+$LIFELORA bench continual                    # PESO step ÷ single evolving LoRA step, both proximal forms, memory

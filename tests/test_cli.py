@@ -127,7 +127,7 @@ def _ratios(figures):
 
 @pytest.mark.integration
 @pytest.mark.parametrize(
-    "name", ["prepare", "lens", "scoring", "ranking", "train-step", "personalized", "decoding"]
+    "name", ["prepare", "lens", "scoring", "ranking", "train-step", "personalized", "decoding", "continual"]
 )
 def test_quick_benchmarks_print_json_and_append_results(tmp_path, name):
     results = tmp_path / "results"
@@ -144,6 +144,7 @@ def test_quick_benchmarks_print_json_and_append_results(tmp_path, name):
         "train-step": {"fp32", "bf16", "bf16_vs_fp32_time", "peak_rss_gb"},
         "personalized": {"precisions", "fp32", "bf16", "targets"},
         "decoding": {"users_per_s", "trie_share", "speedup_vs_prefix_fn", "exact_vs_beam_time"},
+        "continual": {"peso_step_ratio_softmax_kl", "peso_step_ratio_l2", "peso_extra_mb", "precision"},
     }[name]
     assert expected <= set(figures)
     assert set(figures["load_avg_1m"]) == {"start", "end"}

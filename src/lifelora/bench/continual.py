@@ -2,7 +2,9 @@
 step (finetune = PESO with λ = 0) and PESO's, with the released softmax-KL and with the L2 form, timed in
 alternation on SmolLM2 with PESO's LoRA (every projection, r 8) plus the code tokens' rows, at a
 next-item prompt's length; and the memory PESO adds: the anchor (one frozen copy of the adapter) and the
-term's own gradient, which the step keeps to log its norm."""
+term's own gradient, which the step keeps to log its norm. The step ratios carry the machine's noise
+(±10% per pair on 2 shared cores); `term_ms` times the term alone (value, its logged gradient, its
+backward), the cost the ratio cannot resolve."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import resource
 
 import torch
 
-from lifelora.bench.timing import bench_backbone, compare, interleave
+from lifelora.bench.timing import bench_backbone, compare, interleave, median_seconds
 from lifelora.continual.strategies.proximal import ProximalHook, regularized
 from lifelora.precision import autocast, resolve
 from lifelora.training import TrainContext, TrainSettings, TrainStep
@@ -79,6 +81,15 @@ def bench_continual(quick: bool, dataset: str | None, log, model: str | None = N
         )
         for form in ("softmax_kl", "l2")
     }
+    for form in ("softmax_kl", "l2"):  # the term alone, the share the step ratios hide in their noise
+        hook = hooks[f"peso_{form}"][0]
+        seconds = median_seconds(
+            lambda hook=hook: (hook.loss_term(ctx).backward(), optimizer.zero_grad()), 10
+        )
+        figures[f"peso_step_ratio_{form}"]["term_ms"] = round(1000 * seconds, 2)
+        figures[f"peso_step_ratio_{form}"]["term_share"] = round(
+            seconds / figures[f"peso_step_ratio_{form}"]["finetune_s"], 4
+        )
     trainable = [p for p in lm.parameters() if p.requires_grad]
     return {
         "model": backbone.name,

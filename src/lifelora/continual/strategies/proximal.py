@@ -34,26 +34,44 @@ def module_of(name: str) -> str:
     return name[: match.start()] if match else name
 
 
+class ProximalTerm:
+    """term(live) against a fixed anchor, with the weights of one shape stacked so that a step runs a
+    handful of kernels, not a few per weight (PESO's LoRA on SmolLM2 has 420 factors): the anchor side
+    (stacked, and log-softmaxed for the KL) is computed once per period."""
+
+    def __init__(self, anchor: dict[str, torch.Tensor], form: Proximal):
+        self.form = form
+        by_shape: dict[tuple, list[str]] = {}
+        for name, value in anchor.items():
+            by_shape.setdefault(tuple(value.shape), []).append(name)
+        self.groups = list(by_shape.values())
+        self.modules = len({module_of(name) for name in anchor})
+        self.anchors = []
+        for names in self.groups:
+            stacked = torch.stack([anchor[n].detach().float().flatten() for n in names])
+            self.anchors.append(F.log_softmax(stacked, dim=1) if form == "softmax_kl" else stacked)
+
+    def __call__(self, live: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = 0.0
+        for names, anchor in zip(self.groups, self.anchors, strict=True):
+            stacked = torch.stack([live[n].float().flatten() for n in names])
+            if self.form == "l2":  # ½‖v − v_prev‖²: its gradient is v − v_prev
+                total = total + 0.5 * (stacked - anchor).pow(2).sum()
+            else:  # Σ_rows KL(softmax(row) ‖ softmax(anchor row)), one row per weight
+                total = total + F.kl_div(
+                    anchor, F.log_softmax(stacked, dim=1), reduction="sum", log_target=True
+                )
+        return total if self.form == "l2" else total / self.modules
+
+
 def l2_term(live: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]) -> torch.Tensor:
-    """½‖v − v_prev‖² over all the weights (λ is applied by the caller); its gradient is v − v_prev."""
-    return 0.5 * sum(((p.float() - anchor[name].float()) ** 2).sum() for name, p in live.items())
+    """½‖v − v_prev‖² over all the weights (λ is applied by the caller)."""
+    return ProximalTerm(anchor, "l2")(live)
 
 
 def softmax_kl_term(live: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]) -> torch.Tensor:
     """(1/M) Σ_weights KL(softmax(vec w) ‖ softmax(vec w_prev)), M = the number of adapted modules."""
-    total = sum(
-        F.kl_div(
-            F.log_softmax(anchor[name].float().flatten(), dim=0),
-            F.log_softmax(p.float().flatten(), dim=0),
-            reduction="sum",
-            log_target=True,
-        )
-        for name, p in live.items()
-    )
-    return total / len({module_of(name) for name in live})
-
-
-TERMS = {"l2": l2_term, "softmax_kl": softmax_kl_term}
+    return ProximalTerm(anchor, "softmax_kl")(live)
 
 
 class ProximalHook(TrainHook):
@@ -70,6 +88,7 @@ class ProximalHook(TrainHook):
         if missing:
             raise ValueError(f"the anchor has no weight {missing[0]!r}")
         self.live, self.anchor, self.form, self.weight = live, anchor, form, weight
+        self.term = ProximalTerm({name: anchor[name] for name in live}, form)
         self._grad: list[torch.Tensor] | None = None
         self._calls = 0
         self._figures: dict[str, float] = {}
@@ -80,7 +99,7 @@ class ProximalHook(TrainHook):
 
     def loss_term(self, ctx: TrainContext) -> torch.Tensor:
         params = list(self.live.values())
-        term = self.weight * TERMS[self.form](self.live, self.anchor)
+        term = self.weight * self.term(self.live)
         if term.requires_grad:  # its own gradient, cheap (no activations): what the logs compare
             self._grad = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
             self._calls += 1
