@@ -117,6 +117,26 @@ def test_demo_quick_prints_the_comparison_table(tmp_path):
     assert rows["smollm2-135m + RecLoRA, DIN-routed (16 train samples)"]["samples"] == 48
 
 
+@pytest.mark.integration
+def test_continual_demo_quick_prints_the_table_the_verdict_and_resumes(tmp_path):
+    import os
+
+    wide = {**os.environ, "COLUMNS": "200"}
+    run = tmp_path / "continual"
+    args = ("demo", "--continual", "--quick", "--run-dir", str(run))
+    result = lifelora(*args, cwd=tmp_path, env=wide, timeout=1800)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((run / "results.json").read_text())
+    assert list(summary["strategies"]) == ["pretrain", "finetune", "peso"]
+    for strategy in summary["strategies"].values():
+        assert strategy["mean"]["periods_done"] == 3 and 0.0 <= strategy["mean"]["ndcg@10"] <= 1.0
+    verdict = json.loads((run / "verdict.json").read_text())
+    assert "single evolving LoRA" in verdict["sentence"] and "proximal gradient" in verdict["proximal"]
+    assert "peso" in result.stdout and (run / "results.png").is_file()
+    again = lifelora(*args, cwd=tmp_path, env=wide, timeout=1800)  # every period done: nothing retrains
+    assert again.returncode == 0 and "training a lora adapter" not in again.stderr
+
+
 def _ratios(figures):
     if isinstance(figures, dict):
         if "pairs" in figures:
