@@ -309,7 +309,7 @@ def test_click_through_runs_the_same_strategies(data, home, tmp_path, tmp_path_f
     summary = run_continual(cfg, tmp_path / "run", log=lambda _m: None, stream=stream)
     assert 0.0 <= summary["strategies"]["peso"]["mean"]["AUC"] <= 1.0
     if kind == "personalized":  # rows of several splits, each read through its own split
-        lens, task = stream._lens, stream.task
+        lens, task = stream.lens, stream.task
         test, valid = task.data.split("test"), task.data.split("valid")
         mixed = pl.concat([test[5:9], valid[2:4]])
         expected = torch.cat(

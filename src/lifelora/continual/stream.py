@@ -38,8 +38,6 @@ SPLIT_SHARES = (0.8, 0.1, 0.1)  # click-through: train / valid / test within a p
 class Stream:
     """The periods of one dataset for one task; subclasses supply the task's samples and model calls."""
 
-    metric: str  # the headline metric of the task's tables
-
     def __init__(self, task: Any, cfg: ContinualConfig, log: Callable[[str], object] = print):
         self.task, self.cfg, self.log = task, cfg, log
         self.data = task.data
@@ -165,8 +163,6 @@ class Stream:
 
 
 class NextItemStream(Stream):
-    metric = "ndcg@10"
-
     def targets(self, period: int, split: str) -> NextItemSamples:
         return block_leave_one_out(self.data, self.periods, period, split)
 
@@ -199,16 +195,16 @@ class NextItemStream(Stream):
         return PeriodLenses(self.data, self.periods, self.cfg.continual.lens, named, directory, self.log)
 
     @property
-    def _lens(self):
+    def lens(self):
         return None if self.lenses is None else self.lenses.at(self.period)
 
     def build(self, seed: int) -> Adapter:
         from lifelora.tasks.next_item.jobs import build
 
-        return build(self.task, self.cfg.model_copy(update={"train": self.settings(1.0, seed)}), self._lens)
+        return build(self.task, self.cfg.model_copy(update={"train": self.settings(1.0, seed)}), self.lens)
 
     def examples(self, samples: NextItemSamples):
-        return self.task.examples_of(self.cfg, samples, self._lens)
+        return self.task.examples_of(self.cfg, samples, self.lens)
 
     def loss_fn(self) -> Callable:
         from lifelora.tasks.next_item.jobs import code_loss
@@ -219,7 +215,7 @@ class NextItemStream(Stream):
         from lifelora.tasks.next_item.jobs import fit
 
         cfg = self.cfg.model_copy(update={"train": self.settings(lr_scale, seed)})
-        return fit(self.task, adapter, cfg, run_dir, lens=self._lens, hooks=hooks, stage=stage,
+        return fit(self.task, adapter, cfg, run_dir, lens=self.lens, hooks=hooks, stage=stage,
                    examples=self.examples(samples))  # fmt: skip
 
     def evaluate(self, model, samples, out_dir, name) -> dict:
@@ -236,8 +232,6 @@ class NextItemStream(Stream):
 
 
 class CTRStream(Stream):
-    metric = "AUC"
-
     @cached_property
     def _period_of_sample(self) -> np.ndarray:
         from lifelora.data.periods import sample_periods
@@ -265,7 +259,7 @@ class CTRStream(Stream):
         return users, offset[users] + samples["hist_len"].to_numpy()
 
     @cached_property
-    def _lens(self):
+    def lens(self):
         if self.cfg.adapter.kind == "personalized" and self.cfg.continual.lens != "frozen":
             raise LifeloraError(
                 f"continual.lens: {self.cfg.continual.lens} is for next-item (SASRec); a click-through "
@@ -276,10 +270,10 @@ class CTRStream(Stream):
     def build(self, seed: int) -> Adapter:
         from lifelora.tasks.ctr.jobs import build
 
-        return build(self.task, self.cfg.model_copy(update={"train": self.settings(1.0, seed)}), self._lens)
+        return build(self.task, self.cfg.model_copy(update={"train": self.settings(1.0, seed)}), self.lens)
 
     def examples(self, samples: pl.DataFrame):
-        routing = None if self._lens is None else self.task.routing_of(self._lens, samples)
+        routing = None if self.lens is None else self.task.routing_of(self.lens, samples)
         return self.task.examples_of(self.cfg, samples, routing)
 
     def loss_fn(self) -> Callable:
