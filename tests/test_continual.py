@@ -351,3 +351,35 @@ def test_cli_runs_resumes_reports_and_rejects_bad_input(run_cli, data, llama_dir
     assert bad_seeds.code == 2 and "--seeds: expected a comma-separated list of integers" in bad_seeds.stderr
     no_adapter = run_cli("continual", "run", "-c", path, "adapter=null", "--run-dir", tmp_path / "z")
     assert no_adapter.code == 2 and "a continual run trains an adapter" in no_adapter.stderr
+
+
+def test_with_two_epochs_each_period_keeps_its_best_validation_epoch(data, llama_dir, home, tmp_path):
+    cfg = continual_config(llama_dir, [{"name": "finetune"}])
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 2})})
+    task = NextItemTask(data, str(llama_dir), cfg.semantic_ids, log=lambda _m: None)
+    run_continual(cfg, tmp_path, log=lambda _m: None, stream=NextItemStream(task, cfg, lambda _m: None))
+    train = read_json(tmp_path / "seed-42" / "finetune" / "period-1" / "done.json")["train"]
+    assert len(train["valid_losses"]) == 2
+    assert train["valid_losses"][train["best_epoch"] - 1] == min(train["valid_losses"])
+
+
+def test_click_through_lenses_do_not_evolve_yet(data, home, tmp_path):
+    from test_lens import small_config
+
+    from lifelora.continual.config import ContinualCTRConfig
+    from lifelora.continual.stream import CTRStream
+    from lifelora.errors import LifeloraError
+    from lifelora.lens import Lens
+
+    Lens.create(small_config(), data).save(tmp_path / "lens")
+    cfg = ContinualCTRConfig.model_validate(
+        {
+            "dataset": "ml-synthetic",
+            "adapter": {"kind": "personalized", "r": 2, "n_loras": 3, "target_modules": ["q_proj"]},
+            "lens": str(tmp_path / "lens"),
+            "continual": {"lens": "finetune"},
+        }
+    )
+    task = type("Task", (), {"data": data})()
+    with pytest.raises(LifeloraError, match=r"^continual.lens: finetune is for next-item \(SASRec\)"):
+        _ = CTRStream(task, cfg, lambda _m: None).lens

@@ -112,7 +112,6 @@ def _train(
     if stream.cfg.train.epochs > 1 and stream.cfg.continual.select == "valid_loss":
         valid = BestEpoch(partial(stream.valid_loss, samples=stream.subset(period, "valid")), stream.log)
         hooks = [*hooks, valid]
-    torch.manual_seed(period_seed(seed, period))
     result = stream.fit(
         adapter, samples, lr_scale, period_seed(seed, period), directory, hooks, f"period {period}"
     )

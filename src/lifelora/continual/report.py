@@ -143,10 +143,10 @@ def table_columns(task: str) -> list[str]:
 def _cell(mean: float, std: float, key: str) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "–"
-    if key in ("adapters", "periods_done"):
+    if key in ("adapters", "periods_done", "seconds"):
         return f"{mean:.0f}"
-    if key in ("seconds", "adapter_mb"):
-        return f"{mean:.1f}" if key == "adapter_mb" else f"{mean:.0f}"
+    if key == "adapter_mb":
+        return f"{mean:.1f}"
     return f"{mean:.4f}" + ("" if std is None or math.isnan(std) else f" ± {std:.4f}")
 
 
