@@ -50,6 +50,15 @@ def continual_config(model_dir, strategies=None, **continual) -> ContinualNextIt
     return ContinualNextItemConfig.model_validate(tree)
 
 
+@pytest.fixture(scope="module")
+def late_data(tmp_path_factory):
+    """Four users arrive in the last period (a growing lens vocabulary has someone new to learn)."""
+    from synthetic import synthetic_prepared
+
+    directory = tmp_path_factory.mktemp("late") / "ml-synthetic"
+    return synthetic_prepared(directory, name="ml-synthetic", late_users=4)
+
+
 @pytest.fixture
 def stream(data, llama_dir, home):
     cfg = continual_config(llama_dir)
@@ -273,8 +282,16 @@ def test_a_personalized_bank_evolves_routed_by_a_sasrec_lens(data, llama_dir, ho
     assert lenses == ([] if lens_mode == "frozen" else ["period-0", "period-1", "period-2"])
 
 
-@pytest.mark.parametrize("kind", ["lora", "personalized"])
-def test_click_through_runs_the_same_strategies(data, home, tmp_path, tmp_path_factory, kind):
+@pytest.mark.parametrize(
+    ("kind", "lens_mode"),
+    [
+        ("lora", "frozen"),
+        ("personalized", "frozen"),
+        ("personalized", "finetune"),
+        ("personalized", "retrain"),
+    ],
+)
+def test_click_through_runs_the_same_strategies(late_data, home, tmp_path, tmp_path_factory, kind, lens_mode):
     from test_lens import small_config
 
     from lifelora.continual.config import ContinualCTRConfig
@@ -285,8 +302,9 @@ def test_click_through_runs_the_same_strategies(data, home, tmp_path, tmp_path_f
     model_dir = save_tiny(tmp_path_factory.mktemp("llama-ctr"), "llama")
     adapter = {"kind": kind, "r": 2, "target_modules": ["q_proj"]}
     if kind == "personalized":
-        Lens.create(small_config(), data).save(tmp_path / "lens")
+        Lens.create(small_config(**{"train.max_epochs": 2}), late_data).save(tmp_path / "lens")
         adapter |= {"n_loras": 3}
+    strategies = [{"name": "finetune"}, {"name": "peso", "proximal": "l2", "weight": 1.0}]
     cfg = ContinualCTRConfig.model_validate(
         {
             "adapter": adapter,
@@ -298,12 +316,13 @@ def test_click_through_runs_the_same_strategies(data, home, tmp_path, tmp_path_f
             "train": {"batch_size": 8, "grad_accum": 1, "lr": 5e-3, "precision": "fp32"},
             "continual": {
                 "periods": {"fractions": [0.5, 0.25, 0.25]},
-                "strategies": [{"name": "finetune"}, {"name": "peso", "proximal": "l2", "weight": 1.0}],
+                "strategies": strategies + ([{"name": "pretrain"}] if lens_mode != "frozen" else []),
                 "valid_samples": 8,
+                "lens": lens_mode,
             },
         }
     )
-    stream = CTRStream(CTRTask(data, str(model_dir), log=lambda _m: None), cfg, lambda _m: None)
+    stream = CTRStream(CTRTask(late_data, str(model_dir), log=lambda _m: None), cfg, lambda _m: None)
     statistics = stream.statistics()
     assert statistics["train_samples"].sum() > statistics["test_samples"].sum() > 0
     summary = run_continual(cfg, tmp_path / "run", log=lambda _m: None, stream=stream)
@@ -316,6 +335,26 @@ def test_click_through_runs_the_same_strategies(data, home, tmp_path, tmp_path_f
             [task.routing(lens, "test", np.arange(5, 9)), task.routing(lens, "valid", np.arange(2, 4))]
         )
         torch.testing.assert_close(task.routing_of(lens, mixed), expected)
+    if lens_mode == "frozen":
+        assert not (tmp_path / "run" / "lenses").exists()
+        return
+    lenses = [read_json(tmp_path / "run" / "lenses" / f"period-{t}" / "done.json") for t in range(3)]
+    trained_on = [lens["train_samples"] for lens in lenses]
+    period_train = [stream.targets(t, "train").height for t in range(3)]
+    if lens_mode == "retrain":  # everything so far
+        assert trained_on == list(np.cumsum(period_train))
+    else:  # the period's own samples, from the last period's lens
+        assert trained_on == period_train
+    users_known = [
+        len(Lens.load(tmp_path / "run" / "lenses" / f"period-{t}").encoder.vocabularies["user.user"])
+        for t in range(3)
+    ]
+    assert users_known == sorted(users_known) and users_known[0] < users_known[-1]
+    evals = tmp_path / "run" / "seed-42" / "evals"
+    # pretrain's one adapter is evaluated anew under each period's lens: another recommender each time
+    assert sorted(p.parent.name for p in (evals / "period-0").glob("lens-*/block-*.json")) == [
+        "lens-0", "lens-0", "lens-1", "lens-1", "lens-2"
+    ]  # fmt: skip
 
 
 def test_cli_runs_resumes_reports_and_rejects_bad_input(run_cli, data, llama_dir, home, tmp_path):
@@ -361,25 +400,3 @@ def test_with_two_epochs_each_period_keeps_its_best_validation_epoch(data, llama
     train = read_json(tmp_path / "seed-42" / "finetune" / "period-1" / "done.json")["train"]
     assert len(train["valid_losses"]) == 2
     assert train["valid_losses"][train["best_epoch"] - 1] == min(train["valid_losses"])
-
-
-def test_click_through_lenses_do_not_evolve_yet(data, home, tmp_path):
-    from test_lens import small_config
-
-    from lifelora.continual.config import ContinualCTRConfig
-    from lifelora.continual.stream import CTRStream
-    from lifelora.errors import LifeloraError
-    from lifelora.lens import Lens
-
-    Lens.create(small_config(), data).save(tmp_path / "lens")
-    cfg = ContinualCTRConfig.model_validate(
-        {
-            "dataset": "ml-synthetic",
-            "adapter": {"kind": "personalized", "r": 2, "n_loras": 3, "target_modules": ["q_proj"]},
-            "lens": str(tmp_path / "lens"),
-            "continual": {"lens": "finetune"},
-        }
-    )
-    task = type("Task", (), {"data": data})()
-    with pytest.raises(LifeloraError, match=r"^continual.lens: finetune is for next-item \(SASRec\)"):
-        _ = CTRStream(task, cfg, lambda _m: None).lens

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -167,6 +168,14 @@ def test_sim_reads_a_precomputed_history_index(data, tmp_path):
     recent = data.recent_history(data.split("test"), 5)
     assert encoded.batch(torch.arange(3)).history_mask.shape == (3, 5)
     assert np.array_equal(encoded._history_mask.numpy(), recent.mask)
+    test, valid = data.split("test"), data.split("valid")
+    mixed = lens.encode_samples(data, pl.concat([test[5:9], valid[2:4]]))  # each row read through its split
+    for name, separate in (("_history_rows", (test, 5, 9)), ("_history_mask", (test, 5, 9))):
+        whole = getattr(lens.encode(data, "test", rows=np.arange(5, 9)), name)
+        assert torch.equal(getattr(mixed, name)[:4], whole), (name, separate)
+    assert torch.equal(
+        mixed._history_rows[4:], lens.encode(data, "valid", rows=np.arange(2, 4))._history_rows
+    )
 
 
 def test_sim_defaults_to_the_index_lifelora_retrieve_writes(lifelora_home):
@@ -214,3 +223,29 @@ def test_loading_a_non_lens_directory_or_corrupt_weights_fails_clearly(trained, 
     (broken / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(LifeloraError, match="cannot load lens weights"):
         Lens.load(broken)
+
+
+def test_a_lens_going_on_from_an_earlier_one_keeps_what_it_knew_and_grows_its_vocabularies(tmp_path):
+    """A continual period's lens (`Lens.create(until, start)`): vocabularies grown to the new users and
+    items, every row and weight of the earlier lens carried over, so samples it fully knew score the same."""
+    data = synthetic_prepared(tmp_path / "d", late_users=4)
+    timestamps = data.sequences["timestamp"].to_numpy()
+    early = int(np.quantile(timestamps, 0.5))
+    torch.manual_seed(0)
+    first = Lens.create(small_config(), data, until=early)
+    torch.manual_seed(1)
+    grown = Lens.create(small_config(), data, until=int(timestamps.max()), start=first)
+    before, after = first.encoder.vocabularies, grown.encoder.vocabularies
+    assert all(set(before[field]) <= set(after[field]) for field in before)
+    assert len(after["user.user"]) > len(before["user.user"])  # (every item of these data is seen early)
+    new_user = sorted(set(after["user.user"]) - set(before["user.user"]))[0]
+    new_row = grown.model.user_embeddings[0].weight[after["user.user"].index(new_user) + 1]
+    assert torch.count_nonzero(new_row) > 0  # a fresh row, not the zero "unknown" one
+    samples = data.samples.filter(pl.col("timestamp") <= early)
+    assert samples.height > 0
+    _, hidden_first = first.predict(first.encode_samples(data, samples), hidden=True)
+    _, hidden_grown = grown.predict(grown.encode_samples(data, samples), hidden=True)
+    torch.testing.assert_close(hidden_grown, hidden_first)
+    later = data.samples.filter(pl.col("timestamp") > early)
+    _, hidden_later = first.predict(first.encode_samples(data, later), hidden=True)
+    assert not torch.allclose(grown.predict(grown.encode_samples(data, later), hidden=True)[1], hidden_later)

@@ -37,8 +37,9 @@ class ContinualSettings(BaseModel):
     )
     lens: Literal["frozen", "finetune", "retrain"] = Field(
         "frozen",
-        description="the SASRec lens routing a personalized adapter: frozen (as trained), or trained per "
-        "period on the data so far, from scratch (retrain) or from the last period's (finetune)",
+        description="the lens routing a personalized adapter (SASRec for next-item, DIN/SIM for "
+        "click-through): frozen (as trained), or trained per period, from scratch on the data so far "
+        "(retrain) or from the last period's lens on the new period (finetune)",
     )
     seeds: list[int] = Field([42], min_length=1, description="training seeds (adapter init, dropout, order)")
 

@@ -11,6 +11,7 @@ Run directory of one seed:
     period-0/                   adapter/<branch>/, branches.json, curve.json, done.json
     <strategy>/period-<t>/      the same, plus strategy.safetensors (an anchor, a subspace)
     evals/<model>/block-<j>.json   the metrics of one trained model on block j's test set
+    evals/<model>/lens-<t>/block-<j>.json   the same when the lens evolves: routed by period t's lens
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lifelora.adapters import Adapter, load
+from lifelora.continual.config import ContinualConfig
 from lifelora.continual.strategies import PeriodContext, Strategy
 from lifelora.continual.stream import Stream
 from lifelora.io import atomic_path, read_json, write_json
@@ -35,6 +37,17 @@ FIRST = "period-0"
 def period_seed(seed: int, period: int) -> int:
     """One seed per (run seed, period): a period's training never depends on how the run got there."""
     return seed * 1000 + period
+
+
+def eval_path(evals: Path, cfg: ContinualConfig, model_key: str, period: int, block: int) -> Path:
+    """Where the metrics of a model on block `block`'s test set, evaluated after `period`, are kept. With
+    an evolving lens they are kept per routing lens: the same adapter routed by another period's lens is
+    another recommender (pretrain's period-0 adapter is evaluated anew under every period's lens)."""
+    evolving = (
+        cfg.adapter is not None and cfg.adapter.kind == "personalized" and cfg.continual.lens != "frozen"
+    )
+    routed = evals / model_key / f"lens-{period}" if evolving else evals / model_key
+    return routed / f"block-{block}.json"
 
 
 def blocks_after(n_periods: int, matrix: str, period: int) -> list[int]:
@@ -85,7 +98,7 @@ def evaluate_model(
     """The model's metrics on each block `blocks_after(period)` names, computed once per (model, block)."""
     results = {}
     for block in blocks_after(stream.n_periods, stream.cfg.continual.matrix, period):
-        path = evals / model_key / f"block-{block}.json"
+        path = eval_path(evals, stream.cfg, model_key, period, block)
         if not path.is_file():
             stream.log(f"evaluating {model_key} on block {block}'s test set")
             with adapter.merged():

@@ -13,7 +13,7 @@ import numpy as np
 from rich.table import Table
 
 from lifelora.continual.config import ContinualConfig
-from lifelora.continual.engine import FIRST, blocks_after
+from lifelora.continual.engine import FIRST, blocks_after, eval_path
 from lifelora.io import atomic_path, read_json, write_json
 from lifelora.metrics.continual import transfer_summary
 from lifelora.report import plot_lines
@@ -48,7 +48,7 @@ def _matrix(
         if key is None:
             continue
         for block in blocks_after(n, cfg.continual.matrix, period):
-            path = root / "evals" / key / f"block-{block}.json"
+            path = eval_path(root / "evals", cfg, key, period, block)
             matrix[period, block] = _value(read_json(path) if path.is_file() else None, metric, group)
     return matrix
 
@@ -56,7 +56,7 @@ def _matrix(
 def _baseline(root: Path, cfg: ContinualConfig, metric: str) -> np.ndarray | None:
     """The period-0 model's score on every block (what forward transfer is measured against)."""
     n = cfg.continual.periods.n_periods
-    paths = [root / "evals" / FIRST / f"block-{j}.json" for j in range(n)]
+    paths = [eval_path(root / "evals", cfg, FIRST, 0, j) for j in range(n)]
     if not all(p.is_file() for p in paths):
         return None
     return np.array([_value(read_json(p), metric) for p in paths])

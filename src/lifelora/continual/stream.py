@@ -22,6 +22,7 @@ import torch
 
 from lifelora.adapters import Adapter
 from lifelora.continual.config import ContinualConfig, ContinualCTRConfig, ContinualNextItemConfig
+from lifelora.continual.lens import ClickLenses, PeriodLenses, SequenceLenses
 from lifelora.continual.strategies import SamplePool
 from lifelora.data.periods import interaction_periods, period_statistics
 from lifelora.data.sequential import NextItemSamples, block_leave_one_out
@@ -95,8 +96,26 @@ class Stream:
         return self._subsets[key]
 
     def use_period(self, period: int) -> None:
-        """The engine enters `period` (a task whose lens evolves switches to that period's)."""
+        """The engine enters `period`: a personalized adapter routes with that period's lens from now on
+        (`continual.lens`; frozen: always the named one). A lens still to train trains here, before the
+        engine seeds the period's training: its own seeding must not move the adapter's random stream (a
+        resumed run loads it instead)."""
         self.period = period
+        if self.lenses is not None:
+            self.lenses.at(period)
+
+    @cached_property
+    def lenses(self) -> PeriodLenses | None:
+        named = self.task.lens(self.cfg)
+        return None if named is None else self._period_lenses(named, self.run_dir / "lenses")
+
+    def _period_lenses(self, named: Any, directory: Path) -> PeriodLenses:
+        raise NotImplementedError
+
+    @property
+    def lens(self) -> Any:
+        """The lens routing the personalized adapter now (None for other adapters)."""
+        return None if self.lenses is None else self.lenses.at(self.period)
 
     def pool(self) -> SamplePool:
         return SamplePool(partial(self.subset, split="train"), self.concat, self.size, self.take)
@@ -176,27 +195,8 @@ class NextItemStream(Stream):
         offset = self.data.users["seq_offset"].to_numpy().astype(np.int64)
         return samples.user_idx, offset[samples.user_idx] + samples.position
 
-    def use_period(self, period: int) -> None:
-        """Route with the lens of `period` from now on (`continual.lens`; frozen: always the named one).
-        A lens still to train trains here, before the engine seeds the period's training: its own
-        seeding must not move the adapter's random stream (a resumed run loads it instead)."""
-        super().use_period(period)
-        if self.lenses is not None:
-            self.lenses.at(period)
-
-    @cached_property
-    def lenses(self):
-        from lifelora.continual.lens import PeriodLenses
-
-        named = self.task.lens(self.cfg)
-        if named is None:
-            return None
-        directory = self.run_dir / "lenses"
-        return PeriodLenses(self.data, self.periods, self.cfg.continual.lens, named, directory, self.log)
-
-    @property
-    def lens(self):
-        return None if self.lenses is None else self.lenses.at(self.period)
+    def _period_lenses(self, named: Any, directory: Path) -> PeriodLenses:
+        return SequenceLenses(self.data, self.periods, self.cfg.continual.lens, named, directory, self.log)
 
     def build(self, seed: int) -> Adapter:
         from lifelora.tasks.next_item.jobs import build
@@ -258,14 +258,8 @@ class CTRStream(Stream):
         offset = self.data.users["seq_offset"].to_numpy().astype(np.int64)
         return users, offset[users] + samples["hist_len"].to_numpy()
 
-    @cached_property
-    def lens(self):
-        if self.cfg.adapter.kind == "personalized" and self.cfg.continual.lens != "frozen":
-            raise LifeloraError(
-                f"continual.lens: {self.cfg.continual.lens} is for next-item (SASRec); a click-through "
-                "run routes with its DIN/SIM lens frozen"
-            )
-        return self.task.lens(self.cfg)
+    def _period_lenses(self, named: Any, directory: Path) -> PeriodLenses:
+        return ClickLenses(self.data, self.targets, self.cfg.continual.lens, named, directory, self.log)
 
     def build(self, seed: int) -> Adapter:
         from lifelora.tasks.ctr.jobs import build

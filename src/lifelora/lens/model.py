@@ -9,13 +9,13 @@ import polars as pl
 import torch
 from safetensors.torch import load_file, save_file
 
-from lifelora.data.prepared import History, PreparedData
+from lifelora.data.prepared import PreparedData
 from lifelora.distributed import map_batches
 from lifelora.errors import LifeloraError
 from lifelora.io import atomic_dir, read_json, write_json
 from lifelora.lens.config import LensConfig
 from lifelora.lens.din import DIN
-from lifelora.lens.features import EncodedSplit, FieldEncoder
+from lifelora.lens.features import ITEM_FIELDS, EncodedSplit, FieldEncoder
 from lifelora.precision import autocast
 
 
@@ -44,40 +44,57 @@ class Lens:
         self.fingerprint = fingerprint
 
     @classmethod
-    def create(cls, config: LensConfig, data: PreparedData, until: int | None = None) -> Lens:
-        """An untrained lens knowing the users and items seen by `until` (None: the training split's end)."""
+    def create(
+        cls, config: LensConfig, data: PreparedData, until: int | None = None, start: Lens | None = None
+    ) -> Lens:
+        """An untrained lens knowing the users and items seen by `until` (None: the training split's end).
+
+        With `start` (a continual period's lens going on from the last one's), every weight of `start` is
+        carried over, each embedding row to its value's place in the grown vocabularies; the values
+        `start` never saw (new users, items, genres) keep their fresh rows."""
         encoder = FieldEncoder.fit(data, until)
         model = DIN(config.model, encoder.field_sizes(), encoder.user_fields)
+        if start is not None:
+            model.load_state_dict(_carried_over(start, encoder, model.state_dict()))
         return cls(config, encoder, model, data.meta["fingerprint"])
 
     @property
     def hidden_size(self) -> int:
         return self.model.hidden_size
 
-    def history(
-        self, data: PreparedData, samples: pl.DataFrame, split: str, n_split: int, rows: np.ndarray | None
-    ) -> History:
-        """The lens's history window of `samples` (rows `rows` of a split of `n_split` rows)."""
-        if self.config.kind == "sim":
-            positions = load_history_index(self.config.history_index, split, n_split)
-            return data.indexed_history(samples, positions if rows is None else positions[rows])
-        return data.recent_history(samples, self.config.model.history_length)
-
     def encode(
         self, data: PreparedData, split: str, limit: int | None = None, rows: np.ndarray | None = None
     ) -> EncodedSplit:
         """The split (its first `limit` rows, or the rows at positions `rows`) as lens inputs."""
-        self.check_matches(data)
         samples = data.split(split)
-        n_split = samples.height
         if limit is not None:
-            rows = np.arange(min(limit, n_split))
-        if rows is not None:
-            samples = samples[rows]
-        history = self.history(data, samples, split, n_split, rows)
+            rows = np.arange(min(limit, samples.height))
+        return self.encode_samples(data, samples if rows is None else samples[rows])
+
+    def encode_samples(self, data: PreparedData, samples: pl.DataFrame) -> EncodedSplit:
+        """Any rows of the samples table as lens inputs (a continual period's rows span several splits)."""
+        self.check_matches(data)
+        if self.config.kind == "sim":
+            history = data.indexed_history(samples, self._retrieved_positions(data, samples))
+        else:
+            history = data.recent_history(samples, self.config.model.history_length)
         return EncodedSplit(
             samples, history, self.encoder, self.encoder.user_table(data), self.encoder.item_table(data)
         )
+
+    def _retrieved_positions(self, data: PreparedData, samples: pl.DataFrame) -> np.ndarray:
+        """SIM's history positions of each sample, read from its own split's rows of the history index."""
+        splits = samples["split"].cast(pl.Utf8).to_numpy()
+        ids = samples["sample_id"].to_numpy()
+        positions: np.ndarray | None = None
+        for split in np.unique(splits):
+            in_split = data.split(str(split))["sample_id"].to_numpy()
+            index = load_history_index(self.config.history_index, str(split), len(in_split))
+            if positions is None:
+                positions = np.full((samples.height, index.shape[1]), -1, dtype=np.int64)
+            mine = np.flatnonzero(splits == split)
+            positions[mine] = index[np.searchsorted(in_split, ids[mine])]  # sample ids ascend in a split
+        return np.zeros((0, 0), dtype=np.int64) if positions is None else positions
 
     def check_matches(self, data: PreparedData) -> None:
         if data.meta["fingerprint"] != self.fingerprint:
@@ -151,3 +168,29 @@ class Lens:
             ) from None
         model.eval()
         return cls(config, encoder, model, state["fingerprint"])
+
+
+def _carried_over(
+    start: Lens, encoder: FieldEncoder, fresh: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """`fresh` (a new lens's state for `encoder`) with `start`'s weights: embedding rows moved to their
+    value's code in `encoder`, every other weight copied."""
+    if start.encoder.user_fields != encoder.user_fields:
+        raise LifeloraError(
+            f"cannot go on from a lens with user fields {start.encoder.user_fields}: this one has "
+            f"{encoder.user_fields}"
+        )
+    tables = {f"user_embeddings.{i}.weight": f"user.{f}" for i, f in enumerate(encoder.user_fields)}
+    tables |= {f"item_embeddings.{i}.weight": f"item.{f}" for i, f in enumerate(ITEM_FIELDS)}
+    state = {name: tensor.clone() for name, tensor in fresh.items()}
+    for name, weights in start.model.state_dict().items():
+        if name not in tables:
+            state[name] = weights.clone()
+            continue
+        code = {value: i + 1 for i, value in enumerate(encoder.vocabularies[tables[name]])}
+        old = [(i + 1, code[value]) for i, value in enumerate(start.encoder.vocabularies[tables[name]])
+               if value in code]  # fmt: skip
+        if old:
+            rows_from, rows_to = (torch.tensor(column) for column in zip(*old, strict=True))
+            state[name][rows_to] = weights[rows_from]
+    return state

@@ -103,16 +103,32 @@ class Validation(TrainHook):
         return False
 
 
-def fit(config: LensConfig, data: PreparedData, run_dir: Path, log=print) -> tuple[Lens, dict]:
+def fit(
+    config: LensConfig,
+    data: PreparedData,
+    run_dir: Path,
+    log=print,
+    train: pl.DataFrame | None = None,
+    valid: pl.DataFrame | None = None,
+    until: int | None = None,
+    start: Lens | None = None,
+) -> tuple[Lens, dict]:
     """Train with early stopping; the best epoch's weights end up in `run_dir/lens` and are returned.
 
+    Default: the training split, validated on the validation split, vocabularies as of the training
+    split's end. A continual period passes its own `train` and `valid` samples, the time its
+    vocabularies reach (`until`) and `start`, a lens to go on training from (`Lens.create`).
     Seeded once, here: model init, then dropout in training, draw one stream (the loop does not reseed);
     the data order depends on the seed and the epoch only."""
     cfg = config.train
     seed_everything(cfg.seed)
-    lens = Lens.create(config, data)
-    rows = LensRows(lens.encode(data, "train", limit=cfg.max_train_samples))
-    validation = Validation(lens, lens.encode(data, "valid"), run_dir, log)
+    lens = Lens.create(config, data, until, start)
+    if train is None:
+        rows = LensRows(lens.encode(data, "train", limit=cfg.max_train_samples))
+    else:
+        rows = LensRows(lens.encode_samples(data, train.head(cfg.max_train_samples or train.height)))
+    valid_split = lens.encode(data, "valid") if valid is None else lens.encode_samples(data, valid)
+    validation = Validation(lens, valid_split, run_dir, log)
     train_model(lens.model, rows, rows.collate, lens_loss, cfg, run_dir, hooks=[validation], log=log)
     summary = {
         "best_epoch": validation.best_epoch,

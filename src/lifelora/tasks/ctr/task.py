@@ -89,14 +89,7 @@ class CTRTask:
         return hidden
 
     def routing_of(self, lens: Lens, samples: pl.DataFrame) -> torch.Tensor:
-        """The lens's hidden vectors for any rows of the samples table, each read through its own split
-        (a continual period's rows span several)."""
-        hidden = torch.empty(samples.height, lens.hidden_size)
-        splits = samples["split"].cast(pl.Utf8).to_numpy()
-        ids = samples["sample_id"].to_numpy()
-        for split in np.unique(splits):
-            in_split = self.data.split(str(split))["sample_id"].to_numpy()
-            mine = np.flatnonzero(splits == split)
-            rows = np.searchsorted(in_split, ids[mine])  # sample ids ascend within a split
-            hidden[torch.from_numpy(mine)] = self.routing(lens, str(split), rows)
+        """The lens's hidden vectors for any rows of the samples table (a continual period's rows span
+        several splits)."""
+        _, hidden = lens.predict(lens.encode_samples(self.data, samples), hidden=True)
         return hidden
