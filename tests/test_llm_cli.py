@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import polars as pl
 import pytest
 import yaml
 from synthetic import synthetic_prepared
@@ -68,6 +69,21 @@ def test_train_evaluate_and_recommend(setup, run_cli, tmp_path):
     result = run_cli("export-user", run, "3", "--out", tmp_path / "user-3")
     assert result.code == 2 and "not a personalized one" in result.error_lines[-1]
     assert not (tmp_path / "user-3").exists()
+
+
+def test_scoring_in_fp32_gives_the_same_scores_whatever_the_training_precision(setup, run_cli, tmp_path):
+    """`eval.precision: fp32` scores as an all-fp32 run does, on a CPU with native bf16 or without."""
+    config, _ = setup
+    settings = {"fp32": [], "bf16-scored-fp32": ["train.precision=bf16", "eval.precision=fp32"]}
+    for name, overrides in settings.items():
+        result = run_cli("evaluate", "-c", config, "subset.eval=40", "--run-dir", tmp_path / name, *overrides)
+        assert result.code == 0, result.stderr
+    recorded = json.loads((tmp_path / "bf16-scored-fp32" / "metrics.json").read_text())
+    assert (recorded["precision"], recorded["eval_precision"]) == ("bf16", "fp32")
+    run = json.loads((tmp_path / "bf16-scored-fp32" / "run.json").read_text())
+    assert (run["precision"], run["eval_precision"]) == ("bf16", "fp32")
+    scores = [pl.read_parquet(tmp_path / name / "predictions_test.parquet")["score"] for name in settings]
+    assert scores[0].equals(scores[1])
 
 
 def test_retrieved_history_feeds_a_sim_lens(setup, run_cli, tmp_path):

@@ -34,6 +34,11 @@ def resolve(precision: str, device: str | torch.device = "cpu") -> str:
     return precision
 
 
+def run_precisions(train: str, scoring: str, device: str | torch.device = "cpu") -> dict[str, str]:
+    """What a run records: the precisions it trains and scores at, `auto` resolved on `device`."""
+    return {"precision": resolve(train, device), "eval_precision": resolve(scoring, device)}
+
+
 def autocast(precision: str, device: str | torch.device = "cpu"):
     """bf16 autocast for `bf16` (and `auto` where bf16 is native); a no-op otherwise."""
     if resolve(precision, device) == "bf16":

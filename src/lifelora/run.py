@@ -90,11 +90,12 @@ def environment() -> dict:
 def record_run(run_dir: Path, config: BaseModel, command: str) -> None:
     """config.yaml and run.json; run.json also gets the precision the run trains and scores at here
     (`auto` resolved: bf16 where it is native on the device the run uses, else fp32)."""
-    from lifelora.precision import resolve
+    from lifelora.precision import run_precisions
 
     write_yaml(run_dir / "config.yaml", config.model_dump(mode="json"))
     precision = getattr(getattr(config, "train", None), "precision", None)
-    resolved = {"precision": resolve(precision, _device())} if precision else {}
+    scoring = getattr(config, "scoring_precision", precision)
+    resolved = run_precisions(precision, scoring, _device()) if precision else {}
     write_json(run_dir / "run.json", {"command": command, **resolved, **environment()})
 
 

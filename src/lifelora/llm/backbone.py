@@ -31,6 +31,10 @@ class Backbone:
         return self.model.config.hidden_size
 
     @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
     def base_model_name(self) -> str:
         """What an adapter's `base_model_name_or_path` should say: the Hub id, else the name as given."""
         return self.hub_id or self.name

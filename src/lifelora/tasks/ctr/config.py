@@ -37,6 +37,11 @@ class EvalSettings(BaseModel):
 
     split: Literal["valid", "test"] = "test"
     batch_size: int = Field(32, ge=1)
+    precision: Literal["auto", "fp32", "bf16"] | None = Field(
+        None,
+        description="scoring precision (null: the training's); fp32 gives the same scores on every CPU, "
+        "whether it has native bf16 or not",
+    )
 
 
 class CTRConfig(BaseModel):
@@ -67,3 +72,7 @@ class CTRConfig(BaseModel):
     @property
     def name(self) -> str:
         return self.adapter.kind if self.adapter else "zero-shot"
+
+    @property
+    def scoring_precision(self) -> str:
+        return self.eval.precision or self.train.precision

@@ -25,7 +25,7 @@ from lifelora.io import write_json, write_parquet
 from lifelora.lens import Lens
 from lifelora.llm.logits import last_logits
 from lifelora.metrics.ctr import ctr_metrics
-from lifelora.precision import resolve
+from lifelora.precision import run_precisions
 from lifelora.report import plot_curve
 from lifelora.tasks.ctr.config import CTRConfig
 from lifelora.tasks.ctr.examples import CTRExamples
@@ -127,7 +127,7 @@ def score_examples(
         task.backbone.tokenizer.pad_token_id,
         examples.builder.answer_ids,
         batch_size=cfg.eval.batch_size,
-        precision=cfg.train.precision,
+        precision=cfg.scoring_precision,
         routing=examples.routing,
     )
     seconds = time.perf_counter() - start
@@ -148,11 +148,6 @@ def score_examples(
             ),
         )
     return metrics, scores
-
-
-def _precision(task: CTRTask, cfg: CTRConfig) -> str:
-    """The precision the run trained and scored at: `auto` resolved on the backbone's device."""
-    return resolve(cfg.train.precision, next(task.backbone.model.parameters()).device)
 
 
 def train_and_evaluate(task: CTRTask, cfg: CTRConfig, run_dir: Path, resume: bool = False) -> dict:
@@ -181,7 +176,7 @@ def train_and_evaluate(task: CTRTask, cfg: CTRConfig, run_dir: Path, resume: boo
         "adapter": cfg.name,
         "train_samples": result["train_samples"],
         "subset_seed": cfg.subset.seed,
-        "precision": _precision(task, cfg),
+        **run_precisions(cfg.train.precision, cfg.scoring_precision, task.backbone.device),
         "train": {k: v for k, v in result.items() if k not in ("curve", "is_main_process", "train_samples")},
         "metrics": {cfg.eval.split: metrics},
     }
@@ -204,7 +199,7 @@ def evaluate_run(task: CTRTask, cfg: CTRConfig, run_dir: Path, adapter_dir: Path
         "dataset": task.data.name,
         "model": cfg.model,
         "adapter": str(adapter_dir) if adapter_dir else "zero-shot",
-        "precision": _precision(task, cfg),
+        **run_precisions(cfg.train.precision, cfg.scoring_precision, task.backbone.device),
         "metrics": {cfg.eval.split: metrics},
     }
     if distributed.is_main_process():

@@ -49,7 +49,7 @@ def recommend(
         task.backbone.tokenizer.pad_token_id,
         builder.answer_ids,
         batch_size=batch_size,
-        precision=cfg.train.precision,
+        precision=cfg.scoring_precision,
     )
     top = np.argsort(-scores, kind="stable")[:k]
     return pl.DataFrame(

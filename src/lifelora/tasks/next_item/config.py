@@ -50,6 +50,11 @@ class NextItemEval(BaseModel):
     top_k: int = Field(10, ge=1, description="length of the saved ranked lists (exact decoding)")
     ks: list[int] = Field([5, 10], min_length=1)
     batch_size: int = Field(16, ge=1, description="users per decoding batch")
+    precision: Literal["auto", "fp32", "bf16"] | None = Field(
+        None,
+        description="scoring precision (null: the training's); fp32 gives the same scores on every CPU, "
+        "whether it has native bf16 or not",
+    )
 
 
 class NextItemConfig(BaseModel):
@@ -88,3 +93,7 @@ class NextItemConfig(BaseModel):
     @property
     def name(self) -> str:
         return self.adapter.kind if self.adapter else "no-training"
+
+    @property
+    def scoring_precision(self) -> str:
+        return self.eval.precision or self.train.precision

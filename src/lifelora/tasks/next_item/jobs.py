@@ -22,7 +22,7 @@ from lifelora.io import write_json, write_parquet
 from lifelora.lens.sasrec import SASRecLens
 from lifelora.llm.logits import tail_logits
 from lifelora.metrics.ranking import NOT_FOUND, ranking_metrics, ranks_from_lists, target_ranks
-from lifelora.precision import resolve
+from lifelora.precision import run_precisions
 from lifelora.report import plot_curve
 from lifelora.tasks.next_item.config import NextItemConfig
 from lifelora.tasks.next_item.decoding import beam_search, exact_scores
@@ -121,7 +121,7 @@ def decode(
         pad_id=task.backbone.tokenizer.pad_token_id,
         temperature=cfg.prompt.temperature,
         batch_size=cfg.eval.batch_size,
-        precision=cfg.train.precision,
+        precision=cfg.scoring_precision,
         routing=examples.routing,
     )
     if cfg.eval.decoding == "beam":
@@ -195,10 +195,6 @@ def ranked_lists(
     )
 
 
-def _precision(task: NextItemTask, cfg: NextItemConfig) -> str:
-    return resolve(cfg.train.precision, next(task.backbone.model.parameters()).device)
-
-
 def _summary(task: NextItemTask, cfg: NextItemConfig, adapter: str, metrics: dict, **extra) -> dict:
     return {
         "task": "next-item",
@@ -206,7 +202,7 @@ def _summary(task: NextItemTask, cfg: NextItemConfig, adapter: str, metrics: dic
         "model": cfg.model,
         "adapter": adapter,
         "codes": {"level_sizes": task.codes.level_sizes, **task.codes.stats},
-        "precision": _precision(task, cfg),
+        **run_precisions(cfg.train.precision, cfg.scoring_precision, task.backbone.device),
         **extra,
         "metrics": {cfg.eval.split: metrics},
     }
@@ -292,7 +288,7 @@ def recommend(
         pad_id=task.backbone.tokenizer.pad_token_id,
         beams=max(k, cfg.eval.beams),
         temperature=cfg.prompt.temperature,
-        precision=cfg.train.precision,
+        precision=cfg.scoring_precision,
         routing=routing,
     )
     keep = items[0] >= 0
