@@ -18,6 +18,7 @@ get fresh rows, known ones keep theirs)."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +35,7 @@ from lifelora.lens.sasrec import SASRecLens
 LensMode = Literal["frozen", "finetune", "retrain"]
 
 
-class PeriodLenses:
+class PeriodLenses(ABC):
     """One lens per period, trained when first asked for (or loaded from a finished earlier run)."""
 
     def __init__(self, mode: LensMode, named: Any, directory: Path, log: Callable[[str], object] = print):
@@ -57,8 +58,8 @@ class PeriodLenses:
         write_json(run_dir / "done.json", {"mode": self.mode, **summary})
         return lens
 
-    def _fit(self, period: int, start: Any, run_dir: Path) -> tuple[Any, dict]:
-        raise NotImplementedError
+    @abstractmethod
+    def _fit(self, period: int, start: Any, run_dir: Path) -> tuple[Any, dict]: ...
 
 
 class SequenceLenses(PeriodLenses):

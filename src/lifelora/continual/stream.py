@@ -11,6 +11,7 @@ training samples, `subset.eval` tested, `continual.valid_samples` validated; see
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from functools import cached_property, partial
 from pathlib import Path
@@ -36,7 +37,7 @@ from lifelora.training import TrainHook, mean_loss
 SPLIT_SHARES = (0.8, 0.1, 0.1)  # click-through: train / valid / test within a period, in time order
 
 
-class Stream:
+class Stream(ABC):
     """The periods of one dataset for one task; subclasses supply the task's samples and model calls."""
 
     def __init__(self, task: Any, cfg: ContinualConfig, log: Callable[[str], object] = print):
@@ -66,17 +67,17 @@ class Stream:
 
     # --- samples -------------------------------------------------------------------------------------
 
-    def targets(self, period: int, split: str) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def targets(self, period: int, split: str) -> Any: ...
 
     def size(self, samples: Any) -> int:
         return len(samples)
 
-    def take(self, samples: Any, rows: np.ndarray) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def take(self, samples: Any, rows: np.ndarray) -> Any: ...
 
-    def concat(self, parts: Sequence[Any]) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def concat(self, parts: Sequence[Any]) -> Any: ...
 
     def subset(self, period: int, split: str) -> Any:
         """The period's fixed seeded subset of `split` (the whole split when it is smaller)."""
@@ -109,8 +110,8 @@ class Stream:
         named = self.task.lens(self.cfg)
         return None if named is None else self._period_lenses(named, self.run_dir / "lenses")
 
-    def _period_lenses(self, named: Any, directory: Path) -> PeriodLenses:
-        raise NotImplementedError
+    @abstractmethod
+    def _period_lenses(self, named: Any, directory: Path) -> PeriodLenses: ...
 
     @property
     def lens(self) -> Any:
@@ -126,25 +127,26 @@ class Stream:
         offset = self.data.users["seq_offset"].to_numpy().astype(np.int64)
         return self.periods[offset[users]] < self.periods[rows]
 
-    def _users_and_rows(self, samples: Any) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+    @abstractmethod
+    def _users_and_rows(self, samples: Any) -> tuple[np.ndarray, np.ndarray]: ...
 
     # --- model -------------------------------------------------------------------------------------
 
-    def build(self, seed: int) -> Adapter:
-        raise NotImplementedError
+    @abstractmethod
+    def build(self, seed: int) -> Adapter: ...
 
-    def examples(self, samples: Any) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def examples(self, samples: Any) -> Any: ...
 
-    def loss_fn(self) -> Callable:
-        raise NotImplementedError
+    @abstractmethod
+    def loss_fn(self) -> Callable: ...
 
+    @abstractmethod
     def fit(
         self, adapter: Adapter, samples: Any, lr_scale: float, seed: int, run_dir: Path,
         hooks: Sequence[TrainHook], stage: str,
     ) -> dict:  # fmt: skip
-        raise NotImplementedError
+        ...
 
     def settings(self, lr_scale: float, seed: int):
         """The period's training settings: D1's, the learning rate scaled, no mid-period checkpoints (a
@@ -176,9 +178,9 @@ class Stream:
                 self.loss_fn()(model, batch)
         model.train()
 
+    @abstractmethod
     def evaluate(self, model: torch.nn.Module, samples: Any, out_dir: Path, name: str) -> dict:
         """The task's metrics on `samples`, overall and for returning and new users separately."""
-        raise NotImplementedError
 
 
 class NextItemStream(Stream):
