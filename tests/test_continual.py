@@ -400,3 +400,29 @@ def test_with_two_epochs_each_period_keeps_its_best_validation_epoch(data, llama
     train = read_json(tmp_path / "seed-42" / "finetune" / "period-1" / "done.json")["train"]
     assert len(train["valid_losses"]) == 2
     assert train["valid_losses"][train["best_epoch"] - 1] == min(train["valid_losses"])
+
+
+def test_a_click_through_lens_cannot_evolve_on_a_period_whose_validation_holds_one_label(late_data, tmp_path):
+    from test_lens import small_config
+
+    from lifelora.continual.lens import ClickLenses
+    from lifelora.errors import LifeloraError
+    from lifelora.lens import Lens
+
+    samples = late_data.samples
+
+    def period_samples(period: int, split: str) -> pl.DataFrame:
+        rows = samples[period * 100 : (period + 1) * 100]
+        return (
+            rows.with_columns(pl.lit(1).cast(rows["label"].dtype).alias("label"))
+            if split == "valid"
+            else rows
+        )
+
+    named = Lens.create(small_config(), late_data)
+    lenses = ClickLenses(late_data, period_samples, "retrain", named, tmp_path, log=lambda _m: None)
+    with pytest.raises(
+        LifeloraError, match=r"^continual.lens: retrain: period 0's 100 validation samples hold one"
+    ):
+        lenses.at(0)
+    assert not (tmp_path / "period-0" / "done.json").exists()

@@ -28,6 +28,7 @@ import polars as pl
 
 from lifelora.data.prepared import PreparedData
 from lifelora.data.sequential import block_leave_one_out, sequences_until
+from lifelora.errors import LifeloraError
 from lifelora.io import write_json
 from lifelora.lens.model import Lens
 from lifelora.lens.sasrec import SASRecLens
@@ -101,6 +102,12 @@ class ClickLenses(PeriodLenses):
     def _fit(self, period: int, start: Lens | None, run_dir: Path) -> tuple[Lens, dict]:
         from lifelora.lens.train import fit
 
+        valid = self.samples(period, "valid")
+        if valid["label"].n_unique() < 2:
+            raise LifeloraError(
+                f"continual.lens: {self.mode}: period {period}'s {valid.height} validation samples hold one "
+                "label only, so its lens cannot be validated by AUC (continual.lens: frozen needs none)"
+            )
         first = period if start is not None else 0
         train = pl.concat([self.samples(p, "train") for p in range(first, period + 1)])
         until = int(train["timestamp"].max())
@@ -110,6 +117,6 @@ class ClickLenses(PeriodLenses):
         )
         lens, summary = fit(
             self.named.config, self.data, run_dir, self.log, train=train,
-            valid=self.samples(period, "valid"), until=until, start=start,
+            valid=valid, until=until, start=start,
         )  # fmt: skip
         return lens, {"until": until, **summary}
