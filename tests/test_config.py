@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from lifelora.config import SHIPPED_CONFIGS, load_config, shipped_config
-from lifelora.continual.config import ContinualNextItemConfig
+from lifelora.continual.config import ContinualCTRConfig, ContinualNextItemConfig
 from lifelora.data.prepare import Preset
 from lifelora.errors import LifeloraError
 from lifelora.lens.config import LensConfig
@@ -18,14 +18,18 @@ CONFIG_DIR = SHIPPED_CONFIGS
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_parses(path):
     section = path.parent.name
-    if section == "lens" and yaml.safe_load(path.read_text()).get("kind") == "sasrec":
+    tree = yaml.safe_load(path.read_text())
+    if section == "lens" and tree.get("kind") == "sasrec":
         section = "sasrec"
+    if section == "continual" and tree.get("task") == "ctr":
+        section = "continual-ctr"
     model = {
         "lens": LensConfig,
         "sasrec": SASRecConfig,
         "llm": CTRConfig,
         "next_item": NextItemConfig,
         "continual": ContinualNextItemConfig,
+        "continual-ctr": ContinualCTRConfig,
     }[section]
     config = load_config(model, path)
     assert isinstance(config, model)
@@ -139,7 +143,11 @@ def test_errors_name_the_override_or_the_file_that_set_the_value(tmp_path):
             ["adapter.kind=personalized", "lens=x", "adapter.n_lora=4"],
             "override adapter.n_lora=4: unknown key; did you mean adapter.n_loras?",
         ),
-        (CTRConfig, ["eval.zzz=1"], "override eval.zzz=1: unknown key; eval takes batch_size, split"),
+        (
+            CTRConfig,
+            ["eval.zzz=1"],
+            "override eval.zzz=1: unknown key; eval takes batch_size, precision, split",
+        ),
     ],
 )
 def test_unknown_keys_get_the_closest_known_one(model, overrides, message):
