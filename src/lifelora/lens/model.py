@@ -175,11 +175,6 @@ def _carried_over(
 ) -> dict[str, torch.Tensor]:
     """`fresh` (a new lens's state for `encoder`) with `start`'s weights: embedding rows moved to their
     value's code in `encoder`, every other weight copied."""
-    if start.encoder.user_fields != encoder.user_fields:
-        raise LifeloraError(
-            f"cannot go on from a lens with user fields {start.encoder.user_fields}: this one has "
-            f"{encoder.user_fields}"
-        )
     tables = {f"user_embeddings.{i}.weight": f"user.{f}" for i, f in enumerate(encoder.user_fields)}
     tables |= {f"item_embeddings.{i}.weight": f"item.{f}" for i, f in enumerate(ITEM_FIELDS)}
     state = {name: tensor.clone() for name, tensor in fresh.items()}

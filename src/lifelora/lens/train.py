@@ -123,12 +123,10 @@ def fit(
     cfg = config.train
     seed_everything(cfg.seed)
     lens = Lens.create(config, data, until, start)
-    if train is None:
-        rows = LensRows(lens.encode(data, "train", limit=cfg.max_train_samples))
-    else:
-        rows = LensRows(lens.encode_samples(data, train.head(cfg.max_train_samples or train.height)))
-    valid_split = lens.encode(data, "valid") if valid is None else lens.encode_samples(data, valid)
-    validation = Validation(lens, valid_split, run_dir, log)
+    train = data.split("train") if train is None else train
+    valid = data.split("valid") if valid is None else valid
+    rows = LensRows(lens.encode_samples(data, train.head(cfg.max_train_samples or train.height)))
+    validation = Validation(lens, lens.encode_samples(data, valid), run_dir, log)
     train_model(lens.model, rows, rows.collate, lens_loss, cfg, run_dir, hooks=[validation], log=log)
     summary = {
         "best_epoch": validation.best_epoch,
