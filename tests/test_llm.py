@@ -286,6 +286,47 @@ def test_item_embeddings_are_cached_exactly(home, data, llama_dir):
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-5)
 
 
+def test_prompts_are_the_same_whatever_the_cpu_and_run_precision(data, llama_dir, tmp_path, monkeypatch):
+    """What the model is asked must not depend on the machine: a CPU with native bf16 (simulated, so any
+    CPU runs the bf16 path) whose run resolves `auto` to bf16 retrieves the same histories and builds the
+    same prompt ids as an fp32 run, even when the prompts are built under the training's autocast."""
+    import lifelora.precision as precision
+
+    def prompts_and_vectors(home: str, run_precision: str):
+        monkeypatch.setenv("LIFELORA_HOME", str(tmp_path / home))  # each its own embeddings cache
+        cfg = config(llama_dir, train={"precision": run_precision}, eval={"precision": run_precision})
+        task = CTRTask(data, str(llama_dir))
+        with precision.autocast(run_precision):
+            examples = task.examples(cfg, "test", 40)
+        return task.embeddings(cfg.prompt), examples
+
+    fp32_vectors, fp32 = prompts_and_vectors("fp32", "fp32")
+    monkeypatch.setattr(precision, "native_bf16", lambda device_type="cpu": True)
+    assert precision.resolve("auto") == "bf16"
+    bf16_vectors, bf16 = prompts_and_vectors("bf16", "auto")
+    np.testing.assert_array_equal(bf16_vectors, fp32_vectors)
+    assert [row.tolist() for row in bf16.hist_items] == [row.tolist() for row in fp32.hist_items]
+    assert bf16.prompts(np.arange(len(bf16))) == fp32.prompts(np.arange(len(fp32)))
+
+
+def test_item_embeddings_refuse_a_backbone_not_in_fp32(data, llama_dir):
+    from lifelora.llm.item_embeddings import mean_hidden_states
+
+    backbone = load_backbone(str(llama_dir), dtype=torch.bfloat16)
+    with pytest.raises(LifeloraError, match="computed in fp32"):
+        mean_hidden_states(backbone, ["a movie"])
+
+
+def test_semantic_retrieval_breaks_ties_by_the_earliest_position(data):
+    samples = data.split("test").head(20)
+    tied = np.ones((len(data.items), 4), dtype=np.float32) / 2.0  # every item equally similar
+    positions = semantic_positions(data, samples, tied, k=3)
+    hist_len = samples["hist_len"].to_numpy()
+    for row, length in zip(positions, hist_len, strict=True):
+        kept = row[row >= 0].tolist()
+        assert kept == list(range(min(3, int(length))))
+
+
 def test_ml25m_has_no_profile_and_neutral_words():
     from lifelora.tasks.ctr.prompts import template_for, user_texts
 

@@ -32,7 +32,8 @@ def semantic_positions(
 ) -> np.ndarray:
     """Per sample, the K earlier history items most similar to the target, in time order (-1 = padding).
 
-    One matrix product per user: targets × the user's whole sequence, future positions masked.
+    One matrix product per user: targets × the user's whole sequence, future positions masked; in fp32
+    even under a caller's autocast (bf16 reorders near-tied neighbours: other prompts on other CPUs).
     """
     if embeddings.shape[0] != len(data.items):
         raise LifeloraError(
@@ -47,20 +48,22 @@ def semantic_positions(
     out = np.full((samples.height, k), -1, dtype=np.int32)
     order = np.argsort(user_idx, kind="stable")
     bounds = np.flatnonzero(np.diff(user_idx[order])) + 1
-    for rows in np.split(order, bounds):
-        if rows.size == 0:
-            continue
-        user = user_idx[rows[0]]
-        length = int(hist_len[rows].max())
-        history = torch.from_numpy(sequence_items[offsets[user] : offsets[user] + length].astype(np.int64))
-        sims = vectors[torch.from_numpy(targets[rows].astype(np.int64))] @ vectors[history].T
-        future = torch.arange(length)[None, :] >= torch.from_numpy(hist_len[rows])[:, None]
-        sims = sims.masked_fill(future, float("-inf"))
-        take = min(k, length)
-        top = sims.topk(take, dim=1).indices
-        top = torch.where(torch.gather(future, 1, top), torch.full_like(top, -1), top)
-        top = top.sort(dim=1).values  # -1 padding first, then time order
-        out[rows, k - take :] = top.numpy()
+    with torch.autocast("cpu", enabled=False):
+        for rows in np.split(order, bounds):
+            if rows.size == 0:
+                continue
+            user = user_idx[rows[0]]
+            length = int(hist_len[rows].max())
+            history = sequence_items[offsets[user] : offsets[user] + length].astype(np.int64)
+            sims = vectors[torch.from_numpy(targets[rows].astype(np.int64))] @ vectors[history].T
+            future = torch.arange(length)[None, :] >= torch.from_numpy(hist_len[rows])[:, None]
+            sims = sims.masked_fill(future, float("-inf"))
+            take = min(k, length)
+            # a stable sort, not topk: equal similarities keep their earliest positions on every machine
+            top = sims.sort(dim=1, descending=True, stable=True).indices[:, :take]
+            top = torch.where(torch.gather(future, 1, top), torch.full_like(top, -1), top)
+            top = top.sort(dim=1).values  # -1 padding first, then time order
+            out[rows, k - take :] = top.numpy()
     return out
 
 
