@@ -94,13 +94,13 @@ def test_only_the_adapter_weights_train_under_stable_names(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_freeze_and_unfreeze(kind):
+def test_freeze_without_a_branch_freezes_them_all(kind):
     adapter = attached(kind)
+    adapter.add_branch("second")
+    trainable = [adapter.branch_parameters(), adapter.branch_parameters("second")]
+    assert sum(p.requires_grad for p in adapter.model.parameters()) == sum(map(len, trainable))
     adapter.freeze()
     assert not any(p.requires_grad for p in adapter.model.parameters())
-    adapter.unfreeze()
-    assert all(p.requires_grad for p in adapter.branch_parameters().values())
-    assert sum(p.requires_grad for p in adapter.model.parameters()) == len(adapter.branch_parameters())
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -143,7 +143,7 @@ def test_snapshot_is_a_detached_copy(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_two_branches_are_summed_and_freeze_one_by_one(kind):
+def test_two_branches_are_summed_and_freeze_one_by_one(kind, tmp_path):
     adapter = attached(kind)
     single = outputs(adapter)
     adapter.add_branch("second")
@@ -153,8 +153,8 @@ def test_two_branches_are_summed_and_freeze_one_by_one(kind):
     randomize_b(adapter, "second")
     assert not torch.allclose(outputs(adapter), single, atol=1e-4)
 
-    alone = attach(backbone(), config(kind), routing_dim=ROUTING_DIM)
-    alone.load_trainable_state({f"{DEFAULT_BRANCH}/{k}": v for k, v in adapter.snapshot("second").items()})
+    adapter.save(tmp_path / "second", "second")
+    alone = load(backbone(), tmp_path / "second")  # the second branch by itself
     randomize_b(adapter, DEFAULT_BRANCH, scale=0)
     assert torch.allclose(outputs(adapter), outputs(alone), atol=1e-6)
 
@@ -187,17 +187,28 @@ def test_removing_a_branch_leaves_the_others(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_trainable_state_round_trip(kind):
+def test_saved_branches_restore_the_weights_and_what_trains(kind, tmp_path):
+    """What the continual engine does at a period's end and on resuming (`save_period`, `restore_period`)."""
     adapter = attached(kind)
     adapter.freeze(DEFAULT_BRANCH)
     adapter.add_branch("second")  # adding a branch leaves the others as they were
-    state = adapter.trainable_state()
-    assert state and all(key.startswith("second/") for key in state)
+    assert not any(p.requires_grad for p in adapter.branch_parameters().values())
+    assert all(p.requires_grad for p in adapter.branch_parameters("second").values())
+    for branch in adapter.branches:
+        adapter.save(tmp_path / branch, branch)
+    saved = {branch: adapter.snapshot(branch) for branch in adapter.branches}
     sgd_step(adapter)
     live = adapter.branch_parameters("second")
-    assert any(not torch.equal(live[key.partition("/")[2]], value) for key, value in state.items())
-    adapter.load_trainable_state(state)
-    assert all(torch.equal(live[key.partition("/")[2]], value) for key, value in state.items())
+    assert any(not torch.equal(live[name], value) for name, value in saved["second"].items())
+
+    restored = load(backbone(), tmp_path / DEFAULT_BRANCH)
+    restored.load_branch(tmp_path / "second", "second", trainable=True)
+    assert restored.branches == [DEFAULT_BRANCH, "second"]
+    for branch, weights in saved.items():
+        params = restored.branch_parameters(branch)
+        assert params.keys() == weights.keys()
+        assert all(torch.equal(params[name], value) for name, value in weights.items())
+        assert all(p.requires_grad == (branch == "second") for p in params.values())
 
 
 @pytest.mark.parametrize("kind", KINDS)

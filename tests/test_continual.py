@@ -15,8 +15,8 @@ from lifelora.continual.config import ContinualNextItemConfig
 from lifelora.continual.engine import FIRST, restore_period, run_strategy, train_first_period
 from lifelora.continual.runner import run_continual
 from lifelora.continual.strategies import make_strategy
-from lifelora.continual.strategies.proximal import ProximalHook, l2_term, module_of, softmax_kl_term
-from lifelora.continual.stream import NextItemStream
+from lifelora.continual.strategies.proximal import ProximalHook, module_of
+from lifelora.continual.stream import Stream
 from lifelora.data.periods import PeriodSpec, interaction_periods
 from lifelora.data.sequential import block_leave_one_out, returning, sequences_until
 from lifelora.io import read_json
@@ -63,7 +63,7 @@ def late_data(tmp_path_factory):
 def stream(data, llama_dir, home):
     cfg = continual_config(llama_dir)
     task = NextItemTask(data, str(llama_dir), cfg.semantic_ids, log=lambda _m: None)
-    return NextItemStream(task, cfg, log=lambda _m: None)
+    return Stream(task, cfg, log=lambda _m: None)
 
 
 def test_block_leave_one_out_matches_a_loop_over_users(data):
@@ -102,7 +102,13 @@ def test_l2_proximal_gradient_is_lambda_times_the_distance_to_the_anchor():
     torch.testing.assert_close(
         grad, 0.7 * (live["m.q_proj.lora_A.weight"] - anchor["m.q_proj.lora_A.weight"])
     )
-    assert float(l2_term(anchor, anchor)) == 0.0
+    assert float(penalty(anchor, anchor, "l2", weight=0.7)) == 0.0
+
+
+def penalty(live: dict, anchor: dict, form: str, weight: float) -> torch.Tensor:
+    """What the proximal hook adds to a micro-batch's loss with the weights at `live`."""
+    params = {name: torch.nn.Parameter(value.clone()) for name, value in live.items()}
+    return ProximalHook(params, anchor, form, weight).loss_term(TrainContext(None, TrainSettings())).detach()
 
 
 def test_softmax_kl_is_zero_at_the_anchor_and_matches_a_hand_computation():
@@ -110,7 +116,7 @@ def test_softmax_kl_is_zero_at_the_anchor_and_matches_a_hand_computation():
     b = torch.tensor([[0.5, 0.5], [0.0, 1.0]])
     live = {"x.q_proj.lora_A.weight": a, "x.q_proj.lora_B.weight": b, "x.v_proj.lora_A.weight": a}
     anchor = {name: torch.zeros_like(t) for name, t in live.items()}
-    assert float(softmax_kl_term(anchor, anchor)) == 0.0
+    assert float(penalty(anchor, anchor, "softmax_kl", weight=0.3)) == 0.0
     uniform = np.full(4, 0.25)
 
     def kl(values):
@@ -118,7 +124,7 @@ def test_softmax_kl_is_zero_at_the_anchor_and_matches_a_hand_computation():
         return float((p * np.log(p / uniform)).sum())
 
     expected = (kl(a.numpy().ravel()) * 2 + kl(b.numpy().ravel())) / 2  # 3 factors over M = 2 modules
-    assert float(softmax_kl_term(live, anchor)) == pytest.approx(expected, rel=1e-6)
+    assert float(penalty(live, anchor, "softmax_kl", weight=0.3)) == pytest.approx(0.3 * expected, rel=1e-6)
     assert module_of("model.layers.0.self_attn.q_proj.lora_B.weight") == "model.layers.0.self_attn.q_proj"
 
 
@@ -196,12 +202,7 @@ def test_a_killed_run_resumes_after_its_last_period_and_reaches_the_same_result(
     for root in (whole, resumed):
         adapter = restore_period(root / name / "period-2", stream.task.backbone.model, None)
         states.append(
-            adapter.trainable_state()
-            | {
-                f"{b}/{k}": v.clone()
-                for b in adapter.branches
-                for k, v in adapter.branch_parameters(b).items()
-            }
+            {f"{b}/{k}": v.clone() for b in adapter.branches for k, v in adapter.branch_parameters(b).items()}
         )
         adapter.unload()
     assert states[0].keys() == states[1].keys()
@@ -240,9 +241,7 @@ ALL_STRATEGIES = [
 def test_every_strategy_runs_through_the_engine_with_the_full_matrix(data, llama_dir, home, tmp_path):
     cfg = continual_config(llama_dir, ALL_STRATEGIES, matrix="full")
     task = NextItemTask(data, str(llama_dir), cfg.semantic_ids, log=lambda _m: None)
-    summary = run_continual(
-        cfg, tmp_path, log=lambda _m: None, stream=NextItemStream(task, cfg, lambda _m: None)
-    )
+    summary = run_continual(cfg, tmp_path, log=lambda _m: None, stream=Stream(task, cfg, lambda _m: None))
     for title, result in summary["strategies"].items():
         mean = result["mean"]
         assert mean["periods_done"] == 3, title
@@ -273,7 +272,7 @@ def test_a_personalized_bank_evolves_routed_by_a_sasrec_lens(data, llama_dir, ho
     )
     task = NextItemTask(data, str(llama_dir), cfg.semantic_ids, log=lambda _m: None)
     summary = run_continual(
-        cfg, tmp_path / "run", log=lambda _m: None, stream=NextItemStream(task, cfg, lambda _m: None)
+        cfg, tmp_path / "run", log=lambda _m: None, stream=Stream(task, cfg, lambda _m: None)
     )
     assert summary["strategies"]["peso"]["mean"]["periods_done"] == 3
     curve = read_json(tmp_path / "run" / "seed-42" / "peso" / "period-1" / "curve.json")
@@ -295,7 +294,6 @@ def test_click_through_runs_the_same_strategies(late_data, home, tmp_path, tmp_p
     from test_lens import small_config
 
     from lifelora.continual.config import ContinualCTRConfig
-    from lifelora.continual.stream import CTRStream
     from lifelora.lens import Lens
     from lifelora.tasks.ctr.task import CTRTask
 
@@ -322,7 +320,7 @@ def test_click_through_runs_the_same_strategies(late_data, home, tmp_path, tmp_p
             },
         }
     )
-    stream = CTRStream(CTRTask(late_data, str(model_dir), log=lambda _m: None), cfg, lambda _m: None)
+    stream = Stream(CTRTask(late_data, str(model_dir), log=lambda _m: None), cfg, lambda _m: None)
     statistics = stream.statistics()
     assert statistics["train_samples"].sum() > statistics["test_samples"].sum() > 0
     summary = run_continual(cfg, tmp_path / "run", log=lambda _m: None, stream=stream)
@@ -331,10 +329,11 @@ def test_click_through_runs_the_same_strategies(late_data, home, tmp_path, tmp_p
         lens, task = stream.lens, stream.task
         test, valid = task.data.split("test"), task.data.split("valid")
         mixed = pl.concat([test[5:9], valid[2:4]])
-        expected = torch.cat(
-            [task.routing(lens, "test", np.arange(5, 9)), task.routing(lens, "valid", np.arange(2, 4))]
-        )
-        torch.testing.assert_close(task.routing_of(lens, mixed), expected)
+        by_split = [
+            lens.predict(lens.encode(task.data, split, rows=rows), hidden=True)[1]
+            for split, rows in (("test", np.arange(5, 9)), ("valid", np.arange(2, 4)))
+        ]
+        torch.testing.assert_close(task.routing(lens, mixed), torch.cat(by_split))
     if lens_mode == "frozen":
         assert not (tmp_path / "run" / "lenses").exists()
         return
@@ -396,7 +395,7 @@ def test_with_two_epochs_each_period_keeps_its_best_validation_epoch(data, llama
     cfg = continual_config(llama_dir, [{"name": "finetune"}])
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 2})})
     task = NextItemTask(data, str(llama_dir), cfg.semantic_ids, log=lambda _m: None)
-    run_continual(cfg, tmp_path, log=lambda _m: None, stream=NextItemStream(task, cfg, lambda _m: None))
+    run_continual(cfg, tmp_path, log=lambda _m: None, stream=Stream(task, cfg, lambda _m: None))
     train = read_json(tmp_path / "seed-42" / "finetune" / "period-1" / "done.json")["train"]
     assert len(train["valid_losses"]) == 2
     assert train["valid_losses"][train["best_epoch"] - 1] == min(train["valid_losses"])
@@ -405,9 +404,9 @@ def test_with_two_epochs_each_period_keeps_its_best_validation_epoch(data, llama
 def test_a_click_through_lens_cannot_evolve_on_a_period_whose_validation_holds_one_label(late_data, tmp_path):
     from test_lens import small_config
 
-    from lifelora.continual.lens import ClickLenses
     from lifelora.errors import LifeloraError
     from lifelora.lens import Lens
+    from lifelora.lens.periods import ClickLenses
 
     samples = late_data.samples
 

@@ -15,11 +15,11 @@ from lifelora.llm.backbone import load_backbone
 from lifelora.llm.chat import chat_wrapper
 from lifelora.llm.item_embeddings import reduce
 from lifelora.tasks.ctr.config import CTRConfig
-from lifelora.tasks.ctr.jobs import answer_loss, build, evaluate, evaluate_run, fit, train_and_evaluate
 from lifelora.tasks.ctr.prompts import PromptBuilder, answer_token_ids, history_text
-from lifelora.tasks.ctr.ranking import recommend
+from lifelora.tasks.ctr.ranking import rank_candidates
 from lifelora.tasks.ctr.scoring import answer_logits, score_candidates, score_prompts
-from lifelora.tasks.ctr.task import CTRTask
+from lifelora.tasks.ctr.task import CTRTask, answer_loss
+from lifelora.tasks.jobs import build, evaluate, evaluate_run, fit, train_and_evaluate
 from lifelora.training import TrainHook, TrainSettings, latest_checkpoint, train_model
 
 
@@ -265,7 +265,7 @@ def test_recommend_returns_the_top_k_of_the_candidates(home, data, llama_dir):
     cfg = config(llama_dir, adapter=None)
     task = CTRTask(data, str(llama_dir))
     candidates = np.arange(12)
-    top = recommend(task, task.backbone.model, cfg, 3, candidates, k=5)
+    top = rank_candidates(task, task.backbone.model, cfg, 3, candidates, k=5)
     assert top["rank"].to_list() == [1, 2, 3, 4, 5]
     assert sorted(top["score"].to_list(), reverse=True) == top["score"].to_list()
     assert set(top["item_idx"].to_list()) <= set(candidates.tolist())
@@ -357,7 +357,7 @@ def test_personalized_routing_gives_users_the_lens_never_saw_its_cold_start_vect
     seen = data.split("train")["user_idx"].unique().to_numpy()
     unseen = np.flatnonzero(~np.isin(test["user_idx"].to_numpy(), seen))
     assert len(unseen) > 0
-    routing = task.routing(lens, "test", np.arange(test.height))
+    routing = task.routing(lens, test)
     batch = lens.encode(data, "test").batch(torch.from_numpy(unseen))
     assert torch.all(batch.user_fields[:, 0] == 0)  # unknown to the lens: the zero cold-start code
     with torch.no_grad():

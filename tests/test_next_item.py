@@ -12,17 +12,9 @@ from tiny_llm import save_tiny
 from lifelora.data.sequential import leave_one_out
 from lifelora.errors import LifeloraError
 from lifelora.io import read_json
+from lifelora.tasks.jobs import build, evaluate, evaluate_run, fit, train_and_evaluate
 from lifelora.tasks.next_item.config import NextItemConfig
-from lifelora.tasks.next_item.jobs import (
-    CODES_DIR,
-    build,
-    code_loss,
-    evaluate,
-    evaluate_run,
-    fit,
-    train_and_evaluate,
-)
-from lifelora.tasks.next_item.task import NextItemTask
+from lifelora.tasks.next_item.task import CODES_DIR, NextItemTask, code_loss
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +90,7 @@ def test_fit_trains_lora_and_only_the_code_tokens_rows(task, llama_dir, tmp_path
         result = fit(task, adapter, cfg, tmp_path)
         assert result["curve"][-1]["loss"] < result["curve"][0]["loss"]
         merged = adapter.model.get_input_embeddings()
-        rows = torch.as_tensor(task.token_rows())
+        rows = torch.as_tensor(list(task.vocabulary.new_token_ids))
         after = merged(torch.arange(embedding.shape[0])).detach()
         others = torch.ones(embedding.shape[0], dtype=torch.bool)
         others[rows] = False

@@ -7,16 +7,15 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 import pytest
-from polars.testing import assert_frame_equal
 from synthetic import synthetic_prepared, synthetic_raw
 
 from lifelora.data.periods import (
     PeriodSpec,
-    assign_periods,
     global_rank,
     interaction_periods,
     period_bounds,
     period_statistics,
+    sample_periods,
 )
 from lifelora.data.prepare import Preset, prepare, save_prepared
 from lifelora.data.prepared import PreparedData
@@ -86,12 +85,13 @@ def test_default_fractions_cut_exactly_inside_a_timestamp_tie(hand_all):
     assert spec.fractions == [0.6, 0.1, 0.1, 0.1, 0.1] and spec.n_periods == 5
     periods = interaction_periods(hand_all, spec)
     assert in_global_order(hand_all, periods) == [0, 0, 0, 0, 0, 0, 1, 2, 3, 4]
-    samples = assign_periods(hand_all, spec)
-    assert samples["period"].dtype == pl.Int32
+    samples = sample_periods(hand_all, spec)
+    assert samples.dtype == np.int32
     # samples are in global order: the two samples at t=500 fall on both sides of the cut
-    assert samples["period"].to_list() == [0, 0, 0, 0, 0, 0, 1, 2, 3, 4]
-    tie = samples.filter(pl.col("timestamp") == 500)
-    assert tie.select("user_idx", "period").rows() == [(0, 0), (2, 1)]
+    assert samples.tolist() == [0, 0, 0, 0, 0, 0, 1, 2, 3, 4]
+    tie = np.flatnonzero(hand_all.samples["timestamp"].to_numpy() == 500)
+    assert hand_all.samples["user_idx"].to_numpy()[tie].tolist() == [0, 2]
+    assert samples[tie].tolist() == [0, 1]
     bounds = period_bounds(hand_all, spec)
     assert bounds.rows() == [
         (0, 100, 500, 6), (1, 500, 500, 1), (2, 600, 600, 1), (3, 700, 700, 1), (4, 800, 800, 1),
@@ -114,11 +114,12 @@ def test_fractions_on_many_ties_cut_on_interaction_counts(tmp_path):
     periods = interaction_periods(data, spec)
     assert np.bincount(periods).tolist() == [900, 450, 225, 225]
     assert in_global_order(data, periods) == sorted(periods.tolist())
-    tagged = data.with_periods(spec).samples
-    assert tagged["period"].is_sorted()  # samples are in global order
+    samples = sample_periods(data, spec, periods)
+    assert samples.tolist() == sample_periods(data, spec).tolist()
+    assert (np.diff(samples) >= 0).all()  # samples are in global order
     bounds = period_bounds(data, spec)
     for period, first, last, _ in bounds.iter_rows():
-        stamps = tagged.filter(pl.col("period") == period)["timestamp"]
+        stamps = data.samples["timestamp"].to_numpy()[samples == period]
         assert first <= stamps.min() and stamps.max() <= last
     assert (bounds["last_timestamp"][:-1] <= bounds["first_timestamp"][1:]).all()
 
@@ -129,9 +130,8 @@ def test_boundaries_cut_by_calendar(hand_all):
     assert PeriodSpec(boundaries=["1970-01-01 00:05", "1970-01-01T01:10:00+01:00"]).boundaries == [300, 600]
     periods = interaction_periods(hand_all, spec)
     assert np.bincount(periods).tolist() == [3, 4, 3]
-    samples = assign_periods(hand_all, spec)
-    expected = np.searchsorted([300, 600], samples["timestamp"].to_numpy(), side="right")
-    assert samples["period"].to_list() == expected.tolist()
+    expected = np.searchsorted([300, 600], hand_all.samples["timestamp"].to_numpy(), side="right")
+    assert sample_periods(hand_all, spec).tolist() == expected.tolist()
     assert period_bounds(hand_all, spec).rows() == [(0, 100, 200, 3), (1, 300, 500, 4), (2, 600, 800, 3)]
 
 
@@ -184,7 +184,7 @@ def test_bad_specs_fail_with_one_line_naming_the_field(fields, message):
 )
 def test_a_period_without_interactions_is_an_error(hand, fields, message):
     with pytest.raises(LifeloraError) as caught:
-        hand.with_periods(PeriodSpec.parse(fields))
+        interaction_periods(hand, PeriodSpec.parse(fields))
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
 
 
@@ -204,20 +204,15 @@ def test_split_accepts_any_split_value_in_the_data(hand):
         hand.split("train2")
 
 
-def test_period_samples_share_the_histories(hand):
-    tagged = hand.with_periods(PeriodSpec())
-    assert tagged.sequences is hand.sequences and tagged.users is hand.users
-    assert tagged.period(0)["timestamp"].to_list() == [200, 300, 400, 500]
-    assert tagged.period(1).height == 0
-    assert tagged.periods_through(2)["timestamp"].to_list() == [200, 300, 400, 500, 600]
-    assert_frame_equal(tagged.periods_through(4).drop("period"), hand.samples)
-    late = tagged.period(4)
-    history = tagged.recent_history(late, 3)  # user 3's item 2 at t=500, from period 1
+def test_period_samples_take_their_histories_from_earlier_periods(hand):
+    periods = sample_periods(hand, PeriodSpec())
+    timestamps = hand.samples["timestamp"].to_numpy()
+    assert timestamps.tolist() == [200, 300, 400, 500, 600, 800]
+    assert periods.tolist() == [0, 0, 0, 0, 2, 4]  # every sample in one period; none labels period 1 or 3
+    assert timestamps[periods <= 2].tolist() == [200, 300, 400, 500, 600]
+    late = hand.samples[np.flatnonzero(periods == 4)]  # a period's samples, as the CTR stream takes them
+    history = hand.recent_history(late, 3)  # user 3's item 2 at t=500, from period 1
     assert history.items.tolist() == [[0, 0, 1]] and history.mask.tolist() == [[False, False, True]]
-    with pytest.raises(LifeloraError, match=r"period 5: no such period \(0 … 4\)"):
-        tagged.period(5)
-    with pytest.raises(LifeloraError, match=r"no periods yet; cut them with data.with_periods\(spec\)"):
-        hand.period(0)
 
 
 # --- vocabularies on a time window ----------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Item-code tokens in the vocabulary and their trainable rows: fixed single-token ids added once, rows
 initialised the same way every time; for both adapter kinds on a tied tiny Llama and an untied tiny Qwen2,
 only the new rows of the input embedding and LM head train beside the LoRA, and saving (as plain PEFT too),
-trainable state and fp32 last logits keep those rows."""
+loading to train on and fp32 last logits keep those rows."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 from tiny_llm import tiny_tokenizer
 
-from lifelora.adapters import DEFAULT_BRANCH, PersonalizedConfig, SharedLoraConfig, attach, load
+from lifelora.adapters import PersonalizedConfig, SharedLoraConfig, attach, load
 from lifelora.errors import LifeloraError
 from lifelora.llm.logits import last_logits
 from lifelora.llm.vocabulary import CodeVocabulary, add_code_tokens, code_token
@@ -162,15 +162,17 @@ def test_codes_tokens_and_text_round_trip():
     codes = np.array([[3, 2], [0, 0]])
     ids = vocabulary.tokens_of(codes)
     assert ids.tolist() == [[403, 406], [400, 404]]
-    assert np.array_equal(vocabulary.codes_of(ids), codes)
+    assert [tok.convert_ids_to_tokens(row) for row in ids.tolist()] == [  # and back to the codes
+        [code_token(level, int(code)) for level, code in enumerate(row)] for row in codes
+    ]
     assert vocabulary.text_of(codes[0]) == "<a_3><b_2>"
     assert tok(vocabulary.text_of(codes[0]), add_special_tokens=False)["input_ids"] == [403, 406]
     with pytest.raises(LifeloraError, match="out of range"):
         vocabulary.tokens_of(np.array([[0, 3]]))  # level b has 3 codes
-    with pytest.raises(LifeloraError, match="not a code token of its level"):
-        vocabulary.codes_of(np.array([[404, 400]]))  # the levels swapped
-    with pytest.raises(LifeloraError, match="not a code token"):
-        vocabulary.codes_of(np.array([[400, 7]]))
+    with pytest.raises(LifeloraError, match="must have 2 levels in the last axis"):
+        vocabulary.tokens_of(np.array([[0, 0, 0]]))
+    with pytest.raises(LifeloraError, match="text_of takes one code row"):
+        vocabulary.text_of(codes)
 
 
 def test_a_saved_vocabulary_rebuilds_on_a_fresh_base():
@@ -232,7 +234,8 @@ def test_only_the_new_rows_train_beside_the_lora(kind, model_kind, tie):
     token_names = {name for name in adapter.branch_parameters() if "token" in name}
     assert len(token_names) == (1 if tie else 2)
     assert all(p.abs().sum() > 0 for name, p in adapter.branch_parameters().items() if "lora_B" in name)
-    assert {f"{DEFAULT_BRANCH}/{name}" for name in token_names} <= adapter.trainable_state().keys()
+    assert all(adapter.branch_parameters()[name].requires_grad for name in token_names)
+    assert token_names <= adapter.snapshot().keys()
     with adapter.disabled():
         assert all(torch.equal(a, b) for a, b in zip(rows_of(model), before, strict=True))
 
@@ -260,15 +263,22 @@ def test_token_rows_save_load_and_give_fp32_last_logits(kind, model_kind, tie, t
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_trainable_state_restores_the_token_rows(kind):
+def test_a_saved_adapter_restores_the_token_rows_to_train_on(kind, tmp_path):
+    """As a continual run resumes: the rows saved at a period's end, trainable again after loading."""
     adapter, model, vocabulary, _ = trained(kind, "qwen2", False)
-    state, rows = adapter.trainable_state(), rows_of(model)
+    adapter.save(tmp_path / "adapter")
+    rows = rows_of(model)
     train(adapter, vocabulary)
     assert not torch.equal(rows_of(model)[0], rows[0])
-    adapter.load_trainable_state(state)
-    assert all(torch.equal(a, b) for a, b in zip(rows_of(model), rows, strict=True))
-    adapter.freeze()
-    assert not any(p.requires_grad for p in adapter.model.parameters())
+    base = coded("qwen2", False)[1]
+    restored = load(base, tmp_path / "adapter", trainable=True)
+    assert all(torch.equal(a, b) for a, b in zip(rows_of(base), rows, strict=True))
+    token_rows = [p for name, p in restored.branch_parameters().items() if "token" in name]
+    assert len(token_rows) == 2 and all(p.requires_grad for p in token_rows)  # untied: embedding and head
+    train(restored, vocabulary)
+    assert not torch.equal(rows_of(base)[0], rows[0])
+    restored.freeze()
+    assert not any(p.requires_grad for p in restored.model.parameters())
 
 
 @pytest.mark.parametrize(("model_kind", "tie"), MODELS)

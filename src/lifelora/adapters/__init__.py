@@ -11,6 +11,7 @@ from lifelora.adapters.registry import (
     adapter_class,
     attach,
     is_adapter_dir,
+    is_routed,
     kind_of,
     load,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "adapter_class",
     "attach",
     "is_adapter_dir",
+    "is_routed",
     "kind_of",
     "load",
 ]

@@ -31,13 +31,15 @@ from torch import nn
 from lifelora.errors import LifeloraError
 
 DEFAULT_BRANCH = "default"
-_BRANCH_NAME = re.compile(r"[A-Za-z0-9_-]+")  # no "." (parameter paths) and no "/" (trainable_state keys)
+# no "." (parameter paths hold the name) and no "/" (PEFT saves a branch in a folder named after it)
+_BRANCH_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class Adapter(ABC):
     kind: ClassVar[str]  # the config's `kind` and the registry's key
     config_class: ClassVar[type[BaseModel]]
     config_file: ClassVar[str]  # the file a saved directory of this kind holds (how `load` tells kinds apart)
+    routed: ClassVar[bool] = False  # its forward takes per-row routing vectors from a lens
 
     model: nn.Module
 
@@ -94,29 +96,11 @@ class Adapter(ABC):
         """A frozen copy of the branch's current weights (what a proximal anchor needs)."""
         return {name: p.detach().clone() for name, p in self.branch_parameters(branch).items()}
 
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        """Detached copies of every trainable adapter weight, keyed `branch/name`."""
-        return {
-            f"{branch}/{name}": p.detach().clone()
-            for branch in self.branches
-            for name, p in self.branch_parameters(branch).items()
-            if p.requires_grad
-        }
-
-    @torch.no_grad()
-    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Copy `trainable_state()`'s tensors back into the live parameters (names must match)."""
-        live = {branch: self.branch_parameters(branch) for branch in {k.partition("/")[0] for k in state}}
-        for key, value in state.items():
-            branch, _, name = key.partition("/")
-            live[branch][name].copy_(value)
-
     def freeze(self, branch: str | None = None) -> None:
         """No gradient reaches the branch (all branches when None)."""
-        self._set_trainable(branch, False)
-
-    def unfreeze(self, branch: str | None = None) -> None:
-        self._set_trainable(branch, True)
+        for name in [branch] if branch is not None else self.branches:
+            for p in self.branch_parameters(name).values():
+                p.requires_grad_(False)
 
     def _check_branch(self, name: str) -> None:
         if name not in self.branches:
@@ -136,11 +120,6 @@ class Adapter(ABC):
         self._check_branch(name)
         if len(self.branches) == 1:
             raise LifeloraError(f"{name!r} is the adapter's last branch: unload() gives the bare backbone")
-
-    def _set_trainable(self, branch: str | None, trainable: bool) -> None:
-        for name in [branch] if branch is not None else self.branches:
-            for p in self.branch_parameters(name).values():
-                p.requires_grad_(trainable)
 
     @abstractmethod
     @contextmanager

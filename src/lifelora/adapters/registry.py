@@ -35,6 +35,11 @@ def adapter_class(kind: str) -> type[Adapter]:
         raise LifeloraError(f"unknown adapter kind {kind!r} (known: {', '.join(ADAPTER_KINDS)})") from None
 
 
+def is_routed(config: BaseModel | str) -> bool:
+    """Whether an adapter of this config's kind (or this kind) is routed by a lens's vectors."""
+    return adapter_class(config if isinstance(config, str) else config.kind).routed
+
+
 def attach(base: nn.Module, config: BaseModel, routing_dim: int | None = None) -> Adapter:
     """The backbone with a fresh trainable adapter of `config.kind`; `routing_dim` is the lens's hidden size."""
     return adapter_class(config.kind).attach(base, config, routing_dim=routing_dim)

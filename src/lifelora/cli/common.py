@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import typer
@@ -52,13 +53,12 @@ def run_directory(run_dir: Path | None, kind: str, cfg, name: str) -> Path:
     return run_dir
 
 
-def print_metrics(title: str, split: str, metrics: dict, task: str = "ctr") -> None:
+def print_metrics(title: str, split: str, metrics: dict, columns: Sequence[str]) -> None:
     """One split's metrics as a table (the task's columns), printed by the main process only."""
     from lifelora.distributed import is_main_process
-    from lifelora.report import METRIC_ORDER, NEXT_ITEM_COLUMNS, metrics_table, print_table
+    from lifelora.report import metrics_table, print_table
 
     if is_main_process():
-        columns = NEXT_ITEM_COLUMNS if task == "next-item" else METRIC_ORDER
         print_table(metrics_table(title, [(split, metrics)], columns))
 
 

@@ -27,15 +27,15 @@ def _list(option: str | None, name: str, cast=str) -> list | None:
 
 
 def load_continual_config(config: Path | None, overrides: list[str], task: str | None, adapter: str | None):
-    from lifelora.cli.next_item import task_of
+    from lifelora.cli.tasks import task_of
     from lifelora.config import load_config
-    from lifelora.continual.config import CONFIGS
+    from lifelora.continual.config import continual_config_class
 
     if config is None:
         raise LifeloraError("-c/--config: a continual config is required (see configs/continual/)")
     task = task_of(task, config)
     extra = [f"adapter.kind={adapter}"] if adapter else []
-    return load_config(CONFIGS[task], config, [*overrides, *extra, f"task={task}"])
+    return load_config(continual_config_class(task), config, [*overrides, *extra, f"task={task}"])
 
 
 @app.command("run")
@@ -53,7 +53,7 @@ def run(
 ) -> None:
     """Run strategies × seeds over the periods; writes a results table and plot into the run directory."""
     from lifelora.config import load_config
-    from lifelora.continual.config import CONFIGS
+    from lifelora.continual.config import continual_config_class
     from lifelora.continual.report import results_table
     from lifelora.continual.runner import run_continual, select
     from lifelora.io import read_yaml
@@ -64,7 +64,9 @@ def run(
         if not (resume / "config.yaml").is_file():
             raise LifeloraError(f"--resume {resume}: not a continual run directory (no config.yaml)")
         saved = read_yaml(resume / "config.yaml")
-        cfg = load_config(CONFIGS[saved.get("task", "next-item")], None, overrides or [], base=saved)
+        cfg = load_config(
+            continual_config_class(saved.get("task", "next-item")), None, overrides or [], base=saved
+        )
         run_dir = resume
     else:
         cfg = load_continual_config(config, overrides or [], task, adapter)
@@ -83,7 +85,7 @@ def run(
 def report(run: Path = typer.Argument(..., help="a continual run directory")) -> None:
     """Rebuild results.json, results.md and results.png from a run directory."""
     from lifelora.config import load_config
-    from lifelora.continual.config import CONFIGS
+    from lifelora.continual.config import continual_config_class
     from lifelora.continual.report import results_table, write_report
     from lifelora.io import read_yaml
     from lifelora.report import print_table
@@ -93,7 +95,7 @@ def report(run: Path = typer.Argument(..., help="a continual run directory")) ->
     saved = read_yaml(run / "config.yaml")
     if not isinstance(saved, dict) or "continual" not in saved:
         raise LifeloraError(f"{run}: config.yaml has no continual section (not a continual run)")
-    cfg = load_config(CONFIGS[saved.get("task", "next-item")], None, [], base=saved)
+    cfg = load_config(continual_config_class(saved.get("task", "next-item")), None, [], base=saved)
     summary = write_report(run, cfg)
     print_table(results_table(summary))
     typer.echo(str(run / "results.png"))

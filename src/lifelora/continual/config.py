@@ -4,14 +4,14 @@ click-through: model, adapter, prompt, per-period subsets, training of D1, evalu
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lifelora.continual.strategies import AnyStrategyConfig, FinetuneConfig, PesoConfig, PretrainConfig
 from lifelora.data.periods import PeriodSpec
-from lifelora.tasks.ctr.config import CTRConfig
-from lifelora.tasks.next_item.config import NextItemConfig
+from lifelora.tasks.registry import config_class
 
 
 def _default_strategies() -> list:
@@ -53,7 +53,9 @@ class ContinualSettings(BaseModel):
         return value
 
 
-class _Continual(BaseModel):
+class ContinualRun(BaseModel):
+    """The `continual` section that turns any task's run config into a continual run's config."""
+
     continual: ContinualSettings = Field(default_factory=ContinualSettings)
 
     @model_validator(mode="after")
@@ -63,13 +65,16 @@ class _Continual(BaseModel):
         return self
 
 
-class ContinualNextItemConfig(NextItemConfig, _Continual):
-    """`subset.train`: training targets drawn per period; `subset.eval`: users evaluated per block."""
+ContinualConfig = ContinualRun  # in type hints: a task's run config with a continual section
 
 
-class ContinualCTRConfig(CTRConfig, _Continual):
-    """`subset.train`: training rows drawn per period; `subset.eval`: rows evaluated per block."""
+@cache
+def continual_config_class(task: str) -> type[ContinualRun]:
+    """The continual config of a task: its run config plus the `continual` section. `subset.train` is
+    then drawn per period and `subset.eval` per tested block."""
+    base = config_class(task)
+    return type(f"Continual{base.__name__}", (base, ContinualRun), {"__module__": __name__})
 
 
-CONFIGS: dict[str, type[BaseModel]] = {"next-item": ContinualNextItemConfig, "ctr": ContinualCTRConfig}
-ContinualConfig = ContinualNextItemConfig | ContinualCTRConfig
+ContinualNextItemConfig = continual_config_class("next-item")
+ContinualCTRConfig = continual_config_class("ctr")

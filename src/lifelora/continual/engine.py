@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from lifelora.adapters import Adapter, load
+from lifelora.adapters import Adapter, is_routed, load
 from lifelora.continual.config import ContinualConfig
 from lifelora.continual.strategies import PeriodContext, Strategy
 from lifelora.continual.stream import Stream
@@ -43,9 +43,7 @@ def eval_path(evals: Path, cfg: ContinualConfig, model_key: str, period: int, bl
     """Where the metrics of a model on block `block`'s test set, evaluated after `period`, are kept. With
     an evolving lens they are kept per routing lens: the same adapter routed by another period's lens is
     another recommender (pretrain's period-0 adapter is evaluated anew under every period's lens)."""
-    evolving = (
-        cfg.adapter is not None and cfg.adapter.kind == "personalized" and cfg.continual.lens != "frozen"
-    )
+    evolving = cfg.adapter is not None and is_routed(cfg.adapter) and cfg.continual.lens != "frozen"
     routed = evals / model_key / f"lens-{period}" if evolving else evals / model_key
     return routed / f"block-{block}.json"
 

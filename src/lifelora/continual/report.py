@@ -17,8 +17,12 @@ from lifelora.continual.engine import FIRST, blocks_after, eval_path
 from lifelora.io import atomic_path, read_json, write_json
 from lifelora.metrics.continual import transfer_summary
 from lifelora.report import plot_lines
+from lifelora.tasks.registry import task_class
 
-HEADLINE = {"next-item": ("ndcg@10", "hit@10", "ndcg@5", "hit@5"), "ctr": ("AUC", "LogLoss")}
+
+def headline(task: str) -> tuple[str, ...]:
+    """The metrics a report leads with (the first one ranks), the task's own."""
+    return task_class(task).headline
 
 
 def _model_key(root: Path, title: str, period: int) -> str | None:
@@ -85,7 +89,7 @@ def _storage(root: Path, title: str, n: int) -> dict:
 def seed_result(root: Path, title: str, cfg: ContinualConfig) -> dict:
     """One strategy, one seed: per-period figures and their summary."""
     n = cfg.continual.periods.n_periods
-    metrics = HEADLINE[cfg.task]
+    metrics = headline(cfg.task)
     result: dict = {"per_period": {}, "summary": {}}
     for metric in metrics:
         matrix = _matrix(root, title, cfg, metric)
@@ -130,13 +134,13 @@ def summarize(run_dir: Path, cfg: ContinualConfig) -> dict:
             mean[key] = float(finite.mean()) if len(finite) else math.nan
             std[key] = float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
         strategies[strategy.title] = {"seeds": seeds, "mean": mean, "std": std}
-    return {"task": cfg.task, "dataset": cfg.dataset, "model": cfg.model, "metric": HEADLINE[cfg.task][0],
+    return {"task": cfg.task, "dataset": cfg.dataset, "model": cfg.model, "metric": headline(cfg.task)[0],
             "periods": cfg.continual.periods.n_periods, "seeds": cfg.continual.seeds, "strategies": strategies}  # fmt: skip
 
 
 def table_columns(task: str) -> list[str]:
-    first = HEADLINE[task][0]
-    return [*HEADLINE[task], f"{first} next", f"{first} returning", f"{first} new", "bwt", "forgetting",
+    first = headline(task)[0]
+    return [*headline(task), f"{first} next", f"{first} returning", f"{first} new", "bwt", "forgetting",
             "adapters", "adapter_mb", "seconds"]  # fmt: skip
 
 

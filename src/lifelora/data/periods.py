@@ -13,16 +13,13 @@ import math
 from datetime import date, datetime, timezone
 from fractions import Fraction
 from itertools import pairwise
-from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lifelora.data.prepared import PreparedData
 from lifelora.errors import LifeloraError
-
-if TYPE_CHECKING:
-    from lifelora.data.prepared import PreparedData
 
 DEFAULT_FRACTIONS = (0.6, 0.1, 0.1, 0.1, 0.1)
 STATISTICS_COLUMNS = (
@@ -185,11 +182,6 @@ def sample_periods(data: PreparedData, spec: PeriodSpec, periods: np.ndarray | N
     periods = interaction_periods(data, spec) if periods is None else periods
     offset = data.users["seq_offset"].to_numpy()[data.samples["user_idx"].to_numpy()]
     return periods[offset + data.samples["hist_len"].to_numpy()]
-
-
-def assign_periods(data: PreparedData, spec: PeriodSpec) -> pl.DataFrame:
-    """The samples with a `period` column (Int32, 0-based); the other columns are shared, not copied."""
-    return data.samples.with_columns(period=pl.Series(sample_periods(data, spec), dtype=pl.Int32))
 
 
 def period_bounds(data: PreparedData, spec: PeriodSpec, periods: np.ndarray | None = None) -> pl.DataFrame:

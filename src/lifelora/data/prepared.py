@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from lifelora.data.periods import PeriodSpec, assign_periods
 from lifelora.errors import LifeloraError
 from lifelora.io import read_json
 
@@ -27,7 +26,7 @@ class History:
 
 @dataclass
 class PreparedData:
-    """The prepared tables; `period_spec` is set once `with_periods` has tagged the samples."""
+    """The prepared tables (time periods over them: `lifelora.data.periods`)."""
 
     directory: Path
     meta: dict
@@ -35,7 +34,6 @@ class PreparedData:
     sequences: pl.DataFrame
     users: pl.DataFrame
     items: pl.DataFrame
-    period_spec: PeriodSpec | None = None
 
     @classmethod
     def load(cls, directory: str | Path) -> PreparedData:
@@ -77,25 +75,6 @@ class PreparedData:
         counts = self.split(name).group_by("user_idx").agg(pl.len().alias("samples"))
         users = self.users.select("user_idx", "user").join(counts, on="user_idx", how="inner")
         return users.sort("user_idx").select("user", "samples")
-
-    def with_periods(self, spec: PeriodSpec) -> PreparedData:
-        """This data with every sample tagged by its time period; the tables are shared, not copied."""
-        return replace(self, samples=assign_periods(self, spec), period_spec=spec)
-
-    def period(self, index: int) -> pl.DataFrame:
-        """The samples of one period (histories still reach into earlier periods)."""
-        return self.samples.filter(pl.col("period") == self._period_index(index))
-
-    def periods_through(self, index: int) -> pl.DataFrame:
-        """The samples of periods 0 … `index`, in global time order."""
-        return self.samples.filter(pl.col("period") <= self._period_index(index))
-
-    def _period_index(self, index: int) -> int:
-        if self.period_spec is None:
-            raise LifeloraError("the samples have no periods yet; cut them with data.with_periods(spec)")
-        if not 0 <= index < self.period_spec.n_periods:
-            raise LifeloraError(f"period {index}: no such period (0 … {self.period_spec.n_periods - 1})")
-        return index
 
     def sequence_users(self) -> np.ndarray:
         """The user_idx of every row of `sequences` (they are grouped per user)."""

@@ -59,8 +59,8 @@ def _lens_rows(data: PreparedData, run_dir: Path, quick: bool, command: str, log
 
 def _llm_rows(data: PreparedData, run_dir: Path, quick: bool, command: str, log) -> list[tuple[str, dict]]:
     from lifelora.tasks.ctr.config import CTRConfig
-    from lifelora.tasks.ctr.jobs import evaluate_run, train_and_evaluate
     from lifelora.tasks.ctr.task import CTRTask
+    from lifelora.tasks.jobs import evaluate_run, train_and_evaluate
 
     quick_overrides = QUICK_LLM if quick else []
     lora_cfg = load_config(CTRConfig, shipped_config(SHARED_LORA_CONFIG), quick_overrides)

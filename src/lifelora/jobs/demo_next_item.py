@@ -79,8 +79,8 @@ def _baselines(data, run_dir: Path, quick: bool, command: str, log) -> list[tupl
 
 def _llm_rows(data, run_dir: Path, quick: bool, command: str, log) -> list[str]:
     """Train and evaluate the three LLM rows; returns their names."""
+    from lifelora.tasks.jobs import evaluate_run, train_and_evaluate
     from lifelora.tasks.next_item.config import NextItemConfig
-    from lifelora.tasks.next_item.jobs import evaluate_run, train_and_evaluate
     from lifelora.tasks.next_item.task import NextItemTask
 
     quick_overrides = QUICK_LLM if quick else []

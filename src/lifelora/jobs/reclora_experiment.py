@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from lifelora.adapters import is_routed
 from lifelora.adapters.lora import SharedLoraConfig
 from lifelora.errors import LifeloraError
 from lifelora.io import read_json, write_json
@@ -21,8 +22,8 @@ from lifelora.metrics.ctr import ctr_metrics
 from lifelora.report import CTR_COLUMNS, markdown_table, plot_bars
 from lifelora.run import record_run, run_status
 from lifelora.tasks.ctr.config import CTRConfig
-from lifelora.tasks.ctr.jobs import evaluate_run, train_and_evaluate
 from lifelora.tasks.ctr.task import CTRTask
+from lifelora.tasks.jobs import evaluate_run, train_and_evaluate
 from lifelora.tasks.subsets import subset_rows
 
 
@@ -101,7 +102,7 @@ def run_reclora_experiment(
     log=print,
 ) -> list[tuple[str, dict]]:
     """Every variant of `cfg` (a personalized-adapter config) on the task's data and backbone."""
-    if cfg.adapter is None or cfg.adapter.kind != "personalized":
+    if cfg.adapter is None or not is_routed(cfg.adapter):
         raise LifeloraError("experiment reclora needs a personalized-adapter config (adapter.kind)")
     variants = reclora_variants(cfg, n_values, temperatures, sizes)
     if only:

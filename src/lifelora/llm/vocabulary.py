@@ -64,25 +64,6 @@ class CodeVocabulary:
             raise LifeloraError(f"text_of takes one code row, got shape {list(row.shape)}")
         return "".join(code_token(level, int(code)) for level, code in enumerate(row))
 
-    def codes_of(self, ids: np.ndarray | Sequence[int]) -> np.ndarray:
-        """The codes [..., L] of token ids [..., L], each id a code token of its own level."""
-        ids = np.asarray(ids, dtype=np.int64)
-        levels = len(self.level_sizes)
-        if ids.ndim == 0 or ids.shape[-1] != levels:
-            raise LifeloraError(
-                f"token ids must have {levels} levels in the last axis, got {list(ids.shape)}"
-            )
-        table = self.token_table.numpy()
-        code_at = np.full(int(table.max()) + 2, -1)  # the last entry stands for every id past the table
-        for row in table:
-            present = row >= 0
-            code_at[row[present]] = np.flatnonzero(present)
-        codes = code_at[np.clip(ids, 0, len(code_at) - 1)]
-        valid = (codes >= 0) & (table[np.arange(levels), codes] == ids)
-        if not valid.all():
-            raise LifeloraError(f"token id {ids[~valid][0]} is not a code token of its level")
-        return codes
-
     def to_dict(self) -> dict:
         return {
             "level_sizes": list(self.level_sizes),

@@ -241,6 +241,7 @@ class PersonalizedAdapter(Adapter):
     kind = "personalized"
     config_class = PersonalizedConfig
     config_file = CONFIG_FILE
+    routed = True
 
     def __init__(self, model: PersonalizedModel):
         self.model = model

@@ -20,7 +20,7 @@ from pydantic import Field
 from torch import nn
 from torch.nn.utils import parametrize
 
-from lifelora.adapters import Adapter
+from lifelora.adapters import Adapter, LoraAdapter
 from lifelora.continual.strategies.base import PeriodContext, Strategy, StrategyConfig
 from lifelora.errors import LifeloraError
 
@@ -52,7 +52,7 @@ def add_period_branch(adapter: Adapter, period: int, *, keep: Keep = "all", inhe
 
 
 def require_lora(adapter: Adapter, strategy: str) -> None:
-    if adapter.kind != "lora":
+    if not isinstance(adapter, LoraAdapter):
         raise LifeloraError(f"strategy {strategy!r} works on adapter kind 'lora' only, not {adapter.kind!r}")
 
 

@@ -64,16 +64,6 @@ class ProximalTerm:
         return total if self.form == "l2" else total / self.modules
 
 
-def l2_term(live: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]) -> torch.Tensor:
-    """½‖v − v_prev‖² over all the weights (λ is applied by the caller)."""
-    return ProximalTerm(anchor, "l2")(live)
-
-
-def softmax_kl_term(live: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(1/M) Σ_weights KL(softmax(vec w) ‖ softmax(vec w_prev)), M = the number of adapted modules."""
-    return ProximalTerm(anchor, "softmax_kl")(live)
-
-
 class ProximalHook(TrainHook):
     """λ · term(live, anchor) added to every micro-batch's loss."""
 

@@ -10,9 +10,9 @@ import polars as pl
 
 from lifelora.data.prepared import PreparedData
 from lifelora.errors import LifeloraError
+from lifelora.tasks.base import Task
 from lifelora.tasks.ctr.config import CTRConfig
 from lifelora.tasks.ctr.scoring import score_candidates
-from lifelora.tasks.ctr.task import CTRTask
 
 
 def sample_candidates(data: PreparedData, user: int, n: int, seed: int) -> np.ndarray:
@@ -21,8 +21,8 @@ def sample_candidates(data: PreparedData, user: int, n: int, seed: int) -> np.nd
     return np.random.default_rng(seed).choice(unseen, size=min(n, len(unseen)), replace=False)
 
 
-def recommend(
-    task: CTRTask, model, cfg: CTRConfig, user: int, candidates: np.ndarray, k: int, batch_size: int = 32
+def rank_candidates(
+    task: Task, model, cfg: CTRConfig, user: int, candidates: np.ndarray, k: int, batch_size: int = 32
 ) -> pl.DataFrame:
     """Top-k of `candidates` for a user, scored with the shared prefix computed once.
 
@@ -63,7 +63,7 @@ def recommend(
 
 
 def export_user(
-    task: CTRTask, model, cfg: CTRConfig, user: int, split: str, out: Path, item: int | None = None
+    task: Task, model, cfg: CTRConfig, user: int, split: str, out: Path, item: int | None = None
 ) -> dict:
     """One instance's personalized LoRA as a plain PEFT adapter directory.
 
@@ -80,7 +80,7 @@ def export_user(
         name = task.data.users["user"][user]
         raise LifeloraError(f"user {name!r} has no sample in the {split} split{target}")
     row = rows[-1:]  # samples are in time order: the latest
-    routing = task.routing(task.lens(cfg), split, row)[0]
+    routing = task.routing(task.lens(cfg), samples[row])[0]
     model.export_instance(routing, out, base_model_name=task.backbone.base_model_name)
     sample = samples.row(int(row[0]), named=True)
     return {

@@ -1,33 +1,72 @@
-"""What every click-through job on one dataset and one backbone shares: the data, the backbone, prompt
-builders and item vectors, made once and never changed by a run. A run's settings (its `CTRConfig`)
-are passed to each call instead, so one `CTRTask` serves any number of runs, in any order."""
+"""Click-through as a task: what every click-through job on one dataset and one backbone shares (the
+data, the backbone, prompt builders and item vectors, made once and never changed by a run) and what the
+task protocol asks of it. A run's settings (its `CTRConfig`) are passed to each call instead, so one
+`CTRTask` serves any number of runs, in any order."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
 
+from lifelora import distributed
 from lifelora.data.history import history_positions
 from lifelora.data.prepared import PreparedData
+from lifelora.io import write_parquet
 from lifelora.lens import Lens
+from lifelora.lens.periods import ClickLenses, PeriodLenses
 from lifelora.llm.backbone import Backbone, load_backbone
 from lifelora.llm.item_embeddings import item_embeddings
+from lifelora.llm.logits import last_logits
+from lifelora.metrics.ctr import ctr_metrics
+from lifelora.report import METRIC_ORDER
+from lifelora.tasks.base import Recommendation, Task
 from lifelora.tasks.ctr.config import CTRConfig, PromptSettings
 from lifelora.tasks.ctr.examples import CTRExamples
 from lifelora.tasks.ctr.prompts import PromptBuilder
+from lifelora.tasks.ctr.ranking import rank_candidates, sample_candidates
+from lifelora.tasks.ctr.scoring import score_prompts
 from lifelora.tasks.subsets import subset_rows
 
+SPLIT_SHARES = (0.8, 0.1, 0.1)  # a period's samples in time order: train / valid / test
 
-class CTRTask:
+
+def answer_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """Causal-LM cross-entropy on the answer token only (the prompt carries no loss), on fp32 logits
+    projected from the final hidden state (`lifelora.llm.logits`), whatever the autocast."""
+    routing = {"routing": batch["routing"]} if "routing" in batch else {}
+    logits = last_logits(
+        model,
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        use_cache=False,
+        **routing,
+    )
+    return torch.nn.functional.cross_entropy(logits, batch["labels"])
+
+
+class CTRTask(Task):
+    name = "ctr"
+    config_class = CTRConfig
+    loss_name = "answer CE"
+    columns = METRIC_ORDER
+    headline = ("AUC", "LogLoss")
+
     def __init__(self, data: PreparedData, backbone: Backbone | str, log=print):
         self.data, self.log = data, log
         self.backbone = load_backbone(backbone, log=log) if isinstance(backbone, str) else backbone
         self._builders: dict[str, PromptBuilder] = {}
         self._embeddings: dict[int, np.ndarray] = {}
-        self._lenses: dict[Path, Lens] = {}
+
+    @classmethod
+    def open(cls, cfg: CTRConfig, data: PreparedData, log=print, run: Path | None = None) -> CTRTask:
+        return cls(data, cfg.model, log=log)
 
     def builder(self, layout: str) -> PromptBuilder:
         if layout not in self._builders:
@@ -49,47 +88,128 @@ class CTRTask:
         return self._embeddings[prompt.pca_dim]
 
     def before_adapter(self, cfg: CTRConfig) -> None:
-        """Make what the run needs from the bare backbone (item vectors) while it is still bare."""
         self.embeddings(cfg.prompt)
 
-    def lens(self, cfg: CTRConfig) -> Lens | None:
-        """The frozen lens that routes the run's personalized adapter (None for other adapters)."""
-        if cfg.adapter is None or cfg.adapter.kind != "personalized":
-            return None
-        path = Path(cfg.lens)
-        if path not in self._lenses:
-            lens = Lens.load(path)
-            lens.check_matches(self.data)
-            self._lenses[path] = lens
-        return self._lenses[path]
+    def load_lens(self, path: Path) -> Lens:
+        return Lens.load(path)
 
-    def examples(self, cfg: CTRConfig, split: str, n: int | None, lens: Lens | None = None) -> CTRExamples:
-        """A fixed subset of `n` rows of `split` (seed `cfg.subset.seed`), with routing vectors from
-        `lens` when one is given."""
+    def describe(self, cfg: CTRConfig) -> str:
+        return f", history {cfg.prompt.history} ({cfg.prompt.retriever})"
+
+    def samples(self, cfg: CTRConfig, split: str, n: int | None) -> pl.DataFrame:
         samples = self.data.split(split)
-        rows = subset_rows(samples.height, n, cfg.subset.seed)
-        routing = None if lens is None else self.routing(lens, split, rows)
-        return self.examples_of(cfg, samples[rows], routing)
+        return samples[subset_rows(samples.height, n, cfg.subset.seed)]
 
-    def examples_of(
-        self, cfg: CTRConfig, samples: pl.DataFrame, routing: torch.Tensor | None = None
-    ) -> CTRExamples:
-        """Prompts for any rows of the samples table (a continual period's, several periods' together)."""
+    def examples_of(self, cfg: CTRConfig, samples: pl.DataFrame, lens: Lens | None = None) -> CTRExamples:
+        """Prompts for any rows of the samples table, with the lens's routing vectors when one is given."""
         positions = history_positions(
             cfg.prompt.retriever, self.data, samples, cfg.prompt.history, self.embeddings(cfg.prompt)
         )
+        routing = None if lens is None else self.routing(lens, samples)
         return CTRExamples(self.data, self.builder(cfg.prompt.layout), samples, positions, routing)
 
-    def routing(self, lens: Lens, split: str, rows: np.ndarray) -> torch.Tensor:
-        """The lens's hidden vectors for these rows of `split`.
+    def routing(self, lens: Lens, samples: pl.DataFrame) -> torch.Tensor:
+        """The lens's hidden vectors for any rows of the samples table.
 
         The lens reads its own long history (recent or retrieved 60) over the full data; users it
         never saw get its cold-start vector (their unknown-id embedding is zero)."""
-        _, hidden = lens.predict(lens.encode(self.data, split, rows=rows), hidden=True)
-        return hidden
-
-    def routing_of(self, lens: Lens, samples: pl.DataFrame) -> torch.Tensor:
-        """The lens's hidden vectors for any rows of the samples table (a continual period's rows span
-        several splits)."""
         _, hidden = lens.predict(lens.encode_samples(self.data, samples), hidden=True)
         return hidden
+
+    def loss(self, cfg: CTRConfig):
+        return answer_loss
+
+    def evaluate_examples(
+        self, model: torch.nn.Module, cfg: CTRConfig, examples: CTRExamples, out_dir: Path | None, name: str
+    ) -> tuple[dict, np.ndarray]:
+        """AUC, LogLoss, ACC and gAUC and every row's P(yes); with `out_dir`, `predictions_{name}.parquet`."""
+        start = time.perf_counter()
+        prompts = examples.prompts(np.arange(len(examples)))
+        scores = score_prompts(
+            model,
+            prompts,
+            self.backbone.tokenizer.pad_token_id,
+            examples.builder.answer_ids,
+            batch_size=cfg.eval.batch_size,
+            precision=cfg.scoring_precision,
+            routing=examples.routing,
+        )
+        seconds = time.perf_counter() - start
+        metrics = ctr_metrics(examples.labels, scores, examples.users)
+        metrics["samples"] = len(examples)
+        metrics["seconds"] = round(seconds, 2)
+        metrics["tokens_per_s"] = round(sum(len(p) for p in prompts) / seconds, 1)
+        if out_dir is not None and distributed.is_main_process():
+            write_parquet(
+                out_dir / f"predictions_{name}.parquet",
+                pl.DataFrame(
+                    {
+                        "sample_id": examples.samples["sample_id"],
+                        "user_idx": examples.samples["user_idx"],
+                        "label": examples.labels.astype(np.int8),
+                        "score": scores,
+                    }
+                ),
+            )
+        return metrics, scores
+
+    def group_metrics(
+        self, cfg: CTRConfig, samples: pl.DataFrame, outcome: np.ndarray, mask: np.ndarray
+    ) -> dict | None:
+        labels = samples["label"].to_numpy()[mask]
+        if len(np.unique(labels)) < 2:
+            return None  # AUC is undefined on one label
+        return ctr_metrics(labels, outcome[mask], samples["user_idx"].to_numpy()[mask])
+
+    def recommend(
+        self, model: torch.nn.Module, cfg: CTRConfig, user: str, k: int, options: dict
+    ) -> Recommendation:
+        """The top-`k` of `options["items"]` (raw ids, comma-separated) or of `options["candidates"]`
+        random items the user has not rated (seed `options["seed"]`)."""
+        user_idx = self.data.user_index(user)
+        items = options.get("items")
+        if items:
+            keys = [key.strip() for key in items.split(",") if key.strip()]
+            pool = self.data.item_indices(keys, "--items")
+        else:
+            pool = sample_candidates(
+                self.data, user_idx, options.get("candidates", 100), options.get("seed", 0)
+            )
+        top = rank_candidates(self, model, cfg, user_idx, pool, k)
+        return Recommendation(top, f"top {k} of {len(pool)} for user {user} ({self.data.name})", "score")
+
+    # --- periods ----------------------------------------------------------------------------------------
+
+    def period_samples(self, periods: np.ndarray, period: int, split: str) -> pl.DataFrame:
+        """A period's samples in time order: the first 80% train, the next 10% validate, the last 10% test."""
+        rows = np.flatnonzero(self._sample_periods(periods) == period)
+        ends = np.floor(np.cumsum(SPLIT_SHARES) * len(rows)).astype(np.int64)
+        part = {"train": rows[: ends[0]], "valid": rows[ends[0] : ends[1]], "test": rows[ends[1] :]}[split]
+        return self.data.samples[part]
+
+    def _sample_periods(self, periods: np.ndarray) -> np.ndarray:
+        """The period of every sample: that of the interaction it labels."""
+        offset = self.data.users["seq_offset"].to_numpy()[self.data.samples["user_idx"].to_numpy()]
+        return periods[offset + self.data.samples["hist_len"].to_numpy()]
+
+    def period_lenses(
+        self, periods: np.ndarray, mode: str, named: Lens, directory: Path, log
+    ) -> PeriodLenses:
+        return ClickLenses(self.data, partial(self.period_samples, periods), mode, named, directory, log)
+
+    def users_and_rows(self, samples: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        users = samples["user_idx"].to_numpy().astype(np.int64)
+        offset = self.data.users["seq_offset"].to_numpy().astype(np.int64)
+        return users, offset[users] + samples["hist_len"].to_numpy()
+
+    @staticmethod
+    def size(samples: pl.DataFrame) -> int:
+        return samples.height
+
+    @staticmethod
+    def take(samples: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
+        return samples[rows]
+
+    @staticmethod
+    def concat(parts: Sequence[pl.DataFrame]) -> pl.DataFrame:
+        return pl.concat(list(parts))

@@ -1,27 +1,76 @@
-"""What every next-item job on one dataset and one backbone shares: the items' semantic-ID codes (made
-once from the bare backbone's item vectors), their tokens in the vocabulary, the trie of valid codes,
-the prompt builder and the lenses. A run's settings are passed to each call, never stored."""
+"""Generative next-item recommendation as a task: what every next-item job on one dataset and one
+backbone shares (the items' semantic-ID codes, made once from the bare backbone's item vectors, their
+tokens in the vocabulary, the trie of valid codes, the prompt builder and the lenses) and what the task
+protocol asks of it. A run's settings are passed to each call, never stored."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
+import polars as pl
 import torch
 
+from lifelora import distributed
+from lifelora.adapters import is_routed
 from lifelora.data.prepared import PreparedData
-from lifelora.data.sequential import NextItemSamples, leave_one_out
+from lifelora.data.sequential import NextItemSamples, block_leave_one_out, history_window, leave_one_out
+from lifelora.errors import LifeloraError
+from lifelora.io import write_parquet
+from lifelora.lens.periods import PeriodLenses, SequenceLenses
 from lifelora.lens.sasrec import SASRecLens
 from lifelora.llm.backbone import Backbone, load_backbone
+from lifelora.llm.item_text import item_titles
+from lifelora.llm.logits import tail_logits
 from lifelora.llm.vocabulary import add_code_tokens
+from lifelora.metrics.ranking import NOT_FOUND, ranking_metrics, ranks_from_lists, target_ranks
+from lifelora.report import NEXT_ITEM_COLUMNS
+from lifelora.tasks.base import Recommendation, Task
 from lifelora.tasks.next_item.config import NextItemConfig
+from lifelora.tasks.next_item.decoding import beam_search, exact_scores
 from lifelora.tasks.next_item.examples import NextItemExamples, PromptBuilder
 from lifelora.tasks.next_item.semantic_ids import ItemCodes, SemanticIdConfig, item_codes
 from lifelora.tasks.next_item.trie import CodeTrie
 from lifelora.tasks.subsets import subset_rows
 
+CODES_DIR = "semantic_ids"  # where a run keeps the item codes its adapter was trained with
 
-class NextItemTask:
+
+def code_loss(model: torch.nn.Module, batch: dict, temperature: float = 0.8) -> torch.Tensor:
+    """Cross-entropy of the target's code tokens (the prompt carries no loss) on fp32 logits / T.
+
+    Batches are left-padded, so the response is the last L columns, predicted by the L columns before."""
+    labels = batch["labels"]
+    routing = {"routing": batch["routing"]} if "routing" in batch else {}
+    logits = tail_logits(
+        model,
+        labels.shape[1] + 1,
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        use_cache=False,
+        **routing,
+    )[:, :-1]
+    return torch.nn.functional.cross_entropy(
+        (logits / temperature).reshape(-1, logits.shape[-1]), labels.reshape(-1)
+    )
+
+
+class NextItemTask(Task):
+    name = "next-item"
+    config_class = NextItemConfig
+    label = "next-item"
+    unit = "next-item targets"
+    loss_name = "code CE"
+    columns = NEXT_ITEM_COLUMNS
+    headline = ("ndcg@10", "hit@10", "ndcg@5", "hit@5")
+    evaluate_merged = True
+    options: ClassVar[dict[str, str]] = {"decoding": "eval.decoding"}
+
     def __init__(
         self,
         data: PreparedData,
@@ -45,49 +94,189 @@ class NextItemTask:
         self.builder = PromptBuilder(
             self.backbone.tokenizer, [self.vocabulary.text_of(code) for code in self.codes.codes]
         )
-        self._lenses: dict[Path, SASRecLens] = {}
+
+    @classmethod
+    def open(
+        cls, cfg: NextItemConfig, data: PreparedData, log=print, run: Path | None = None
+    ) -> NextItemTask:
+        """With `run`, the item codes that run was trained with, else those of `cfg.semantic_ids`."""
+        codes = ItemCodes.load(run / CODES_DIR) if run is not None else cfg.semantic_ids
+        return cls(data, cfg.model, codes, log=log)
 
     @property
     def code_length(self) -> int:
         return self.codes.codes.shape[1]
 
-    def lens(self, cfg: NextItemConfig) -> SASRecLens | None:
-        """The frozen SASRec lens that routes the run's personalized adapter (None for other adapters)."""
-        if cfg.adapter is None or cfg.adapter.kind != "personalized":
-            return None
-        path = Path(cfg.lens)
-        if path not in self._lenses:
-            lens = SASRecLens.load(path)
-            lens.check_matches(self.data)
-            self._lenses[path] = lens
-        return self._lenses[path]
+    def load_lens(self, path: Path) -> SASRecLens:
+        return SASRecLens.load(path)
+
+    def adapter_config(self, cfg: NextItemConfig):
+        """The run's adapter with the code tokens' rows (or the whole embedding and head) trained."""
+        if cfg.token_rows == "new":
+            return cfg.adapter.model_copy(
+                update={"trainable_token_indices": list(self.vocabulary.new_token_ids)}
+            )
+        if is_routed(cfg.adapter):
+            raise LifeloraError("token_rows: all (the whole embedding and LM head) needs adapter kind lora")
+        return cfg.adapter.model_copy(update={"modules_to_save": ["embed_tokens", "lm_head"]})
+
+    def describe(self, cfg: NextItemConfig) -> str:
+        return f", history {cfg.prompt.history}, codes of {self.code_length} tokens"
 
     def samples(self, cfg: NextItemConfig, split: str, n: int | None) -> NextItemSamples:
         """A fixed seeded subset of `n` targets of `split` (one per user for valid and test)."""
         samples = leave_one_out(self.data, split)
         return samples.subset(subset_rows(len(samples), n, cfg.subset.seed))
 
-    def examples(
-        self, cfg: NextItemConfig, split: str, n: int | None, lens: SASRecLens | None = None
-    ) -> NextItemExamples:
-        return self.examples_of(cfg, self.samples(cfg, split, n), lens)
-
     def examples_of(
         self, cfg: NextItemConfig, samples: NextItemSamples, lens: SASRecLens | None = None
     ) -> NextItemExamples:
-        """Prompts for any set of targets (a continual period's, several periods' together)."""
+        """Prompts for any set of targets (a split's, a continual period's, several periods' together)."""
         routing = None if lens is None else lens.user_vectors(self.data, samples)
         return NextItemExamples(
             self.data, samples, self.builder, self.code_ids, cfg.prompt.history, routing=routing
         )
 
-    def titles(self, items: np.ndarray) -> list[str]:
-        from lifelora.llm.item_text import item_titles
+    def loss(self, cfg: NextItemConfig):
+        return partial(code_loss, temperature=cfg.prompt.temperature)
 
+    def titles(self, items: np.ndarray) -> list[str]:
         return [item_titles(self.data.items[[int(i)]])[0] for i in items]
 
-    def token_rows(self) -> list[int]:
-        return list(self.vocabulary.new_token_ids)
+    # --- evaluation -------------------------------------------------------------------------------------
 
-    def routing_for(self, lens: SASRecLens, samples: NextItemSamples) -> torch.Tensor:
-        return lens.user_vectors(self.data, samples)
+    @torch.no_grad()
+    def decode(
+        self, model: torch.nn.Module, cfg: NextItemConfig, examples: NextItemExamples
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ranked item_idx [n, K], their log-probabilities [n, K], the target's rank [n]) per user."""
+        prompts = examples.prompts(np.arange(len(examples)))
+        common = dict(
+            pad_id=self.backbone.tokenizer.pad_token_id,
+            temperature=cfg.prompt.temperature,
+            batch_size=cfg.eval.batch_size,
+            precision=cfg.scoring_precision,
+            routing=examples.routing,
+        )
+        table = self.vocabulary.token_table
+        if cfg.eval.decoding == "beam":
+            items, scores = beam_search(model, prompts, self.trie, table, beams=cfg.eval.beams, **common)
+            items, scores = items.numpy(), scores.numpy()
+            return items, scores, ranks_from_lists(items, examples.targets)
+        full = exact_scores(model, prompts, self.trie, table, **common).numpy()
+        top = np.argsort(-full, axis=1, kind="stable")[:, : cfg.eval.top_k]
+        return top, np.take_along_axis(full, top, axis=1), target_ranks(full, examples.targets)
+
+    def evaluate_examples(
+        self, model: torch.nn.Module, cfg: NextItemConfig, examples: NextItemExamples, out_dir: Path | None,
+        name: str,
+    ) -> tuple[dict, np.ndarray]:  # fmt: skip
+        """Hit/NDCG@K and MRR, and every target's rank (`NOT_FOUND` past a beam's list); with `out_dir`,
+        the ranked lists as `ranked_{name}.parquet`."""
+        model.eval()
+        start = time.perf_counter()
+        items, scores, ranks = self.decode(model, cfg, examples)
+        seconds = time.perf_counter() - start
+        metrics = ranking_metrics(ranks, ks=tuple(cfg.eval.ks), cutoff=self._cutoff(cfg))
+        metrics.update(decoding=cfg.eval.decoding, seconds=round(seconds, 2))
+        metrics["users_per_s"] = round(len(examples) / seconds, 2)
+        if cfg.eval.decoding == "beam":
+            metrics["beams"] = cfg.eval.beams
+        if out_dir is not None and distributed.is_main_process():
+            write_parquet(
+                out_dir / f"ranked_{name}.parquet", self.ranked_lists(examples, items, scores, ranks)
+            )
+        return metrics, ranks
+
+    @staticmethod
+    def _cutoff(cfg: NextItemConfig) -> int | None:
+        return cfg.eval.beams if cfg.eval.decoding == "beam" else None  # a beam's misses have no rank
+
+    def group_metrics(
+        self, cfg: NextItemConfig, samples: NextItemSamples, outcome: np.ndarray, mask: np.ndarray
+    ) -> dict | None:
+        sub = ranking_metrics(outcome[mask], ks=tuple(cfg.eval.ks), cutoff=self._cutoff(cfg))
+        return {k: v for k, v in sub.items() if not k.startswith("recall")}
+
+    def ranked_lists(
+        self, examples: NextItemExamples, items: np.ndarray, scores: np.ndarray, ranks: np.ndarray
+    ) -> pl.DataFrame:
+        """One row per evaluated user: user and item ids (raw), the target and its 0-based rank (null: not
+        in a beam's list), the ranked items and their log-probabilities."""
+        raw_items = self.data.items["item"].to_numpy()
+        return pl.DataFrame(
+            {
+                "user_idx": examples.samples.user_idx,
+                "user": self.data.users["user"].to_numpy()[examples.samples.user_idx],
+                "rank": pl.Series(ranks).set(pl.Series(ranks == NOT_FOUND), None),
+                "target": raw_items[examples.targets],
+                "ranked": [[raw_items[i] for i in row if i >= 0] for row in items],
+                "scores": [row[row > -np.inf].tolist() for row in scores],
+            }
+        )
+
+    def run_summary(self, cfg: NextItemConfig) -> dict:
+        return {"codes": {"level_sizes": self.codes.level_sizes, **self.codes.stats}}
+
+    def save_run(self, run_dir: Path) -> None:
+        self.codes.save(run_dir / CODES_DIR)
+
+    @torch.no_grad()
+    def recommend(
+        self, model: torch.nn.Module, cfg: NextItemConfig, user: str, k: int, options: dict
+    ) -> Recommendation:
+        """The top-`k` next items for one user (raw id) from all of their history, by beam search."""
+        user_idx = self.data.user_index(user)
+        length = int(self.data.users["seq_len"][user_idx])
+        if length == 0:
+            raise LifeloraError(f"user {user!r} has no interactions in {self.data.name}")
+        samples = NextItemSamples("recommend", np.array([user_idx]), np.array([length]), np.array([-1]))
+        lens = self.lens(cfg)
+        routing = None if lens is None else lens.user_vectors(self.data, samples)
+        window = history_window(self.data, samples, cfg.prompt.history)
+        items, scores = beam_search(
+            model,
+            self.builder.encode([window.items[0][window.mask[0]]]),
+            self.trie,
+            self.vocabulary.token_table,
+            pad_id=self.backbone.tokenizer.pad_token_id,
+            beams=max(k, cfg.eval.beams),
+            temperature=cfg.prompt.temperature,
+            precision=cfg.scoring_precision,
+            routing=routing,
+        )
+        keep = items[0] >= 0
+        top = items[0][keep][:k].numpy()
+        table = pl.DataFrame(
+            {
+                "rank": np.arange(1, len(top) + 1),
+                "item": self.data.items["item"].to_numpy()[top],
+                "title": self.titles(top),
+                "log_prob": scores[0][keep][:k].numpy(),
+            }
+        )
+        title = f"next {k} items for user {user} ({self.data.name}, beam search over item codes)"
+        return Recommendation(table, title, "log_prob", "{:.3f}")
+
+    # --- periods ----------------------------------------------------------------------------------------
+
+    def period_samples(self, periods: np.ndarray, period: int, split: str) -> NextItemSamples:
+        """PESO's protocol: per user, the period's last interaction tests, the second-last validates."""
+        return block_leave_one_out(self.data, periods, period, split)
+
+    def period_lenses(
+        self, periods: np.ndarray, mode: str, named: SASRecLens, directory: Path, log
+    ) -> PeriodLenses:
+        return SequenceLenses(self.data, periods, mode, named, directory, log)
+
+    def users_and_rows(self, samples: NextItemSamples) -> tuple[np.ndarray, np.ndarray]:
+        offset = self.data.users["seq_offset"].to_numpy().astype(np.int64)
+        return samples.user_idx, offset[samples.user_idx] + samples.position
+
+    @staticmethod
+    def take(samples: NextItemSamples, rows: np.ndarray) -> NextItemSamples:
+        return samples.subset(rows)
+
+    @staticmethod
+    def concat(parts: Sequence[NextItemSamples]) -> NextItemSamples:
+        return NextItemSamples.concat(list(parts))

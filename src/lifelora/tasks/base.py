@@ -1,0 +1,153 @@
+"""The task protocol: what a recommendation task supplies so that one loop (`tasks.jobs`), one command
+line and one continual engine run it. A task holds what every run on one dataset and one backbone
+shares (data, backbone, prompt builders, lenses) and takes a run's config in each call.
+
+A task supplies: its config class and names; the examples of a split or of any rows (a period's) and
+their loss; how its examples are evaluated (and which per-row outcome a subgroup is measured from); how
+it recommends for one user; which lens routes it; what its report rows show; and, for continual runs,
+how a period's samples are cut. Everything else is generic.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+import torch
+from pydantic import BaseModel
+
+from lifelora.adapters import is_routed
+from lifelora.data.prepared import PreparedData
+from lifelora.lens.periods import PeriodLenses
+
+
+@dataclass
+class Recommendation:
+    """One user's top items: a table with `rank`, `title` and the task's score column."""
+
+    table: pl.DataFrame
+    title: str
+    score: str  # the score column's name
+    score_format: str = "{:.4f}"
+
+
+class Task(ABC):
+    name: ClassVar[str]  # the registry's name, a config's `task:`
+    config_class: ClassVar[type[BaseModel]]
+    label: ClassVar[str] = ""  # what a run's title and directory call the task ("" for click-through)
+    unit: ClassVar[str] = "samples"  # what one training example is, in log lines
+    loss_name: ClassVar[str] = "loss"  # the training curve's label
+    columns: ClassVar[tuple[str, ...]]  # the metric columns of one run's table
+    headline: ClassVar[tuple[str, ...]]  # the metrics a continual report leads with, the first ranking
+    evaluate_merged: ClassVar[bool] = False  # evaluate on LoRA weights merged into the base (long decoding)
+    options: ClassVar[dict[str, str]] = {}  # command-line options of this task only: flag → config key
+
+    data: PreparedData
+    backbone: Any
+    log: Callable[[str], object]
+
+    @classmethod
+    @abstractmethod
+    def open(cls, cfg: Any, data: PreparedData, log=print, run: Path | None = None) -> Task:
+        """The task for a run config on `data`; with `run`, what that trained run saved (`save_run`)."""
+
+    # --- the lens ---------------------------------------------------------------------------------------
+
+    def lens(self, cfg: Any) -> Any | None:
+        """The frozen lens routing the run's adapter (None when its kind is not routed)."""
+        if cfg.adapter is None or not is_routed(cfg.adapter):
+            return None
+        lenses = self.__dict__.setdefault("_lenses", {})
+        path = Path(cfg.lens)
+        if path not in lenses:
+            lens = self.load_lens(path)
+            lens.check_matches(self.data)
+            lenses[path] = lens
+        return lenses[path]
+
+    @abstractmethod
+    def load_lens(self, path: Path) -> Any:
+        """The task's kind of lens, read from a lens run directory."""
+
+    # --- training -----------------------------------------------------------------------------------------
+
+    def adapter_config(self, cfg: Any) -> BaseModel:
+        """The adapter to attach for the run (the task may add what it trains besides LoRA)."""
+        return cfg.adapter
+
+    def before_adapter(self, cfg: Any) -> None:  # noqa: B027 (most tasks need nothing here)
+        """Make what the run needs from the bare backbone while it is still bare."""
+
+    @abstractmethod
+    def samples(self, cfg: Any, split: str, n: int | None) -> Any:
+        """A fixed seeded subset of `n` rows of `split` (None: all)."""
+
+    @abstractmethod
+    def examples_of(self, cfg: Any, samples: Any, lens: Any | None = None) -> torch.utils.data.Dataset:
+        """Examples (a Dataset with `collate`) of any rows, routed by `lens` when one is given."""
+
+    def examples(self, cfg: Any, split: str, n: int | None, lens: Any | None = None):
+        return self.examples_of(cfg, self.samples(cfg, split, n), lens)
+
+    @abstractmethod
+    def loss(self, cfg: Any) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
+        """The training loss of one collated batch."""
+
+    def describe(self, cfg: Any) -> str:
+        """What the training log line says about the examples' shape."""
+        return ""
+
+    # --- evaluation -----------------------------------------------------------------------------------
+
+    @abstractmethod
+    def evaluate_examples(
+        self, model: torch.nn.Module, cfg: Any, examples: Any, out_dir: Path | None, name: str
+    ) -> tuple[dict, np.ndarray]:
+        """The metrics of `examples` and each row's outcome (a score, a rank); with `out_dir`, the rows'
+        predictions written there under `name`."""
+
+    @abstractmethod
+    def group_metrics(self, cfg: Any, samples: Any, outcome: np.ndarray, mask: np.ndarray) -> dict | None:
+        """The metrics of the rows in `mask` (None when they are undefined there)."""
+
+    def run_summary(self, cfg: Any) -> dict:
+        """What a run's metrics.json records besides the generic fields."""
+        return {}
+
+    def save_run(self, run_dir: Path) -> None:  # noqa: B027 (most tasks keep only the adapter)
+        """What a trained run keeps besides its adapter, for `open(..., run=)` to read back."""
+
+    @abstractmethod
+    def recommend(self, model: torch.nn.Module, cfg: Any, user: str, k: int, options: dict) -> Recommendation:
+        """The top-`k` items for one user (raw id); `options` are the command's task-specific ones."""
+
+    # --- periods (continual) ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def period_samples(self, periods: np.ndarray, period: int, split: str) -> Any:
+        """A period's training, validation or test rows, given each interaction's period."""
+
+    @abstractmethod
+    def period_lenses(self, periods: np.ndarray, mode: str, named: Any, directory: Path, log) -> PeriodLenses:
+        """The lens per period (`continual.lens`: frozen, finetune, retrain)."""
+
+    @abstractmethod
+    def users_and_rows(self, samples: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: its user and the global position of its target in the sequences table."""
+
+    @staticmethod
+    def size(samples: Any) -> int:
+        return len(samples)
+
+    @staticmethod
+    @abstractmethod
+    def take(samples: Any, rows: np.ndarray) -> Any: ...
+
+    @staticmethod
+    @abstractmethod
+    def concat(parts: Sequence[Any]) -> Any: ...
