@@ -177,8 +177,11 @@ def _span(boundaries: list[int], period: int) -> str:
     return f"from {iso(boundaries[period - 1])} to before {iso(boundaries[period])}"
 
 
-def sample_periods(data: PreparedData, spec: PeriodSpec, periods: np.ndarray | None = None) -> np.ndarray:
-    """The period of every sample: that of the interaction it labels (its row in the sequences)."""
+def sample_periods(
+    data: PreparedData, spec: PeriodSpec | None, periods: np.ndarray | None = None
+) -> np.ndarray:
+    """The period of every sample: that of the interaction it labels (its row in the sequences), from
+    the interactions' `periods` when given, else cut by `spec`."""
     periods = interaction_periods(data, spec) if periods is None else periods
     offset = data.users["seq_offset"].to_numpy()[data.samples["user_idx"].to_numpy()]
     return periods[offset + data.samples["hist_len"].to_numpy()]

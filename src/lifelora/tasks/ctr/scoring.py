@@ -95,7 +95,7 @@ def score_candidates(
     device = next(model.parameters()).device
     prefix_ids = torch.as_tensor([list(prefix)], dtype=torch.long, device=device)
     with autocast(precision, device):
-        cache = model(input_ids=prefix_ids, use_cache=True).past_key_values
+        cache = model(input_ids=prefix_ids, use_cache=True).cache
     out = np.empty(len(continuations), dtype=np.float32)
     for start in range(0, len(continuations), batch_size):
         chunk = continuations[start : start + batch_size]
@@ -113,7 +113,7 @@ def score_candidates(
                 full_mask,
                 answer_ids,
                 position_ids=positions_of(mask, start=prefix_ids.shape[1]),
-                past_key_values=past,
+                cache=past,
                 use_cache=True,
             )
         out[start : start + len(chunk)] = yes_probability(logits).cpu().numpy()

@@ -16,6 +16,7 @@ import torch
 
 from lifelora import distributed
 from lifelora.data.history import history_positions
+from lifelora.data.periods import sample_periods
 from lifelora.data.prepared import PreparedData
 from lifelora.io import write_parquet
 from lifelora.lens import Lens
@@ -182,15 +183,10 @@ class CTRTask(Task):
 
     def period_samples(self, periods: np.ndarray, period: int, split: str) -> pl.DataFrame:
         """A period's samples in time order: the first 80% train, the next 10% validate, the last 10% test."""
-        rows = np.flatnonzero(self._sample_periods(periods) == period)
+        rows = np.flatnonzero(sample_periods(self.data, None, periods) == period)
         ends = np.floor(np.cumsum(SPLIT_SHARES) * len(rows)).astype(np.int64)
         part = {"train": rows[: ends[0]], "valid": rows[ends[0] : ends[1]], "test": rows[ends[1] :]}[split]
         return self.data.samples[part]
-
-    def _sample_periods(self, periods: np.ndarray) -> np.ndarray:
-        """The period of every sample: that of the interaction it labels."""
-        offset = self.data.users["seq_offset"].to_numpy()[self.data.samples["user_idx"].to_numpy()]
-        return periods[offset + self.data.samples["hist_len"].to_numpy()]
 
     def period_lenses(
         self, periods: np.ndarray, mode: str, named: Lens, directory: Path, log

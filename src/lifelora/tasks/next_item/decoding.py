@@ -117,7 +117,7 @@ def _prefill(model, prompts, pad_id: int, device, precision: str, extra: dict):
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions_of(mask),
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             **extra,
         )
@@ -137,7 +137,7 @@ def _extend(model, cache, mask, lengths, users, tokens, offset: int, precision: 
             input_ids=tokens,
             attention_mask=full_mask,
             position_ids=positions,
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             **extra,
         )
