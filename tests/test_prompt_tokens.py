@@ -143,7 +143,9 @@ def test_ranked_scores_equal_the_scores_of_whole_prompts(home, data, tmp_path):
     task = CTRTask(data, str(model_dir))
     builder = task.builder(cfg.prompt.layout)
     user, candidates = 3, np.arange(len(builder.titles))
-    ranked = rank_candidates(task, task.backbone.model, cfg, user, candidates, k=len(candidates), batch_size=7)
+    ranked = rank_candidates(
+        task, task.backbone.model, cfg, user, candidates, k=len(candidates), batch_size=7
+    )
     row = data.users.row(user, named=True)
     seq = data.sequences.slice(row["seq_offset"] + row["seq_len"] - 5, 5)
     n = len(candidates)
