@@ -7,8 +7,8 @@ from lifelora.config import SHIPPED_CONFIGS, load_config, shipped_config
 from lifelora.continual.config import ContinualCTRConfig, ContinualNextItemConfig
 from lifelora.data.prepare import Preset
 from lifelora.errors import LifeloraError
-from lifelora.lens.config import LensConfig
-from lifelora.lens.sasrec_config import SASRecConfig
+from lifelora.lens.din.config import LensConfig
+from lifelora.lens.sasrec.config import SASRecConfig
 from lifelora.tasks.ctr.config import CTRConfig
 from lifelora.tasks.next_item.config import NextItemConfig
 

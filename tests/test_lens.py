@@ -8,8 +8,8 @@ from safetensors.torch import load_file, save_file
 from synthetic import synthetic_prepared
 
 from lifelora.errors import LifeloraError
-from lifelora.lens import Lens, LensConfig
-from lifelora.lens.train import evaluate_split, export_hidden, fit, train_lens
+from lifelora.lens import DINLens, LensConfig
+from lifelora.lens.din.train import evaluate_split, export_hidden, fit, train_lens
 
 SMALL = {
     "dataset": "synthetic",
@@ -45,7 +45,7 @@ def trained(data, tmp_path_factory):
 
 
 def test_default_lens_exposes_a_256_d_hidden_vector(data):
-    lens = Lens.create(LensConfig(dataset="synthetic"), data)
+    lens = DINLens.create(LensConfig(dataset="synthetic"), data)
     encoded = lens.encode(data, "valid")
     logits, hidden = lens.model(encoded.batch(torch.arange(5)))
     assert logits.shape == (5,)
@@ -75,7 +75,7 @@ def test_run_directory_holds_safetensors_checkpoint_metrics_and_predictions(trai
 
 def test_saved_lens_reloads_to_identical_predictions(trained, data):
     run_dir, result = trained
-    lens = Lens.load(run_dir)
+    lens = DINLens.load(run_dir)
     metrics = evaluate_split(lens, data, "test", run_dir)
     assert metrics["AUC"] == pytest.approx(result["metrics"]["test"]["AUC"], abs=1e-12)
 
@@ -90,7 +90,7 @@ def test_same_seed_gives_the_same_weights(data, tmp_path):
 
 def test_export_hidden_vectors_for_a_split(trained, data, tmp_path):
     run_dir, _ = trained
-    lens = Lens.load(run_dir)
+    lens = DINLens.load(run_dir)
     path = export_hidden(lens, data, "test", tmp_path / "hidden" / "test.safetensors")
     tensors = load_file(str(path))
     test = data.split("test")
@@ -100,7 +100,7 @@ def test_export_hidden_vectors_for_a_split(trained, data, tmp_path):
 
 def test_unseen_user_gets_the_cold_start_vector(trained, data):
     """A user unknown to the lens is encoded with code 0, whose embedding is zero and never trained."""
-    lens = Lens.load(trained[0])
+    lens = DINLens.load(trained[0])
     encoded = lens.encode(data, "test")
     batch = encoded.batch(torch.arange(4))
     assert torch.count_nonzero(lens.model.user_embeddings[0].weight[0]) == 0
@@ -119,7 +119,7 @@ def test_unseen_user_gets_the_cold_start_vector(trained, data):
 
 def test_users_first_seen_after_training_are_unknown(tmp_path):
     data = synthetic_prepared(tmp_path / "d", late_users=4)
-    lens = Lens.create(small_config(), data)
+    lens = DINLens.create(small_config(), data)
     train_users = set(data.split("train")["user_idx"].to_list())
     test = data.split("test")
     assert not set(test["user_idx"].to_list()) <= train_users
@@ -129,16 +129,16 @@ def test_users_first_seen_after_training_are_unknown(tmp_path):
 
 
 def test_ablation_without_ratings_has_no_rating_embedding(data):
-    lens = Lens.create(small_config(**{"model.use_ratings": False}), data)
+    lens = DINLens.create(small_config(**{"model.use_ratings": False}), data)
     assert not hasattr(lens.model, "rating_embedding")
-    lens_with = Lens.create(small_config(), data)
+    lens_with = DINLens.create(small_config(), data)
     assert hasattr(lens_with.model, "rating_embedding")
 
 
 def test_history_by_all_item_fields_learns_and_reads_the_history_genres(data, tmp_path):
     result = train_lens(small_config(**{"model.history_fields": "all"}), data, tmp_path, log=lambda _: None)
     assert result["metrics"]["test"]["AUC"] > 0.75
-    lens = Lens.load(tmp_path)
+    lens = DINLens.load(tmp_path)
     assert lens.model.history_proj[0].in_features == 8 * 4  # id, genre, decade, rating
     batch = lens.encode(data, "test").batch(torch.arange(16))
     base = lens.model.hidden(batch)
@@ -187,21 +187,21 @@ def test_sim_defaults_to_the_index_lifelora_retrieve_writes(lifelora_home):
 
 
 def test_sim_without_its_index_file_says_how_to_write_it(data, lifelora_home):
-    lens = Lens.create(small_config(kind="sim"), data)
+    lens = DINLens.create(small_config(kind="sim"), data)
     with pytest.raises(LifeloraError, match=r"history index file not found .*lifelora retrieve"):
         lens.encode(data, "train")
 
 
 def test_sim_rejects_an_index_that_points_into_the_future(data, tmp_path):
     index = _write_index(data, tmp_path / "index.safetensors", future=True)
-    lens = Lens.create(small_config(kind="sim", history_index=str(index)), data)
+    lens = DINLens.create(small_config(kind="sim", history_index=str(index)), data)
     with pytest.raises(LifeloraError, match="future"):
         lens.encode(data, "train")
 
 
 def test_sim_rejects_an_index_with_the_wrong_rows(data, tmp_path):
     save_file({"train": torch.zeros(3, 5, dtype=torch.int32)}, str(tmp_path / "bad.safetensors"))
-    lens = Lens.create(small_config(kind="sim", history_index=str(tmp_path / "bad.safetensors")), data)
+    lens = DINLens.create(small_config(kind="sim", history_index=str(tmp_path / "bad.safetensors")), data)
     with pytest.raises(LifeloraError, match="rows"):
         lens.encode(data, "train")
     with pytest.raises(LifeloraError, match="no history positions for split 'valid'"):
@@ -211,30 +211,30 @@ def test_sim_rejects_an_index_with_the_wrong_rows(data, tmp_path):
 def test_lens_refuses_data_it_was_not_trained_on(trained, tmp_path):
     other = synthetic_prepared(tmp_path / "other", seed=1)
     with pytest.raises(LifeloraError, match="trained on another dataset"):
-        Lens.load(trained[0]).encode(other, "test")
+        DINLens.load(trained[0]).encode(other, "test")
 
 
 def test_loading_a_non_lens_directory_or_corrupt_weights_fails_clearly(trained, tmp_path):
     with pytest.raises(LifeloraError, match="not a lens"):
-        Lens.load(tmp_path)
+        DINLens.load(tmp_path)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "lens.json").write_text((trained[0] / "lens" / "lens.json").read_text())
     (broken / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(LifeloraError, match="cannot load lens weights"):
-        Lens.load(broken)
+        DINLens.load(broken)
 
 
 def test_a_lens_going_on_from_an_earlier_one_keeps_what_it_knew_and_grows_its_vocabularies(tmp_path):
-    """A continual period's lens (`Lens.create(until, start)`): vocabularies grown to the new users and
+    """A continual period's lens (`DINLens.create(until, start)`): vocabularies grown to the new users and
     items, every row and weight of the earlier lens carried over, so samples it fully knew score the same."""
     data = synthetic_prepared(tmp_path / "d", late_users=4)
     timestamps = data.sequences["timestamp"].to_numpy()
     early = int(np.quantile(timestamps, 0.5))
     torch.manual_seed(0)
-    first = Lens.create(small_config(), data, until=early)
+    first = DINLens.create(small_config(), data, until=early)
     torch.manual_seed(1)
-    grown = Lens.create(small_config(), data, until=int(timestamps.max()), start=first)
+    grown = DINLens.create(small_config(), data, until=int(timestamps.max()), start=first)
     before, after = first.encoder.vocabularies, grown.encoder.vocabularies
     assert all(set(before[field]) <= set(after[field]) for field in before)
     assert len(after["user.user"]) > len(before["user.user"])  # (every item of these data is seen early)

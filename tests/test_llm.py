@@ -340,11 +340,11 @@ def test_ml25m_has_no_profile_and_neutral_words():
 
 
 def test_personalized_routing_gives_users_the_lens_never_saw_its_cold_start_vector(home, llama_dir, tmp_path):
-    from lifelora.lens import Lens, LensConfig
+    from lifelora.lens import DINLens, LensConfig
 
     data = synthetic_prepared(tmp_path / "d", name="ml-synthetic", late_users=4)
     small = {"embed_dim": 8, "history_length": 6, "mlp_units": [16]}
-    Lens.create(LensConfig(dataset="ml-synthetic", model=small), data).save(tmp_path / "lens")
+    DINLens.create(LensConfig(dataset="ml-synthetic", model=small), data).save(tmp_path / "lens")
     cfg = config(
         llama_dir,
         adapter={"kind": "personalized", "n_loras": 2},
@@ -357,7 +357,7 @@ def test_personalized_routing_gives_users_the_lens_never_saw_its_cold_start_vect
     seen = data.split("train")["user_idx"].unique().to_numpy()
     unseen = np.flatnonzero(~np.isin(test["user_idx"].to_numpy(), seen))
     assert len(unseen) > 0
-    routing = task.routing(lens, test)
+    routing = lens.routing(data, test)
     batch = lens.encode(data, "test").batch(torch.from_numpy(unseen))
     assert torch.all(batch.user_fields[:, 0] == 0)  # unknown to the lens: the zero cold-start code
     with torch.no_grad():

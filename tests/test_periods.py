@@ -21,8 +21,8 @@ from lifelora.data.prepare import Preset, prepare, save_prepared
 from lifelora.data.prepared import PreparedData
 from lifelora.data.raw import RawDataset
 from lifelora.errors import LifeloraError
-from lifelora.lens import Lens, LensConfig
-from lifelora.lens.features import FieldEncoder
+from lifelora.lens import DINLens, LensConfig
+from lifelora.lens.din.features import FieldEncoder
 
 # (user, item, rating, timestamp), listed out of time order. In the global order (timestamp, user, item):
 # rank  0: (1, 1) t=100   1: (2, 1) t=100   2: (1, 2) t=200   3: (2, 3) t=300   4: (1, 3) t=400
@@ -265,10 +265,10 @@ def test_lens_create_until(hand):
         dataset="periods",
         model={"embed_dim": 4, "history_length": 3, "attention_units": [4], "mlp_units": [8]},
     )
-    lens = Lens.create(config, hand, until=400)
+    lens = DINLens.create(config, hand, until=400)
     assert lens.encoder.to_dict() == FieldEncoder.fit(hand, until=400).to_dict()
     assert lens.encoder.field_sizes()["user.user"] == 3
-    assert Lens.create(config, hand).encoder.to_dict() == FieldEncoder.fit(hand).to_dict()
+    assert DINLens.create(config, hand).encoder.to_dict() == FieldEncoder.fit(hand).to_dict()
 
 
 # --- look-ups -------------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ from lifelora.data.sequential import NextItemSamples, leave_one_out
 from lifelora.errors import LifeloraError
 from lifelora.lens.popularity import run_popularity, training_item_counts
 from lifelora.lens.sasrec import SASRec, SASRecLens
-from lifelora.lens.sasrec_config import SASRecConfig, SASRecModelConfig
-from lifelora.lens.sasrec_train import UserSequences, sasrec_loss, train_sasrec
+from lifelora.lens.sasrec.config import SASRecConfig, SASRecModelConfig
+from lifelora.lens.sasrec.train import UserSequences, sasrec_loss, train_sasrec
 
 SMALL = {
     "dataset": "pattern",
@@ -137,10 +137,10 @@ def test_save_and_load_give_identical_scores(trained, pattern, tmp_path):
 def test_user_vectors_and_cold_start(trained, pattern):
     lens = SASRecLens.load(trained[0])
     samples = leave_one_out(pattern, "test")
-    vectors = lens.user_vectors(pattern, samples)
+    vectors = lens.routing(pattern, samples)
     assert vectors.shape == (len(samples), 16) and vectors.dtype == torch.float32
     cold = NextItemSamples("cold", np.array([0, 1]), np.array([0, 0]), np.array([0, 0]))
-    cold_vectors = lens.user_vectors(pattern, cold)
+    cold_vectors = lens.routing(pattern, cold)
     assert torch.isfinite(cold_vectors).all()
     assert torch.equal(cold_vectors[0], cold_vectors[1])  # one defined vector for every cold user
     with torch.no_grad():
@@ -151,7 +151,7 @@ def test_user_vectors_and_cold_start(trained, pattern):
 def test_loading_checks_the_dataset(trained, data, tmp_path):
     lens = SASRecLens.load(trained[0])
     with pytest.raises(LifeloraError, match="trained on another dataset"):
-        lens.user_vectors(data, leave_one_out(data, "test"))
+        lens.routing(data, leave_one_out(data, "test"))
     with pytest.raises(LifeloraError, match="not a SASRec lens"):
         SASRecLens.load(tmp_path)
 

@@ -12,6 +12,7 @@ import pytest
 
 from lifelora.errors import LifeloraError
 from lifelora.io import lifelora_home
+from lifelora.llm.item_embeddings import METHOD
 from lifelora.llm.item_text import item_descriptions, item_titles
 from lifelora.tasks.next_item import semantic_ids
 from lifelora.tasks.next_item.quantizers import RqvaeConfig, rkmeans
@@ -207,7 +208,7 @@ def test_real_item_vectors(dataset, quantizer):
     """Both quantizers on the cached SmolLM2 item vectors (run with -s to see the numbers)."""
     from safetensors.numpy import load_file
 
-    path = CACHE / "embeddings" / "smollm2-135m" / f"{dataset}-pca512.safetensors"
+    path = CACHE / "embeddings" / "smollm2-135m" / f"{dataset}-{METHOD}-pca512.safetensors"
     if not path.is_file():
         pytest.skip(f"{path} is not cached")
     vectors = load_file(str(path))["embeddings"]

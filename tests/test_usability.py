@@ -82,7 +82,7 @@ def test_tables_and_log_lines_do_not_wrap_at_80_columns_off_a_terminal(monkeypat
 
 
 def test_lens_and_llm_commands_default_to_the_demo_dataset():
-    from lifelora.lens.config import LensConfig
+    from lifelora.lens.din.config import LensConfig
     from lifelora.tasks.ctr.config import CTRConfig
 
     assert CTRConfig().dataset == LensConfig().dataset == "ml-100k"

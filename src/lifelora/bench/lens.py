@@ -13,13 +13,13 @@ def _train_step(config, data):
     batch (of `config.train.batch_size`, built inside the timed step as in training)."""
     import torch
 
-    from lifelora.lens.model import Lens
-    from lifelora.lens.train import LensRows, lens_loss
+    from lifelora.lens.din import DINLens
+    from lifelora.lens.din.train import LensRows, lens_loss
     from lifelora.precision import autocast
     from lifelora.training import TrainContext, TrainStep
 
     cfg = config.train
-    lens = Lens.create(config, data)
+    lens = DINLens.create(config, data)
     rows = LensRows(lens.encode(data, "train", limit=20 * cfg.batch_size))
     optimizer = torch.optim.AdamW(lens.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = TrainStep(
@@ -37,10 +37,10 @@ def _train_step(config, data):
 
 
 def bench_lens(quick: bool, dataset: str | None, log) -> dict:
-    """Lens training throughput and test quality (DIN, default config), and bf16 ÷ fp32 step time."""
+    """DINLens training throughput and test quality (DIN, default config), and bf16 ÷ fp32 step time."""
     from lifelora.data.store import open_prepared
-    from lifelora.lens.config import LensConfig
-    from lifelora.lens.train import train_lens
+    from lifelora.lens.din.config import LensConfig
+    from lifelora.lens.din.train import train_lens
     from lifelora.precision import resolve
 
     dataset = dataset or "ml-100k"

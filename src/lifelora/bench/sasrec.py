@@ -17,8 +17,8 @@ def bench_sasrec(quick: bool, dataset: str | None, log) -> dict:
     from lifelora.config import load_config, shipped_config
     from lifelora.data.store import open_prepared
     from lifelora.io import read_json
-    from lifelora.lens.sasrec_config import SASRecConfig
-    from lifelora.lens.sasrec_train import train_sasrec
+    from lifelora.lens.sasrec.config import SASRecConfig
+    from lifelora.lens.sasrec.train import train_sasrec
     from lifelora.precision import resolve
 
     dataset = dataset or ("ml-100k" if quick else "ml-1m")

@@ -46,8 +46,8 @@ def ranking_rows(metrics: dict) -> list[tuple[str, dict]]:
 
 def _train_sasrec(config: Path | None, overrides: list[str], run_dir: Path | None) -> None:
     from lifelora.config import load_config
-    from lifelora.lens.sasrec_config import SASRecConfig
-    from lifelora.lens.sasrec_train import train_sasrec
+    from lifelora.lens.sasrec.config import SASRecConfig
+    from lifelora.lens.sasrec.train import train_sasrec
     from lifelora.report import metrics_table, print_table
     from lifelora.run import new_run_dir, record_run, run_status
 
@@ -75,8 +75,8 @@ def lens_train(
         _train_sasrec(config, overrides or [], run_dir)
         return
     from lifelora.config import load_config
-    from lifelora.lens.config import LensConfig
-    from lifelora.lens.train import train_lens
+    from lifelora.lens.din.config import LensConfig
+    from lifelora.lens.din.train import train_lens
     from lifelora.report import metrics_table, print_table
     from lifelora.run import new_run_dir, record_run, run_status
 
@@ -102,11 +102,11 @@ def lens_evaluate(
 ) -> None:
     """Score a split with a trained lens; writes predictions_SPLIT.parquet and prints the metrics."""
     from lifelora.distributed import is_main_process
-    from lifelora.lens.model import Lens
-    from lifelora.lens.train import evaluate_split
+    from lifelora.lens.din import DINLens
+    from lifelora.lens.din.train import evaluate_split
     from lifelora.report import metrics_table, print_table
 
-    lens = Lens.load(run_dir)
+    lens = DINLens.load(run_dir)
     data = load_data(lens.config.dataset, lens.config.preset, data_dir or lens.config.data_dir)
     metrics = evaluate_split(lens, data, split, run_dir)
     if is_main_process():
@@ -122,10 +122,10 @@ def lens_export(
 ) -> None:
     """Save the hidden vectors (the personalized LoRA's routing input) of a split."""
     from lifelora.distributed import is_main_process
-    from lifelora.lens.model import Lens
-    from lifelora.lens.train import export_hidden
+    from lifelora.lens.din import DINLens
+    from lifelora.lens.din.train import export_hidden
 
-    lens = Lens.load(run_dir)
+    lens = DINLens.load(run_dir)
     data = load_data(lens.config.dataset, lens.config.preset, data_dir or lens.config.data_dir)
     written = export_hidden(lens, data, split, out or run_dir / "hidden" / f"{split}.safetensors")
     if is_main_process():

@@ -16,8 +16,8 @@ from lifelora.config import load_config, shipped_config
 from lifelora.data.prepared import PreparedData
 from lifelora.data.store import open_prepared
 from lifelora.io import write_json
-from lifelora.lens.config import LensConfig
-from lifelora.lens.train import train_lens
+from lifelora.lens.din.config import LensConfig
+from lifelora.lens.din.train import train_lens
 from lifelora.metrics.ctr import ctr_metrics
 from lifelora.metrics.intervals import auc_interval, paired_auc_difference
 from lifelora.report import markdown_table, metrics_table, plot_bars, print_table

@@ -19,8 +19,8 @@ from lifelora.config import load_config, shipped_config
 from lifelora.data.store import open_prepared
 from lifelora.io import write_json
 from lifelora.lens.popularity import run_popularity
-from lifelora.lens.sasrec_config import SASRecConfig
-from lifelora.lens.sasrec_train import train_sasrec
+from lifelora.lens.sasrec.config import SASRecConfig
+from lifelora.lens.sasrec.train import train_sasrec
 from lifelora.metrics.intervals import mean_interval, paired_mean_difference
 from lifelora.metrics.ranking import NOT_FOUND, ndcg_gains, ranking_metrics
 from lifelora.report import markdown_table, metrics_table, plot_bars, print_table

@@ -17,7 +17,7 @@ from lifelora.adapters import is_routed
 from lifelora.adapters.lora import SharedLoraConfig
 from lifelora.errors import LifeloraError
 from lifelora.io import read_json, write_json
-from lifelora.lens import Lens
+from lifelora.lens import DINLens
 from lifelora.metrics.ctr import ctr_metrics
 from lifelora.report import CTR_COLUMNS, markdown_table, plot_bars
 from lifelora.run import record_run, run_status
@@ -81,7 +81,7 @@ def reclora_variants(
 
 def _lens_row(task: CTRTask, cfg: CTRConfig, lens_dir: Path) -> dict:
     """The lens alone, on exactly the rows the LLM variants are evaluated on."""
-    lens = Lens.load(lens_dir)
+    lens = DINLens.load(lens_dir)
     split = cfg.eval.split
     rows = subset_rows(task.data.split(split).height, cfg.subset.eval, cfg.subset.seed)
     encoded = lens.encode(task.data, split, rows=rows)

@@ -30,7 +30,7 @@ from lifelora.data.prepared import PreparedData
 from lifelora.data.sequential import block_leave_one_out, sequences_until
 from lifelora.errors import LifeloraError
 from lifelora.io import write_json
-from lifelora.lens.model import Lens
+from lifelora.lens.din import DINLens
 from lifelora.lens.sasrec import SASRecLens
 
 LensMode = Literal["frozen", "finetune", "retrain"]
@@ -74,7 +74,7 @@ class SequenceLenses(PeriodLenses):
         self.data, self.periods = data, periods
 
     def _fit(self, period: int, start: SASRecLens | None, run_dir: Path) -> tuple[SASRecLens, dict]:
-        from lifelora.lens.sasrec_train import fit
+        from lifelora.lens.sasrec.train import fit
 
         ends = sequences_until(self.data, self.periods, period)
         if start is not None:
@@ -93,14 +93,14 @@ class ClickLenses(PeriodLenses):
     """DIN/SIM per period, for click-through runs; `samples(period, split)` gives a period's samples."""
 
     def __init__(
-        self, data: PreparedData, samples: Callable[[int, str], pl.DataFrame], mode: LensMode, named: Lens,
+        self, data: PreparedData, samples: Callable[[int, str], pl.DataFrame], mode: LensMode, named: DINLens,
         directory: Path, log: Callable[[str], object] = print,
     ):  # fmt: skip
         super().__init__(mode, named, directory, log)
         self.data, self.samples = data, samples
 
-    def _fit(self, period: int, start: Lens | None, run_dir: Path) -> tuple[Lens, dict]:
-        from lifelora.lens.train import fit
+    def _fit(self, period: int, start: DINLens | None, run_dir: Path) -> tuple[DINLens, dict]:
+        from lifelora.lens.din.train import fit
 
         valid = self.samples(period, "valid")
         if valid["label"].n_unique() < 2:

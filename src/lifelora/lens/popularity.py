@@ -13,7 +13,8 @@ import numpy as np
 from lifelora.data.prepared import PreparedData
 from lifelora.data.sequential import NextItemSamples, leave_one_out
 from lifelora.io import write_json, write_yaml
-from lifelora.lens.next_item import evaluate_split
+from lifelora.lens.base import seen_and_users
+from lifelora.metrics.full_ranking import evaluate_split
 
 
 def training_item_counts(data: PreparedData) -> np.ndarray:
@@ -46,7 +47,7 @@ def run_popularity(
     write_yaml(run_dir / "config.yaml", config | {"fingerprint": data.meta["fingerprint"]})
     score = popularity_scorer(data)
     metrics = {
-        split: evaluate_split(score, data, leave_one_out(data, split), ks, top_k, run_dir)
+        split: evaluate_split(score, *seen_and_users(data), leave_one_out(data, split), ks, top_k, run_dir)
         for split in ("valid", "test")
     }
     result = {**config, "seconds": round(time.perf_counter() - start, 1), "metrics": metrics}

@@ -80,7 +80,7 @@ def export_user(
         name = task.data.users["user"][user]
         raise LifeloraError(f"user {name!r} has no sample in the {split} split{target}")
     row = rows[-1:]  # samples are in time order: the latest
-    routing = task.routing(task.lens(cfg), samples[row])[0]
+    routing = task.lens(cfg).routing(task.data, samples[row])[0]
     model.export_instance(routing, out, base_model_name=task.backbone.base_model_name)
     sample = samples.row(int(row[0]), named=True)
     return {

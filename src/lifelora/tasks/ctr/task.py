@@ -19,7 +19,7 @@ from lifelora.data.history import history_positions
 from lifelora.data.periods import sample_periods
 from lifelora.data.prepared import PreparedData
 from lifelora.io import write_parquet
-from lifelora.lens import Lens
+from lifelora.lens import DINLens
 from lifelora.lens.periods import ClickLenses, PeriodLenses
 from lifelora.llm.backbone import Backbone, load_backbone
 from lifelora.llm.item_embeddings import item_embeddings
@@ -91,8 +91,8 @@ class CTRTask(Task):
     def before_adapter(self, cfg: CTRConfig) -> None:
         self.embeddings(cfg.prompt)
 
-    def load_lens(self, path: Path) -> Lens:
-        return Lens.load(path)
+    def load_lens(self, path: Path) -> DINLens:
+        return DINLens.load(path)
 
     def describe(self, cfg: CTRConfig) -> str:
         return f", history {cfg.prompt.history} ({cfg.prompt.retriever})"
@@ -101,21 +101,13 @@ class CTRTask(Task):
         samples = self.data.split(split)
         return samples[subset_rows(samples.height, n, cfg.subset.seed)]
 
-    def examples_of(self, cfg: CTRConfig, samples: pl.DataFrame, lens: Lens | None = None) -> CTRExamples:
+    def examples_of(self, cfg: CTRConfig, samples: pl.DataFrame, lens: DINLens | None = None) -> CTRExamples:
         """Prompts for any rows of the samples table, with the lens's routing vectors when one is given."""
         positions = history_positions(
             cfg.prompt.retriever, self.data, samples, cfg.prompt.history, self.embeddings(cfg.prompt)
         )
-        routing = None if lens is None else self.routing(lens, samples)
+        routing = None if lens is None else lens.routing(self.data, samples)
         return CTRExamples(self.data, self.builder(cfg.prompt.layout), samples, positions, routing)
-
-    def routing(self, lens: Lens, samples: pl.DataFrame) -> torch.Tensor:
-        """The lens's hidden vectors for any rows of the samples table.
-
-        The lens reads its own long history (recent or retrieved 60) over the full data; users it
-        never saw get its cold-start vector (their unknown-id embedding is zero)."""
-        _, hidden = lens.predict(lens.encode_samples(self.data, samples), hidden=True)
-        return hidden
 
     def loss(self, cfg: CTRConfig):
         return answer_loss
@@ -189,7 +181,7 @@ class CTRTask(Task):
         return self.data.samples[part]
 
     def period_lenses(
-        self, periods: np.ndarray, mode: str, named: Lens, directory: Path, log
+        self, periods: np.ndarray, mode: str, named: DINLens, directory: Path, log
     ) -> PeriodLenses:
         return ClickLenses(self.data, partial(self.period_samples, periods), mode, named, directory, log)
 

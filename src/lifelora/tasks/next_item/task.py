@@ -132,7 +132,7 @@ class NextItemTask(Task):
         self, cfg: NextItemConfig, samples: NextItemSamples, lens: SASRecLens | None = None
     ) -> NextItemExamples:
         """Prompts for any set of targets (a split's, a continual period's, several periods' together)."""
-        routing = None if lens is None else lens.user_vectors(self.data, samples)
+        routing = None if lens is None else lens.routing(self.data, samples)
         return NextItemExamples(
             self.data, samples, self.builder, self.code_ids, cfg.prompt.history, routing=routing
         )
@@ -232,7 +232,7 @@ class NextItemTask(Task):
             raise LifeloraError(f"user {user!r} has no interactions in {self.data.name}")
         samples = NextItemSamples("recommend", np.array([user_idx]), np.array([length]), np.array([-1]))
         lens = self.lens(cfg)
-        routing = None if lens is None else lens.user_vectors(self.data, samples)
+        routing = None if lens is None else lens.routing(self.data, samples)
         window = history_window(self.data, samples, cfg.prompt.history)
         items, scores = beam_search(
             model,

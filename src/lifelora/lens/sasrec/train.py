@@ -23,9 +23,11 @@ from lifelora.data.prepared import PreparedData
 from lifelora.data.sequential import NextItemSamples, leave_one_out
 from lifelora.errors import LifeloraError
 from lifelora.io import read_json, write_json
-from lifelora.lens.next_item import evaluate_split, rank_samples, split_metrics
-from lifelora.lens.sasrec import SASRecLens, id_windows
-from lifelora.lens.sasrec_config import SASRecConfig
+from lifelora.lens.base import seen_and_users
+from lifelora.lens.sasrec.config import SASRecConfig
+from lifelora.lens.sasrec.lens import SASRecLens
+from lifelora.lens.sasrec.network import id_windows
+from lifelora.metrics.full_ranking import evaluate_split, rank_samples, split_metrics
 from lifelora.report import plot_curve
 from lifelora.run import seed_everything
 from lifelora.training import train_model
@@ -187,7 +189,7 @@ class RankingValidation(TrainHook):
 
 def validation_metrics(lens: SASRecLens, data: PreparedData, samples: NextItemSamples) -> dict:
     """NDCG@10 and HR@10 of `samples`, every item ranked, with and without the seen items."""
-    return split_metrics(rank_samples(lens.scorer(data), data, samples, None), (10,))
+    return split_metrics(rank_samples(lens.scorer(data), *seen_and_users(data), samples, None), (10,))
 
 
 def fit(
@@ -233,7 +235,7 @@ def train_sasrec(config: SASRecConfig, data: PreparedData, run_dir: Path, log=pr
     score = lens.scorer(data)
     ks, top_k = config.eval.ks, config.eval.top_k
     metrics = {
-        split: evaluate_split(score, data, leave_one_out(data, split), ks, top_k, run_dir)
+        split: evaluate_split(score, *seen_and_users(data), leave_one_out(data, split), ks, top_k, run_dir)
         for split in ("valid", "test")
     }
     result = {

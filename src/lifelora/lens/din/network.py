@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lifelora.lens.config import LensModelConfig
-from lifelora.lens.features import ITEM_FIELDS, LensBatch
+from lifelora.lens.din.config import LensModelConfig
+from lifelora.lens.din.features import ITEM_FIELDS, LensBatch
 
 
 def mlp(sizes: list[int], dropout: float) -> nn.Sequential:

@@ -1,4 +1,6 @@
-"""A trained lens: field encoder + DIN, saved as safetensors + JSON, able to score and emit hidden vectors."""
+"""The trained DIN/SIM lens: field encoder + DIN, able to score (the baseline row) and emit hidden vectors
+(the 256-d routing vector of RecLoRA), saved as safetensors + JSON (`lens.base`). SIM is DIN fed the
+retrieved history (`kind: sim`)."""
 
 from __future__ import annotations
 
@@ -7,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from lifelora.data.prepared import PreparedData
 from lifelora.distributed import map_batches
 from lifelora.errors import LifeloraError
-from lifelora.io import atomic_dir, read_json, write_json
-from lifelora.lens.config import LensConfig
-from lifelora.lens.din import DIN
-from lifelora.lens.features import ITEM_FIELDS, EncodedSplit, FieldEncoder
+from lifelora.lens.base import Lens
+from lifelora.lens.din.config import LensConfig
+from lifelora.lens.din.features import ITEM_FIELDS, EncodedSplit, FieldEncoder
+from lifelora.lens.din.network import DIN
 from lifelora.precision import autocast
 
 
@@ -36,17 +38,19 @@ def load_history_index(path: Path, split: str, n_rows: int) -> np.ndarray:
     return positions
 
 
-class Lens:
+class DINLens(Lens):
+    state_file = "lens.json"
+    what = "lens"
+    config_class = LensConfig
+
     def __init__(self, config: LensConfig, encoder: FieldEncoder, model: DIN, fingerprint: str):
-        self.config = config
+        super().__init__(config, model, fingerprint)
         self.encoder = encoder
-        self.model = model
-        self.fingerprint = fingerprint
 
     @classmethod
     def create(
-        cls, config: LensConfig, data: PreparedData, until: int | None = None, start: Lens | None = None
-    ) -> Lens:
+        cls, config: LensConfig, data: PreparedData, until: int | None = None, start: DINLens | None = None
+    ) -> DINLens:
         """An untrained lens knowing the users and items seen by `until` (None: the training split's end).
 
         With `start` (a continual period's lens going on from the last one's), every weight of `start` is
@@ -96,13 +100,6 @@ class Lens:
             positions[mine] = index[np.searchsorted(in_split, ids[mine])]  # sample ids ascend in a split
         return np.zeros((0, 0), dtype=np.int64) if positions is None else positions
 
-    def check_matches(self, data: PreparedData) -> None:
-        if data.meta["fingerprint"] != self.fingerprint:
-            raise LifeloraError(
-                f"{data.directory}: this lens was trained on another dataset "
-                f"(fingerprint {self.fingerprint}, data {data.meta['fingerprint']})"
-            )
-
     @torch.no_grad()
     def predict(
         self, encoded: EncodedSplit, batch_size: int = 8192, hidden: bool = False, shard: bool = False
@@ -130,48 +127,30 @@ class Lens:
         p = np.ascontiguousarray(out[:, 0])
         return (p, torch.from_numpy(np.ascontiguousarray(out[:, 1:]))) if hidden else p
 
-    def save(self, directory: Path) -> None:
-        with atomic_dir(directory) as tmp:
-            save_file(
-                {k: v.contiguous() for k, v in self.model.state_dict().items()},
-                str(tmp / "model.safetensors"),
-            )
-            write_json(
-                tmp / "lens.json",
-                {
-                    "config": self.config.model_dump(mode="json"),
-                    "fingerprint": self.fingerprint,
-                    "hidden_size": self.hidden_size,
-                    "encoder": self.encoder.to_dict(),
-                },
-            )
+    def routing(self, data: PreparedData, samples: pl.DataFrame) -> torch.Tensor:
+        """The hidden vectors of any rows of the samples table. The lens reads its own long history
+        (recent or retrieved 60) over the full data; users it never saw get its cold-start vector (their
+        unknown-id embedding is zero)."""
+        return self.predict(self.encode_samples(data, samples), hidden=True)[1]
+
+    def scores(self, data: PreparedData, samples: pl.DataFrame) -> np.ndarray:
+        return self.predict(self.encode_samples(data, samples))
+
+    def _state(self) -> dict:
+        return {"encoder": self.encoder.to_dict()}
 
     @classmethod
-    def load(cls, directory: str | Path) -> Lens:
-        directory = Path(directory)
-        if (directory / "lens" / "lens.json").is_file():
-            directory = directory / "lens"
-        if not (directory / "lens.json").is_file():
-            raise LifeloraError(
-                f"{directory}: not a lens (no lens.json); train one with `lifelora lens train`"
-            )
-        state = read_json(directory / "lens.json")
-        config = LensConfig.model_validate(state["config"])
+    def _network(cls, config: LensConfig, state: dict) -> DIN:
         encoder = FieldEncoder.from_dict(state["encoder"])
-        model = DIN(config.model, encoder.field_sizes(), encoder.user_fields)
-        try:
-            weights = load_file(str(directory / "model.safetensors"))
-            model.load_state_dict(weights)
-        except Exception as exc:
-            raise LifeloraError(
-                f"{directory / 'model.safetensors'}: cannot load lens weights ({exc})"
-            ) from None
-        model.eval()
-        return cls(config, encoder, model, state["fingerprint"])
+        return DIN(config.model, encoder.field_sizes(), encoder.user_fields)
+
+    @classmethod
+    def _restore(cls, config: LensConfig, model: DIN, state: dict) -> DINLens:
+        return cls(config, FieldEncoder.from_dict(state["encoder"]), model, state["fingerprint"])
 
 
 def _carried_over(
-    start: Lens, encoder: FieldEncoder, fresh: dict[str, torch.Tensor]
+    start: DINLens, encoder: FieldEncoder, fresh: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     """`fresh` (a new lens's state for `encoder`) with `start`'s weights: embedding rows moved to their
     value's code in `encoder`, every other weight copied."""

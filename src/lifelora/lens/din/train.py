@@ -17,9 +17,9 @@ from safetensors.torch import save_file
 from lifelora import distributed
 from lifelora.data.prepared import PreparedData
 from lifelora.io import atomic_path, read_json, write_json, write_parquet
-from lifelora.lens.config import LensConfig
-from lifelora.lens.features import EncodedSplit, LensBatch
-from lifelora.lens.model import Lens
+from lifelora.lens.din import DINLens
+from lifelora.lens.din.config import LensConfig
+from lifelora.lens.din.features import EncodedSplit, LensBatch
 from lifelora.metrics.ctr import ctr_metrics
 from lifelora.report import plot_curve
 from lifelora.run import seed_everything
@@ -27,7 +27,9 @@ from lifelora.training import train_model
 from lifelora.training.hooks import TrainContext, TrainHook
 
 
-def evaluate(lens: Lens, encoded: EncodedSplit, shard: bool = False) -> tuple[dict[str, float], np.ndarray]:
+def evaluate(
+    lens: DINLens, encoded: EncodedSplit, shard: bool = False
+) -> tuple[dict[str, float], np.ndarray]:
     """Metrics and scores; `shard` spreads the batches over the processes (`lifelora.distributed`)."""
     scores = lens.predict(encoded, lens.config.train.eval_batch_size, shard=shard)
     return ctr_metrics(encoded.labels, scores, groups=encoded.user_idx), scores
@@ -60,8 +62,8 @@ def lens_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), batch["labels"])
 
 
-def _on_cpu(lens: Lens) -> Lens:
-    """`Lens.predict` builds its batches on the CPU: a lens training on a GPU is validated as a CPU copy."""
+def _on_cpu(lens: DINLens) -> DINLens:
+    """`DINLens.predict` builds its batches on the CPU: a lens training on a GPU is validated as a CPU copy."""
     if next(lens.model.parameters()).device.type == "cpu":
         return lens
     cpu = copy.copy(lens)
@@ -73,7 +75,7 @@ class Validation(TrainHook):
     """After every epoch: validation metrics into `curve.json`, the best epoch's lens (by AUC) saved to
     `run_dir/lens`, and a stop after `patience` epochs without a better AUC."""
 
-    def __init__(self, lens: Lens, valid: EncodedSplit, run_dir: Path, log=print):
+    def __init__(self, lens: DINLens, valid: EncodedSplit, run_dir: Path, log=print):
         self.lens, self.valid, self.run_dir, self.log = lens, valid, run_dir, log
         self.curve: list[dict] = []
         self.best_auc, self.best_epoch = -1.0, -1
@@ -111,18 +113,18 @@ def fit(
     train: pl.DataFrame | None = None,
     valid: pl.DataFrame | None = None,
     until: int | None = None,
-    start: Lens | None = None,
-) -> tuple[Lens, dict]:
+    start: DINLens | None = None,
+) -> tuple[DINLens, dict]:
     """Train with early stopping; the best epoch's weights end up in `run_dir/lens` and are returned.
 
     Default: the training split, validated on the validation split, vocabularies as of the training
     split's end. A continual period passes its own `train` and `valid` samples, the time its
-    vocabularies reach (`until`) and `start`, a lens to go on training from (`Lens.create`).
+    vocabularies reach (`until`) and `start`, a lens to go on training from (`DINLens.create`).
     Seeded once, here: model init, then dropout in training, draw one stream (the loop does not reseed);
     the data order depends on the seed and the epoch only."""
     cfg = config.train
     seed_everything(cfg.seed)
-    lens = Lens.create(config, data, until, start)
+    lens = DINLens.create(config, data, until, start)
     train = data.split("train") if train is None else train
     valid = data.split("valid") if valid is None else valid
     rows = LensRows(lens.encode_samples(data, train.head(cfg.max_train_samples or train.height)))
@@ -134,10 +136,10 @@ def fit(
         "train_samples": len(rows),
         "samples_per_s": float(np.median([row["samples_per_s"] for row in validation.curve])),
     }
-    return Lens.load(run_dir / "lens"), summary
+    return DINLens.load(run_dir / "lens"), summary
 
 
-def evaluate_split(lens: Lens, data: PreparedData, split: str, out_dir: Path) -> dict[str, float]:
+def evaluate_split(lens: DINLens, data: PreparedData, split: str, out_dir: Path) -> dict[str, float]:
     """Metrics for a split, with a predictions Parquet (sample_id, label, score) beside them. Under
     several processes each scores its share; the main process writes."""
     encoded = lens.encode(data, split)
@@ -157,7 +159,7 @@ def evaluate_split(lens: Lens, data: PreparedData, split: str, out_dir: Path) ->
     return metrics
 
 
-def export_hidden(lens: Lens, data: PreparedData, split: str, path: Path) -> Path:
+def export_hidden(lens: DINLens, data: PreparedData, split: str, path: Path) -> Path:
     """Save the split's hidden vectors [n, H] with their sample ids, for the personalized LoRA."""
     encoded = lens.encode(data, split)
     _, hidden = lens.predict(encoded, lens.config.train.eval_batch_size, hidden=True, shard=True)
