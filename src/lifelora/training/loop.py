@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,138 @@ def _set_rng(trainer: dict) -> None:
         torch.cuda.set_rng_state_all(trainer["cuda_rng"])
 
 
+@dataclass
+class _Loop:
+    """What one `train_model` call carries from step to step."""
+
+    accelerator: Any
+    model: torch.nn.Module  # as prepared (wrapped under several processes)
+    optimizer: torch.optim.Optimizer
+    loader: Any
+    scheduler: Any
+    step: TrainStep
+    ctx: TrainContext
+    settings: TrainSettings
+    hooks: Sequence[TrainHook]
+    run_dir: Path
+    total_steps: int
+    curve: list = field(default_factory=list)
+
+
+def _prepare(
+    model, dataset, collate, loss_fn, settings: TrainSettings, run_dir: Path, hooks, param_groups, stage
+) -> _Loop:
+    """Accelerate's wrapping of the model, optimizer and seeded loader; the schedule and the step."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),  # also what makes several CPU processes use gloo
+        mixed_precision="no",  # autocast is the step's (one process may train at several precisions)
+        gradient_accumulation_steps=settings.grad_accum,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=settings.seed),
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=settings.batch_size, shuffle=True, collate_fn=collate, generator=torch.Generator()
+    )
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, param_groups), lr=settings.lr, weight_decay=settings.weight_decay
+    )
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    total_steps = math.ceil(len(loader) / settings.grad_accum) * settings.epochs
+    scheduler = _schedule(optimizer, settings, total_steps)
+    step = TrainStep(
+        loss_fn,
+        optimizer,
+        hooks,
+        settings.max_grad_norm,
+        backward=accelerator.backward,
+        clip=accelerator.clip_grad_norm_,
+        forward_context=lambda: autocast(settings.precision, accelerator.device),
+    )
+    ctx = TrainContext(accelerator.unwrap_model(model), settings, stage)
+    return _Loop(
+        accelerator, model, optimizer, loader, scheduler, step, ctx, settings, hooks, run_dir, total_steps
+    )
+
+
+def _resume(loop: _Loop, log) -> tuple[int, int, dict | None]:
+    """(epoch, batches done in it, the saved RNG state) of the latest checkpoint; the weights, optimizer,
+    schedule, step and curve are restored in place. (0, 0, None) when there is none."""
+    checkpoint = latest_checkpoint(loop.run_dir)
+    if checkpoint is None:
+        return 0, 0, None
+    trainer = load_checkpoint(checkpoint, loop.ctx.model, loop.optimizer, loop.scheduler)
+    loop.ctx.step, loop.curve = trainer["step"], trainer["curve"]
+    log(f"resuming from {checkpoint} (step {loop.ctx.step}/{loop.total_steps})")
+    return trainer["epoch"], trainer["batches_done"], trainer
+
+
+def _optimizer_step(loop: _Loop, epoch: int, done: int, running: dict, micro: int, bar) -> None:
+    """After an optimizer step: the schedule, the curve's row (with the hooks' figures), a checkpoint."""
+    ctx, settings = loop.ctx, loop.settings
+    loop.scheduler.step()
+    ctx.step += 1
+    lrs = loop.scheduler.get_last_lr()
+    row = {"step": ctx.step, "epoch": epoch + 1, **{k: v / micro for k, v in running.items()}}
+    for hook in loop.hooks:
+        row.update(hook.step_metrics(ctx))
+    loop.curve.append({**row, "lr": lrs[0], **({"lrs": lrs} if len(lrs) > 1 else {})})
+    bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)  # shown at the bar's own pace
+    every = settings.checkpoint_every
+    if every and ctx.step % every == 0 and ctx.step < loop.total_steps and loop.accelerator.is_main_process:
+        progress = {"step": ctx.step, "epoch": epoch, "batches_done": done, "curve": loop.curve}
+        save_checkpoint(
+            loop.run_dir / "checkpoints" / f"step-{ctx.step}",
+            ctx.model,
+            loop.optimizer,
+            loop.scheduler,
+            progress,
+        )
+        prune_checkpoints(loop.run_dir, settings.keep_checkpoints)
+
+
+def _train_epoch(
+    loop: _Loop, epoch: int, skip: int, pending_rng: dict | None
+) -> tuple[int, float, float, dict | None]:
+    """One epoch from batch `skip` on; returns (samples, the sum of their losses, seconds, the resumed
+    RNG state if no batch was left to restore it at)."""
+    accelerator, ctx = loop.accelerator, loop.ctx
+    loop.model.train()  # epoch_end hooks may have evaluated
+    ctx.epoch = epoch
+    loop.loader.set_epoch(epoch)  # the order depends on (seed, epoch) only: the same when resumed
+    batches = accelerator.skip_first_batches(loop.loader, skip) if skip else loop.loader
+    bar = tqdm(
+        batches,
+        total=len(loop.loader),
+        initial=skip,
+        desc=f"train epoch {epoch + 1}",
+        unit="batch",
+        disable=not accelerator.is_local_main_process,
+    )
+    done, samples, loss_sum, running, micro = skip, 0, 0.0, {}, 0
+    started = time.perf_counter()
+    for batch in bar:
+        if pending_rng is not None:  # once the loader is running, as it was when the state was saved
+            _set_rng(pending_rng)
+            pending_rng = None
+        ctx.batch = batch
+        with accelerator.accumulate(loop.model):
+            loss, terms = loop.step(loop.model, ctx, sync=accelerator.sync_gradients)
+        n = batch_len(batch)
+        if n is None:
+            raise LifeloraError("cannot count the samples of a batch: the collate returned no tensor")
+        done, samples, micro = done + 1, samples + n, micro + 1
+        values = {name: value.item() for name, value in {"loss": loss, **terms}.items()}
+        loss_sum += values["loss"] * n
+        for name, value in values.items():
+            running[name] = running.get(name, 0.0) + value
+        if accelerator.sync_gradients:
+            _optimizer_step(loop, epoch, done, running, micro, bar)
+            running, micro = {}, 0
+    return samples, loss_sum, time.perf_counter() - started, pending_rng
+
+
 def train_model(
     model: torch.nn.Module,
     dataset: torch.utils.data.Dataset,
@@ -96,117 +229,26 @@ def train_model(
     the settings'); default one group of all trainable parameters. `hooks` add loss terms, edit
     gradients and stop training (`TrainHook`); `stage` is handed to them.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration
-
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),  # also what makes several CPU processes use gloo
-        mixed_precision="no",  # autocast is the step's (one process may train at several precisions)
-        gradient_accumulation_steps=settings.grad_accum,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=settings.seed),
-    )
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=settings.batch_size, shuffle=True, collate_fn=collate, generator=torch.Generator()
-    )
-    optimizer = torch.optim.AdamW(
-        _param_groups(model, param_groups), lr=settings.lr, weight_decay=settings.weight_decay
-    )
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    unwrapped = accelerator.unwrap_model(model)
-    total_steps = math.ceil(len(loader) / settings.grad_accum) * settings.epochs
-    scheduler = _schedule(optimizer, settings, total_steps)
-    train_step = TrainStep(
-        loss_fn,
-        optimizer,
-        hooks,
-        settings.max_grad_norm,
-        backward=accelerator.backward,
-        clip=accelerator.clip_grad_norm_,
-        forward_context=lambda: autocast(settings.precision, accelerator.device),
-    )
-    ctx = TrainContext(unwrapped, settings, stage)
-
-    start_epoch, skip, curve, pending_rng = 0, 0, [], None
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    if checkpoint is not None:
-        trainer = load_checkpoint(checkpoint, unwrapped, optimizer, scheduler)
-        ctx.step, start_epoch, skip, curve = (
-            trainer["step"],
-            trainer["epoch"],
-            trainer["batches_done"],
-            trainer["curve"],
-        )
-        pending_rng = trainer
-        log(f"resuming from {checkpoint} (step {ctx.step}/{total_steps})")
-
-    samples, seconds, epochs_run = 0, 0.0, 0
+    loop = _prepare(model, dataset, collate, loss_fn, settings, run_dir, hooks, param_groups, stage)
+    start_epoch, skip, pending_rng = _resume(loop, log) if resume else (0, 0, None)
+    ctx, samples, seconds, epochs_run = loop.ctx, 0, 0.0, 0
     for epoch in range(start_epoch, settings.epochs):
-        model.train()  # epoch_end hooks may have evaluated
-        ctx.epoch = epoch
-        loader.set_epoch(epoch)  # the order depends on (seed, epoch) only: the same when resumed
-        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-        bar = tqdm(
-            batches,
-            total=len(loader),
-            initial=skip,
-            desc=f"train epoch {epoch + 1}",
-            unit="batch",
-            disable=not accelerator.is_local_main_process,
-        )
-        done, epoch_samples, loss_sum, running, micro = skip, 0, 0.0, {}, 0
-        started = time.perf_counter()
-        for batch in bar:
-            if pending_rng is not None:  # once the loader is running, as it was when the state was saved
-                _set_rng(pending_rng)
-                pending_rng = None
-            ctx.batch = batch
-            with accelerator.accumulate(model):
-                loss, terms = train_step(model, ctx, sync=accelerator.sync_gradients)
-            n = batch_len(batch)
-            if n is None:
-                raise LifeloraError("cannot count the samples of a batch: the collate returned no tensor")
-            done, epoch_samples, micro = done + 1, epoch_samples + n, micro + 1
-            values = {name: value.item() for name, value in {"loss": loss, **terms}.items()}
-            loss_sum += values["loss"] * n
-            for name, value in values.items():
-                running[name] = running.get(name, 0.0) + value
-            if accelerator.sync_gradients:
-                scheduler.step()
-                ctx.step += 1
-                lrs = scheduler.get_last_lr()
-                row = {"step": ctx.step, "epoch": epoch + 1, **{k: v / micro for k, v in running.items()}}
-                for hook in hooks:
-                    row.update(hook.step_metrics(ctx))
-                curve.append({**row, "lr": lrs[0], **({"lrs": lrs} if len(lrs) > 1 else {})})
-                bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)  # shown at the bar's own pace
-                running, micro = {}, 0
-                every = settings.checkpoint_every
-                if every and ctx.step % every == 0 and ctx.step < total_steps and accelerator.is_main_process:
-                    progress = {"step": ctx.step, "epoch": epoch, "batches_done": done, "curve": curve}
-                    save_checkpoint(
-                        run_dir / "checkpoints" / f"step-{ctx.step}",
-                        unwrapped,
-                        optimizer,
-                        scheduler,
-                        progress,
-                    )
-                    prune_checkpoints(run_dir, settings.keep_checkpoints)
-        elapsed = time.perf_counter() - started
-        samples, seconds, skip, epochs_run = samples + epoch_samples, seconds + elapsed, 0, epochs_run + 1
+        epoch_samples, loss_sum, elapsed, pending_rng = _train_epoch(loop, epoch, skip, pending_rng)
+        samples, seconds, epochs_run, skip = samples + epoch_samples, seconds + elapsed, epochs_run + 1, 0
         ctx.batch, ctx.loss = None, None
         ctx.epoch_loss = loss_sum / epoch_samples if epoch_samples else None
         ctx.samples_per_s = epoch_samples / elapsed if elapsed > 0 else None
         if any([hook.epoch_end(ctx) for hook in hooks]):  # a list: every hook sees every epoch
             break
-    model.eval()
-    accelerator.wait_for_everyone()
+    loop.model.eval()
+    loop.accelerator.wait_for_everyone()
     return {
-        "is_main_process": accelerator.is_main_process,
-        "model": unwrapped,
+        "is_main_process": loop.accelerator.is_main_process,
+        "model": ctx.model,
         "steps": ctx.step,
         "epochs_run": epochs_run,
-        "curve": curve,
+        "curve": loop.curve,
         "seconds": round(seconds, 2),
         "samples_per_s": round(samples / seconds, 2) if seconds > 0 else None,
-        "processes": accelerator.num_processes,
+        "processes": loop.accelerator.num_processes,
     }
