@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -27,6 +26,7 @@ from lifelora.llm.backbone import load_backbone
 from lifelora.llm.batching import left_pad, positions_of
 from lifelora.llm.logits import last_logits
 from lifelora.tasks.base import Recommendation, Task
+from lifelora.tasks.config import RunConfig
 from lifelora.tasks.registry import register_task, task_names
 from lifelora.tasks.subsets import subset_rows
 from lifelora.training import TrainSettings
@@ -50,26 +50,16 @@ class Evaluation(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] | None = None
 
 
-class LikedConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LikedConfig(RunConfig):
+    untrained = "untrained"
+
     task: Literal["liked"] = "liked"
     dataset: str = "ml-synthetic"
-    preset: str = "rella"
-    data_dir: Path | None = None
     model: str = "tiny"
     adapter: AdapterConfig | None = Field(default_factory=SharedLoraConfig)
-    lens: Path | None = None
     subset: Subset = Field(default_factory=Subset)
     train: TrainSettings = Field(default_factory=lambda: TrainSettings(precision="fp32", batch_size=8))
     eval: Evaluation = Field(default_factory=Evaluation)
-
-    @property
-    def name(self) -> str:
-        return self.adapter.kind if self.adapter else "untrained"
-
-    @property
-    def scoring_precision(self) -> str:
-        return self.eval.precision or self.train.precision
 
 
 class LikedExamples(torch.utils.data.Dataset):

@@ -17,6 +17,16 @@ NEXT_ITEM_COLUMNS = ("hit@5", "ndcg@5", "hit@10", "ndcg@10", "users")  # one nex
 LOG_WIDTH = 160  # columns off a terminal: rich's default of 80 wraps title columns and long log lines
 
 
+def paired_verdict(span: str, test: dict, first: str, second: str, where: str = "at this budget") -> str:
+    """A paired difference (first − second, with its 95% interval) said in words: which ranks better, or
+    that the two are within noise of each other."""
+    if test["low"] > 0:
+        return f"{span}: {first} ranks better {where}."
+    if test["high"] < 0:
+        return f"{span}: {second} ranks better {where}."
+    return f"{span}: the two are within noise of each other {where}."
+
+
 def make_console(stderr: bool = False) -> Console:
     """A rich console for stdout (or stderr). Off a terminal (a log file, a pipe) it is `$COLUMNS` wide
     when that is set (rich reads it), else LOG_WIDTH, so tables written to logs keep one line per row."""

@@ -44,23 +44,23 @@ def ranking_rows(metrics: dict) -> list[tuple[str, dict]]:
     ]
 
 
-def _train_sasrec(config: Path | None, overrides: list[str], run_dir: Path | None) -> None:
+def _train(config_class, config: Path | None, overrides: list[str], run_dir: Path | None):
+    """Load the config, record the run, train through `train(cfg, data, run_dir)`; (cfg, result, dir)."""
     from lifelora.config import load_config
-    from lifelora.lens.sasrec.config import SASRecConfig
-    from lifelora.lens.sasrec.train import train_sasrec
-    from lifelora.report import metrics_table, print_table
     from lifelora.run import new_run_dir, record_run, run_status
 
-    cfg = load_config(SASRecConfig, config, overrides)
+    cfg = load_config(config_class, config, overrides)
     data = load_data(cfg.dataset, cfg.preset, cfg.data_dir)
-    run_dir = run_dir or new_run_dir("lens", f"{cfg.dataset}-sasrec")
+    run_dir = run_dir or new_run_dir("lens", f"{cfg.dataset}-{cfg.kind}")
     run_dir.mkdir(parents=True, exist_ok=True)
     record_run(run_dir, cfg, command_line())
     with run_status(run_dir):
-        result = train_sasrec(cfg, data, run_dir, log=log)
-    title = f"SASRec ({cfg.train.loss.upper()}) on {cfg.dataset}, full ranking"
-    print_table(metrics_table(title, ranking_rows(result["metrics"]), RANKING_COLUMNS))
-    typer.echo(str(run_dir))
+        if cfg.kind == "sasrec":
+            from lifelora.lens.sasrec.train import train_sasrec as train
+        else:
+            from lifelora.lens.din.train import train_lens as train
+        result = train(cfg, data, run_dir, log=log)
+    return cfg, result, run_dir
 
 
 @app.command("train")
@@ -71,27 +71,30 @@ def lens_train(
 ) -> None:
     """Train DIN (or SIM with a history index) on the full training split, early-stopped on valid AUC;
     with `kind: sasrec`, SASRec on the leave-one-out sequences, early-stopped on valid NDCG@10."""
-    if _config_kind(config, overrides or []) == "sasrec":
-        _train_sasrec(config, overrides or [], run_dir)
-        return
-    from lifelora.config import load_config
-    from lifelora.lens.din.config import LensConfig
-    from lifelora.lens.din.train import train_lens
     from lifelora.report import metrics_table, print_table
-    from lifelora.run import new_run_dir, record_run, run_status
 
-    cfg = load_config(LensConfig, config, overrides)
-    data = load_data(cfg.dataset, cfg.preset, cfg.data_dir)
-    run_dir = run_dir or new_run_dir("lens", f"{cfg.dataset}-{cfg.kind}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record_run(run_dir, cfg, command_line())
-    with run_status(run_dir):
-        result = train_lens(cfg, data, run_dir, log=log)
-    m = result["metrics"]
-    print_table(
-        metrics_table(f"{cfg.kind.upper()} on {cfg.dataset}", [("valid", m["valid"]), ("test", m["test"])])
-    )
+    if _config_kind(config, overrides or []) == "sasrec":
+        from lifelora.lens.sasrec.config import SASRecConfig
+
+        cfg, result, run_dir = _train(SASRecConfig, config, overrides or [], run_dir)
+        title = f"SASRec ({cfg.train.loss.upper()}) on {cfg.dataset}, full ranking"
+        print_table(metrics_table(title, ranking_rows(result["metrics"]), RANKING_COLUMNS))
+    else:
+        from lifelora.lens.din.config import LensConfig
+
+        cfg, result, run_dir = _train(LensConfig, config, overrides or [], run_dir)
+        m = result["metrics"]
+        title = f"{cfg.kind.upper()} on {cfg.dataset}"
+        print_table(metrics_table(title, [("valid", m["valid"]), ("test", m["test"])]))
     typer.echo(str(run_dir))
+
+
+def _trained_lens(run_dir: Path, data_dir: Path | None):
+    """A trained DIN/SIM lens and the prepared data it was trained on (or `data_dir`)."""
+    from lifelora.lens.din import DINLens
+
+    lens = DINLens.load(run_dir)
+    return lens, load_data(lens.config.dataset, lens.config.preset, data_dir or lens.config.data_dir)
 
 
 @app.command("evaluate")
@@ -102,12 +105,10 @@ def lens_evaluate(
 ) -> None:
     """Score a split with a trained lens; writes predictions_SPLIT.parquet and prints the metrics."""
     from lifelora.distributed import is_main_process
-    from lifelora.lens.din import DINLens
     from lifelora.lens.din.train import evaluate_split
     from lifelora.report import metrics_table, print_table
 
-    lens = DINLens.load(run_dir)
-    data = load_data(lens.config.dataset, lens.config.preset, data_dir or lens.config.data_dir)
+    lens, data = _trained_lens(run_dir, data_dir)
     metrics = evaluate_split(lens, data, split, run_dir)
     if is_main_process():
         print_table(metrics_table(f"{lens.config.kind.upper()} on {data.name}", [(split, metrics)]))
@@ -122,11 +123,9 @@ def lens_export(
 ) -> None:
     """Save the hidden vectors (the personalized LoRA's routing input) of a split."""
     from lifelora.distributed import is_main_process
-    from lifelora.lens.din import DINLens
     from lifelora.lens.din.train import export_hidden
 
-    lens = DINLens.load(run_dir)
-    data = load_data(lens.config.dataset, lens.config.preset, data_dir or lens.config.data_dir)
+    lens, data = _trained_lens(run_dir, data_dir)
     written = export_hidden(lens, data, split, out or run_dir / "hidden" / f"{split}.safetensors")
     if is_main_process():
         typer.echo(str(written))

@@ -20,7 +20,7 @@ from lifelora.lens.din.config import LensConfig
 from lifelora.lens.din.train import train_lens
 from lifelora.metrics.ctr import ctr_metrics
 from lifelora.metrics.intervals import auc_interval, paired_auc_difference
-from lifelora.report import markdown_table, metrics_table, plot_bars, print_table
+from lifelora.report import markdown_table, metrics_table, paired_verdict, plot_bars, print_table
 from lifelora.run import new_run_dir, record_run
 
 DATASET = "ml-100k"
@@ -118,11 +118,7 @@ def _verdict(run_dir: Path) -> tuple[str, dict]:
     span = (
         f"RecLoRA − shared LoRA AUC {diff:+.3f} (95% CI {low:+.3f} to {high:+.3f}, p = {test['p_value']:.3f})"
     )
-    if low > 0:
-        return f"{span}: RecLoRA ranks better at this budget.", test
-    if high < 0:
-        return f"{span}: shared LoRA ranks better at this budget.", test
-    return f"{span}: the two are within noise of each other at this budget and on these rows.", test
+    return paired_verdict(span, test, "RecLoRA", "shared LoRA", "at this budget, on these rows"), test
 
 
 def run_demo(quick: bool = False, run_dir: Path | None = None, log=print) -> dict[str, dict]:

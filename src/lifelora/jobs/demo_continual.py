@@ -21,7 +21,7 @@ from lifelora.continual.runner import run_continual
 from lifelora.io import read_json, write_json
 from lifelora.metrics.intervals import paired_mean_difference
 from lifelora.metrics.ranking import NOT_FOUND, ndcg_gains
-from lifelora.report import print_table
+from lifelora.report import paired_verdict, print_table
 from lifelora.run import new_run_dir, record_run
 
 CONFIG = "continual/peso-ml100k-demo.yaml"
@@ -62,11 +62,7 @@ def verdict(run_dir: Path, cfg: ContinualNextItemConfig) -> tuple[str, dict]:
         f"PESO − single evolving LoRA, NDCG@10 over periods 2..{periods} ({len(a)} user-blocks): "
         f"{test['difference']:+.4f} (95% CI {test['low']:+.4f} to {test['high']:+.4f})"
     )
-    if test["low"] > 0:
-        return f"{span}: PESO ranks better here.", test
-    if test["high"] < 0:
-        return f"{span}: the single evolving LoRA ranks better here.", test
-    return f"{span}: within noise of each other at this budget.", test
+    return paired_verdict(span, test, "PESO", "the single evolving LoRA", "here"), test
 
 
 def proximal_pull(run_dir: Path, cfg: ContinualNextItemConfig) -> str:

@@ -23,7 +23,7 @@ from lifelora.lens.sasrec.config import SASRecConfig
 from lifelora.lens.sasrec.train import train_sasrec
 from lifelora.metrics.intervals import mean_interval, paired_mean_difference
 from lifelora.metrics.ranking import NOT_FOUND, ndcg_gains, ranking_metrics
-from lifelora.report import markdown_table, metrics_table, plot_bars, print_table
+from lifelora.report import markdown_table, metrics_table, paired_verdict, plot_bars, print_table
 from lifelora.run import new_run_dir, record_run
 
 DATASET = "ml-100k"
@@ -111,11 +111,10 @@ def _verdict(ranks: dict[str, np.ndarray], names: list[str]) -> tuple[str, dict]
     test = paired_mean_difference(ndcg_gains(ranks[names[2]]), ndcg_gains(ranks[names[1]]))
     diff, low, high = test["difference"], test["low"], test["high"]
     span = f"personalized − shared LoRA NDCG@10 {diff:+.4f} (95% CI {low:+.4f} to {high:+.4f})"
-    if low > 0:
-        return f"{span}: the personalized adapter ranks better at this budget.", test
-    if high < 0:
-        return f"{span}: the shared LoRA ranks better at this budget.", test
-    return f"{span}: within noise of each other at this budget, on these users.", test
+    verdict = paired_verdict(
+        span, test, "the personalized adapter", "the shared LoRA", "at this budget, on these users"
+    )
+    return verdict, test
 
 
 def run_next_item_demo(quick: bool = False, run_dir: Path | None = None, log=print) -> dict[str, dict]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from lifelora.adapters import AdapterConfig, PersonalizedConfig, SharedLoraConfig
+from lifelora.adapters import AdapterConfig, SharedLoraConfig
+from lifelora.tasks.config import RunConfig
 from lifelora.training import TrainSettings
 
 
@@ -44,35 +44,12 @@ class EvalSettings(BaseModel):
     )
 
 
-class CTRConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CTRConfig(RunConfig):
     task: Literal["ctr"] = "ctr"
-    dataset: str = Field("ml-100k", description="the embedded demo dataset by default, as for the lens")
-    preset: str = "rella"
-    data_dir: Path | None = None
-    model: str = Field("smollm2-135m", description="embedded name, Hugging Face id or local directory")
     adapter: AdapterConfig | None = Field(
         default_factory=SharedLoraConfig, description="lora, personalized, or null = zero-shot"
-    )
-    lens: Path | None = Field(
-        None, description="lens run directory whose hidden vectors route a personalized adapter"
     )
     prompt: PromptSettings = Field(default_factory=PromptSettings)
     subset: SubsetSettings = Field(default_factory=SubsetSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
-
-    @model_validator(mode="after")
-    def _personalized_needs_a_lens(self) -> CTRConfig:
-        if isinstance(self.adapter, PersonalizedConfig) and self.lens is None:
-            raise ValueError("adapter kind personalized needs lens: a lens run directory (--lens RUN)")
-        return self
-
-    @property
-    def name(self) -> str:
-        return self.adapter.kind if self.adapter else "zero-shot"
-
-    @property
-    def scoring_precision(self) -> str:
-        return self.eval.precision or self.train.precision

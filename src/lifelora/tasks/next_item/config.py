@@ -4,12 +4,12 @@ click-through config."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from lifelora.adapters import AdapterConfig, PersonalizedConfig
+from lifelora.adapters import AdapterConfig
+from lifelora.tasks.config import RunConfig
 from lifelora.tasks.next_item.semantic_ids import SemanticIdConfig
 from lifelora.training import TrainSettings
 
@@ -57,14 +57,11 @@ class NextItemEval(BaseModel):
     )
 
 
-class NextItemConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NextItemConfig(RunConfig):
+    untrained = "no-training"
+    lens_kind = "SASRec lens"
 
     task: Literal["next-item"] = "next-item"
-    dataset: str = "ml-100k"
-    preset: str = "rella"
-    data_dir: Path | None = None
-    model: str = Field("smollm2-135m", description="embedded name, Hugging Face id or local directory")
     semantic_ids: SemanticIdConfig = Field(default_factory=SemanticIdConfig)
     adapter: AdapterConfig | None = Field(
         default_factory=_peso_lora,
@@ -76,24 +73,7 @@ class NextItemConfig(BaseModel):
         description="new: only the code tokens' rows of the embedding and LM head train (next to LoRA); "
         "all: the whole embedding and LM head (PESO's released code)",
     )
-    lens: Path | None = Field(
-        None, description="SASRec lens run whose user vectors route a personalized adapter"
-    )
     prompt: NextItemPrompt = Field(default_factory=NextItemPrompt)
     subset: NextItemSubset = Field(default_factory=NextItemSubset)
     train: TrainSettings = Field(default_factory=lambda: TrainSettings(lr=2e-4, epochs=1))
     eval: NextItemEval = Field(default_factory=NextItemEval)
-
-    @model_validator(mode="after")
-    def _personalized_needs_a_lens(self) -> NextItemConfig:
-        if isinstance(self.adapter, PersonalizedConfig) and self.lens is None:
-            raise ValueError("adapter kind personalized needs lens: a SASRec lens run directory (--lens RUN)")
-        return self
-
-    @property
-    def name(self) -> str:
-        return self.adapter.kind if self.adapter else "no-training"
-
-    @property
-    def scoring_precision(self) -> str:
-        return self.eval.precision or self.train.precision
