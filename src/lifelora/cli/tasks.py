@@ -39,11 +39,11 @@ def _open(name: str, cfg, run: Path | None = None):
     return task_class(name).open(cfg, load_data(cfg.dataset, cfg.preset, cfg.data_dir), log, run=run)
 
 
-def _config(name: str, config: Path | None, overrides: list[str], **base):
+def _config(name: str, config: Path | None, overrides: list[str], base: dict | None = None):
     from lifelora.config import load_config
     from lifelora.tasks.registry import config_class
 
-    return load_config(config_class(name), config, overrides, base=base or None)
+    return load_config(config_class(name), config, overrides, base=base)
 
 
 def trained_config(name: str, run: Path, overrides: list[str] | None = None):
@@ -53,7 +53,7 @@ def trained_config(name: str, run: Path, overrides: list[str] | None = None):
 
     if not is_adapter_dir(run / "adapter"):
         raise LifeloraError(f"--run {run}: not a trained run (no adapter/ with an adapter config)")
-    return _config(name, None, overrides or [], **read_yaml(run / "config.yaml"))
+    return _config(name, None, overrides or [], read_yaml(run / "config.yaml"))
 
 
 def _run_name(name: str, cfg) -> str:
@@ -102,7 +102,7 @@ def train(
     if resume is not None:
         if not (resume / "config.yaml").is_file():
             raise LifeloraError(f"--resume {resume}: not a run directory (no config.yaml)")
-        cfg = _config(name, None, [], **read_yaml(resume / "config.yaml"))
+        cfg = _config(name, None, [], read_yaml(resume / "config.yaml"))
         run_dir = resume
     else:
         extra = [f"adapter.kind={adapter}"] if adapter else []
@@ -157,7 +157,7 @@ def evaluate(
         cfg = trained_config(name, run, overrides)
         out = run_directory(run_dir or run / f"eval-{cfg.eval.split}", "eval", cfg, _run_name(name, cfg))
     else:
-        cfg = _config(name, config, overrides, adapter=None)
+        cfg = _config(name, config, overrides, {"adapter": None})
         out = run_directory(run_dir, "eval", cfg, _run_name(name, cfg))
     with run_status(out):
         task_ = _open(name, cfg, run)
@@ -187,7 +187,7 @@ def recommend(
     from lifelora.report import make_console
 
     name = task_of(task, config, run)
-    cfg = trained_config(name, run) if run else _config(name, config, [], adapter=None)
+    cfg = trained_config(name, run) if run else _config(name, config, [], {"adapter": None})
     task_ = _open(name, cfg, run)
     model = load(task_.backbone.model, run / "adapter").model if run else task_.backbone.model
     options = {"candidates": candidates, "items": items, "seed": seed}

@@ -62,7 +62,7 @@ class Task(ABC):
         """The frozen lens routing the run's adapter (None when its kind is not routed)."""
         if cfg.adapter is None or not is_routed(cfg.adapter):
             return None
-        lenses = self.__dict__.setdefault("_lenses", {})
+        lenses = self.__dict__.setdefault("_lenses", {})  # per task object; subclasses keep their __init__
         path = Path(cfg.lens)
         if path not in lenses:
             lens = self.load_lens(path)
