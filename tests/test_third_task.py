@@ -24,7 +24,7 @@ from lifelora.adapters import AdapterConfig, SharedLoraConfig
 from lifelora.errors import LifeloraError
 from lifelora.llm.backbone import load_backbone
 from lifelora.llm.batching import left_pad, positions_of
-from lifelora.llm.logits import last_logits
+from lifelora.llm.logits import last_logits, next_token_loss
 from lifelora.tasks.base import Recommendation, Task
 from lifelora.tasks.config import RunConfig
 from lifelora.tasks.registry import register_task, task_names
@@ -87,17 +87,6 @@ class LikedExamples(torch.utils.data.Dataset):
         }
 
 
-def liked_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    logits = last_logits(
-        model,
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["position_ids"],
-        use_cache=False,
-    )
-    return torch.nn.functional.cross_entropy(logits, batch["labels"])
-
-
 class LikedTask(Task):
     name = "liked"
     config_class = LikedConfig
@@ -124,7 +113,7 @@ class LikedTask(Task):
         return LikedExamples(self.data, samples)
 
     def loss(self, cfg):
-        return liked_loss
+        return next_token_loss  # the answer token after the items carries the loss
 
     @torch.no_grad()
     def _yes(self, model, examples) -> np.ndarray:

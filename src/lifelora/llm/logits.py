@@ -54,3 +54,19 @@ def tail_logits(
 def last_logits(model: torch.nn.Module, rows: Sequence[int] | None = None, **forward) -> torch.Tensor:
     """[batch, len(rows)] (or [batch, vocab]) fp32 logits at the last position of `model(**forward)`."""
     return tail_logits(model, 1, rows, **forward)[:, -1]
+
+
+def next_token_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """Cross-entropy of `batch["labels"]` (one token id per row) as the token after each left-padded
+    prompt, on fp32 logits projected from the final hidden state, whatever the autocast; a `routing`
+    entry goes to a routed adapter's forward."""
+    routing = {"routing": batch["routing"]} if "routing" in batch else {}
+    logits = last_logits(
+        model,
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        use_cache=False,
+        **routing,
+    )
+    return F.cross_entropy(logits, batch["labels"])

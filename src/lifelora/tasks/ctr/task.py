@@ -23,7 +23,7 @@ from lifelora.lens import DINLens
 from lifelora.lens.periods import ClickLenses, PeriodLenses
 from lifelora.llm.backbone import Backbone, load_backbone
 from lifelora.llm.item_embeddings import item_embeddings
-from lifelora.llm.logits import last_logits
+from lifelora.llm.logits import next_token_loss
 from lifelora.metrics.ctr import ctr_metrics
 from lifelora.report import METRIC_ORDER
 from lifelora.tasks.base import Recommendation, Task
@@ -37,19 +37,7 @@ from lifelora.tasks.subsets import subset_rows
 SPLIT_SHARES = (0.8, 0.1, 0.1)  # a period's samples in time order: train / valid / test
 
 
-def answer_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    """Causal-LM cross-entropy on the answer token only (the prompt carries no loss), on fp32 logits
-    projected from the final hidden state (`lifelora.llm.logits`), whatever the autocast."""
-    routing = {"routing": batch["routing"]} if "routing" in batch else {}
-    logits = last_logits(
-        model,
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["position_ids"],
-        use_cache=False,
-        **routing,
-    )
-    return torch.nn.functional.cross_entropy(logits, batch["labels"])
+answer_loss = next_token_loss  # the answer token ("Yes" / "No") after the prompt carries the only loss
 
 
 class CTRTask(Task):
