@@ -33,28 +33,26 @@ from lifelora.tasks.next_item.trie import CodeTrie
 
 BEAMS = 10
 TEMPERATURE = 0.8
-SMOLLM2_135M = dict(
-    vocab_size=49152,
-    hidden_size=576,
-    intermediate_size=1536,
-    num_hidden_layers=30,
-    num_attention_heads=9,
-    num_key_value_heads=3,
-    max_position_embeddings=8192,
-    rope_theta=100000.0,
-    rms_norm_eps=1e-5,
-    tie_word_embeddings=True,
+
+
+def llama_shape(vocab: int, hidden: int, ffn: int, layers: int, heads: int, kv_heads: int, **extra) -> dict:
+    """LlamaConfig keyword arguments of a model shape (tied embeddings, as SmolLM2)."""
+    return dict(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=ffn,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        tie_word_embeddings=True,
+        **extra,
+    )
+
+
+SMOLLM2_135M = llama_shape(
+    49152, 576, 1536, 30, 9, 3, max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5
 )
-TINY = dict(
-    vocab_size=1024,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=1024,
-    tie_word_embeddings=True,
-)
+TINY = llama_shape(1024, 64, 128, 2, 4, 2, max_position_embeddings=1024)
 
 
 def random_catalogue(n_items: int, levels: int, size: int, seed: int = 0) -> tuple[np.ndarray, tuple, int]:

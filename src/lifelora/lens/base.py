@@ -9,11 +9,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -21,8 +21,19 @@ from lifelora.data.prepared import PreparedData
 from lifelora.data.sequential import seen_before
 from lifelora.errors import LifeloraError
 from lifelora.io import atomic_dir, read_json, write_json
+from lifelora.training import TrainSettings
 
 WEIGHTS = "model.safetensors"
+
+
+class LensTrainSettings(TrainSettings):
+    """The shared training settings with a conventional model's defaults: one optimizer step per batch,
+    a constant learning rate, no clipping, no mid-run checkpoints (each kind adds its own)."""
+
+    grad_accum: int = Field(1, ge=1)
+    schedule: Literal["linear", "constant"] = "constant"
+    max_grad_norm: float | None = Field(None, gt=0)
+    checkpoint_every: int | None = Field(None, ge=1)
 
 
 def seen_and_users(data: PreparedData) -> tuple[Callable, np.ndarray]:

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from lifelora.io import history_index_file
-from lifelora.training.settings import TrainSettings
+from lifelora.lens.base import LensTrainSettings
 
 
 class LensModelConfig(BaseModel):
@@ -27,7 +27,7 @@ class LensModelConfig(BaseModel):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 
-class LensTrainConfig(TrainSettings):
+class LensTrainConfig(LensTrainSettings):
     """The shared training settings with the lens's defaults (one large batch per step, constant learning
     rate, no clipping, no mid-run checkpoints), plus validation and early stopping."""
 
@@ -38,13 +38,9 @@ class LensTrainConfig(TrainSettings):
         description="at most (early stopping); `max_epochs` is accepted as its old name",
     )
     batch_size: int = Field(1024, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    schedule: Literal["linear", "constant"] = "constant"
-    max_grad_norm: float | None = Field(None, gt=0)
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "fp32", description="bf16 autocast measured ~15x slower for this small model on an AVX2 CPU"
     )
-    checkpoint_every: int | None = Field(None, ge=1)
     eval_batch_size: int = Field(8192, ge=1)
     patience: int = Field(2, ge=1, description="epochs without a better validation AUC before stopping")
     max_train_samples: int | None = Field(None, ge=1, description="train on the first N (quick runs)")

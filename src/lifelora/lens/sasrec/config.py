@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lifelora.training.settings import TrainSettings
+from lifelora.lens.base import LensTrainSettings
 
 
 class SASRecModelConfig(BaseModel):
@@ -27,20 +27,16 @@ class SASRecModelConfig(BaseModel):
         return self
 
 
-class SASRecTrainConfig(TrainSettings):
+class SASRecTrainConfig(LensTrainSettings):
     """The shared training settings with SASRec's defaults (batches of 128 users, each user's whole
     training sequence one sample, constant learning rate, no mid-run checkpoints), plus the loss,
     validation and early stopping."""
 
     epochs: int = Field(200, ge=1, description="at most (early stopping)")
     batch_size: int = Field(128, ge=1, description="users per batch")
-    grad_accum: int = Field(1, ge=1)
-    schedule: Literal["linear", "constant"] = "constant"
-    max_grad_norm: float | None = Field(None, gt=0)
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="auto: bf16 autocast where native (AVX512-BF16/AMX, CUDA); scoring is fp32"
     )
-    checkpoint_every: int | None = Field(None, ge=1)
     loss: Literal["ce", "bce"] = Field(
         "ce",
         description="ce: softmax cross-entropy over all items (SASRec+, the strong form); "
