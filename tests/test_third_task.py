@@ -8,7 +8,6 @@ The answer is read from two token rows at the last position."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -25,7 +24,7 @@ from lifelora.errors import LifeloraError
 from lifelora.llm.backbone import load_backbone
 from lifelora.llm.batching import left_pad, positions_of
 from lifelora.llm.logits import last_logits, next_token_loss
-from lifelora.tasks.base import Recommendation, Task
+from lifelora.tasks.base import Recommendation, SampleRows, Task
 from lifelora.tasks.config import RunConfig
 from lifelora.tasks.registry import register_task, task_names
 from lifelora.tasks.subsets import subset_rows
@@ -87,7 +86,7 @@ class LikedExamples(torch.utils.data.Dataset):
         }
 
 
-class LikedTask(Task):
+class LikedTask(SampleRows, Task):
     name = "liked"
     config_class = LikedConfig
     label = "liked"
@@ -156,23 +155,6 @@ class LikedTask(Task):
 
     def period_lenses(self, periods, mode, named, directory, log):
         raise LifeloraError("the liked task routes by no lens")
-
-    def users_and_rows(self, samples):
-        users = samples["user_idx"].to_numpy().astype(np.int64)
-        offset = self.data.users["seq_offset"].to_numpy().astype(np.int64)
-        return users, offset[users] + samples["hist_len"].to_numpy()
-
-    @staticmethod
-    def size(samples: pl.DataFrame) -> int:
-        return samples.height
-
-    @staticmethod
-    def take(samples: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
-        return samples[rows]
-
-    @staticmethod
-    def concat(parts: Sequence[pl.DataFrame]) -> pl.DataFrame:
-        return pl.concat(list(parts))
 
 
 @pytest.fixture

@@ -151,3 +151,27 @@ class Task(ABC):
     @staticmethod
     @abstractmethod
     def concat(parts: Sequence[Any]) -> Any: ...
+
+
+class SampleRows:
+    """The period bookkeeping of a task whose samples are rows of the prepared samples table (a polars
+    frame with `user_idx` and `hist_len`): mix it in before `Task`."""
+
+    data: PreparedData
+
+    def users_and_rows(self, samples: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        users = samples["user_idx"].to_numpy().astype(np.int64)
+        offset = self.data.users["seq_offset"].to_numpy().astype(np.int64)
+        return users, offset[users] + samples["hist_len"].to_numpy()
+
+    @staticmethod
+    def size(samples: pl.DataFrame) -> int:
+        return samples.height
+
+    @staticmethod
+    def take(samples: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
+        return samples[rows]
+
+    @staticmethod
+    def concat(parts: Sequence[pl.DataFrame]) -> pl.DataFrame:
+        return pl.concat(list(parts))

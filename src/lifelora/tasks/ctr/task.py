@@ -6,7 +6,6 @@ task protocol asks of it. A run's settings (its `CTRConfig`) are passed to each 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from lifelora.llm.item_embeddings import item_embeddings
 from lifelora.llm.logits import next_token_loss
 from lifelora.metrics.ctr import ctr_metrics
 from lifelora.report import METRIC_ORDER
-from lifelora.tasks.base import Recommendation, Task
+from lifelora.tasks.base import Recommendation, SampleRows, Task
 from lifelora.tasks.ctr.config import CTRConfig, PromptSettings
 from lifelora.tasks.ctr.examples import CTRExamples
 from lifelora.tasks.ctr.prompts import PromptBuilder
@@ -40,7 +39,7 @@ SPLIT_SHARES = (0.8, 0.1, 0.1)  # a period's samples in time order: train / vali
 answer_loss = next_token_loss  # the answer token ("Yes" / "No") after the prompt carries the only loss
 
 
-class CTRTask(Task):
+class CTRTask(SampleRows, Task):
     name = "ctr"
     config_class = CTRConfig
     loss_name = "answer CE"
@@ -172,20 +171,3 @@ class CTRTask(Task):
         self, periods: np.ndarray, mode: str, named: DINLens, directory: Path, log
     ) -> PeriodLenses:
         return ClickLenses(self.data, partial(self.period_samples, periods), mode, named, directory, log)
-
-    def users_and_rows(self, samples: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        users = samples["user_idx"].to_numpy().astype(np.int64)
-        offset = self.data.users["seq_offset"].to_numpy().astype(np.int64)
-        return users, offset[users] + samples["hist_len"].to_numpy()
-
-    @staticmethod
-    def size(samples: pl.DataFrame) -> int:
-        return samples.height
-
-    @staticmethod
-    def take(samples: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
-        return samples[rows]
-
-    @staticmethod
-    def concat(parts: Sequence[pl.DataFrame]) -> pl.DataFrame:
-        return pl.concat(list(parts))
