@@ -44,7 +44,7 @@ def ranking_rows(metrics: dict) -> list[tuple[str, dict]]:
     ]
 
 
-def _train(config_class, config: Path | None, overrides: list[str], run_dir: Path | None):
+def _train(config_class, train, config: Path | None, overrides: list[str], run_dir: Path | None):
     """Load the config, record the run, train through `train(cfg, data, run_dir)`; (cfg, result, dir)."""
     from lifelora.config import load_config
     from lifelora.run import new_run_dir, record_run, run_status
@@ -55,10 +55,6 @@ def _train(config_class, config: Path | None, overrides: list[str], run_dir: Pat
     run_dir.mkdir(parents=True, exist_ok=True)
     record_run(run_dir, cfg, command_line())
     with run_status(run_dir):
-        if cfg.kind == "sasrec":
-            from lifelora.lens.sasrec.train import train_sasrec as train
-        else:
-            from lifelora.lens.din.train import train_lens as train
         result = train(cfg, data, run_dir, log=log)
     return cfg, result, run_dir
 
@@ -75,14 +71,16 @@ def lens_train(
 
     if _config_kind(config, overrides or []) == "sasrec":
         from lifelora.lens.sasrec.config import SASRecConfig
+        from lifelora.lens.sasrec.train import train_sasrec
 
-        cfg, result, run_dir = _train(SASRecConfig, config, overrides or [], run_dir)
+        cfg, result, run_dir = _train(SASRecConfig, train_sasrec, config, overrides or [], run_dir)
         title = f"SASRec ({cfg.train.loss.upper()}) on {cfg.dataset}, full ranking"
         print_table(metrics_table(title, ranking_rows(result["metrics"]), RANKING_COLUMNS))
     else:
         from lifelora.lens.din.config import LensConfig
+        from lifelora.lens.din.train import train_lens
 
-        cfg, result, run_dir = _train(LensConfig, config, overrides or [], run_dir)
+        cfg, result, run_dir = _train(LensConfig, train_lens, config, overrides or [], run_dir)
         m = result["metrics"]
         title = f"{cfg.kind.upper()} on {cfg.dataset}"
         print_table(metrics_table(title, [("valid", m["valid"]), ("test", m["test"])]))
