@@ -14,7 +14,7 @@ from transformers import LogitsProcessorList
 
 from lifelora.errors import LifeloraError
 from lifelora.llm.batching import left_pad
-from lifelora.tasks.next_item.decoding import TrieLogitsProcessor, beam_search, exact_scores
+from lifelora.tasks.next_item.decoding import CodeDecoding, TrieLogitsProcessor, beam_search, exact_scores
 from lifelora.tasks.next_item.trie import CodeTrie
 
 FP32 = "fp32"  # HF `generate` and the references run without autocast; `auto` is bf16 on some CPUs
@@ -78,18 +78,20 @@ def test_beam_never_invalid_and_matches_exact_with_enough_beams(base_tokenizer, 
     trie = CodeTrie(codes, sizes)
     model, tokenizer, table = coded_model(base_tokenizer, sizes, seed=n_items)
     prompts = random_prompts(rng, 3)
-    common = dict(pad_id=tokenizer.pad_token_id, temperature=0.8, batch_size=2, precision=FP32)
-    exact = exact_scores(model, prompts, trie, table, chunk_size=5, **common)
+    decoding = CodeDecoding(
+        trie, table, tokenizer.pad_token_id, temperature=0.8, batch_size=2, precision=FP32
+    )
+    exact = exact_scores(model, prompts, decoding, chunk_size=5)
 
     for beams in (1, 3):
-        items, scores = beam_search(model, prompts, trie, table, beams=beams, **common)
+        items, scores = beam_search(model, prompts, decoding, beams=beams)
         assert items.shape == scores.shape == (3, beams)
         assert ((items >= 0) & (items < n_items)).all()
         assert all(len(set(row.tolist())) == beams for row in items)
         assert torch.allclose(scores, exact.gather(1, items), atol=1e-4)
 
     beams = n_items + 2  # more beams than items: the last two ranks are padding
-    items, scores = beam_search(model, prompts, trie, table, beams=beams, **common)
+    items, scores = beam_search(model, prompts, decoding, beams=beams)
     assert (items[:, n_items:] == -1).all() and scores[:, n_items:].isneginf().all()
     top, top_scores = items[:, :n_items], scores[:, :n_items]
     assert torch.equal(top, torch.argsort(exact, dim=1, descending=True, stable=True))
@@ -105,7 +107,8 @@ def test_exact_ranking_equals_scoring_every_code_from_scratch(base_tokenizer, ki
     model, tokenizer, table = coded_model(base_tokenizer, sizes, kind)
     prompts = random_prompts(rng, 4)
     trie, pad = CodeTrie(codes, sizes), tokenizer.pad_token_id
-    exact = exact_scores(model, prompts, trie, table, pad, batch_size=3, chunk_size=7, precision=FP32)
+    decoding = CodeDecoding(trie, table, pad, batch_size=3, precision=FP32)
+    exact = exact_scores(model, prompts, decoding, chunk_size=7)
     reference = score_codes_independently(model, prompts, codes, table, temperature=0.8)
     assert torch.allclose(exact, reference, atol=1e-4)
     assert torch.equal(exact.argsort(1, descending=True), reference.argsort(1, descending=True))
@@ -146,7 +149,8 @@ def test_processor_in_hf_generate_matches_beam_search(base_tokenizer, kind):
     trie = CodeTrie(codes, sizes)
     model, tokenizer, table = coded_model(base_tokenizer, sizes, kind)
     prompts, pad, beams = random_prompts(rng, 3), tokenizer.pad_token_id, 5
-    items, scores = beam_search(model, prompts, trie, table, pad, beams=beams, batch_size=3, precision=FP32)
+    decoding = CodeDecoding(trie, table, pad, batch_size=3, precision=FP32)
+    items, scores = beam_search(model, prompts, decoding, beams=beams)
 
     width = len(max(prompts, key=len))
     processor = TrieLogitsProcessor(trie, table, prompt_length=width, temperature=0.8)
@@ -176,9 +180,8 @@ def test_prefix_allowed_tokens_fn_gives_the_same_items(base_tokenizer):
         return children[tuple(sequence[width:].tolist())]
 
     tokens, hf_scores = hf_beams(model, prompts, pad, beams, len(sizes), prefix_fn=prefix_fn)
-    items, scores = beam_search(
-        model, prompts, trie, table, pad, beams=beams, temperature=1.0, precision=FP32
-    )
+    decoding = CodeDecoding(trie, table, pad, temperature=1.0, precision=FP32)
+    items, scores = beam_search(model, prompts, decoding, beams=beams)
     assert torch.equal(items_of_tokens(tokens, trie, table), items)
     assert torch.allclose(hf_scores, scores, atol=1e-4)
 
@@ -209,25 +212,19 @@ def test_routing_follows_each_prompt_to_its_beams(base_tokenizer):
     lm, tokenizer, table = coded_model(base_tokenizer, sizes)
     routed, prompts, beams = RoutedLM(lm), random_prompts(rng, 3), 4
     routing = torch.randn(3, lm.config.hidden_size, generator=torch.Generator().manual_seed(0))
-    common = dict(pad_id=tokenizer.pad_token_id, batch_size=3, precision=FP32)
+    decoding = CodeDecoding(trie, table, tokenizer.pad_token_id, batch_size=3, precision=FP32)
 
-    items, scores = beam_search(routed, prompts, trie, table, beams=beams, routing=routing, **common)
+    items, scores = beam_search(routed, prompts, decoding, beams=beams, routing=routing)
     assert routed.rows == [3, 3 * 3, 3 * beams]  # the prompts, then every beam (3 codes at level 0)
     for user in range(3):
         alone = beam_search(
-            routed,
-            prompts[user : user + 1],
-            trie,
-            table,
-            beams=beams,
-            routing=routing[user : user + 1],
-            **common,
+            routed, prompts[user : user + 1], decoding, beams=beams, routing=routing[user : user + 1]
         )
         assert torch.equal(alone[0][0], items[user])
         assert torch.allclose(alone[1][0], scores[user], atol=1e-5)
-    exact = exact_scores(routed, prompts, trie, table, routing=routing, chunk_size=4, **common)
+    exact = exact_scores(routed, prompts, decoding, routing=routing, chunk_size=4)
     assert torch.allclose(exact.gather(1, items), scores, atol=1e-4)
-    assert not torch.allclose(beam_search(lm, prompts, trie, table, beams=beams, **common)[1], scores)
+    assert not torch.allclose(beam_search(lm, prompts, decoding, beams=beams)[1], scores)
 
 
 def test_trie_queries_match_brute_force():
@@ -270,6 +267,6 @@ def test_trie_rejects_bad_codes(codes, sizes, message):
 def test_bad_token_table_is_a_clear_error(base_tokenizer):
     trie = CodeTrie(np.array([[0, 1], [1, 0]]), (2, 2))
     with pytest.raises(LifeloraError, match="token_table must be"):
-        beam_search(None, [[1]], trie, torch.zeros(1, 2, dtype=torch.long), pad_id=0)
+        CodeDecoding(trie, torch.zeros(1, 2, dtype=torch.long), pad_id=0)
     with pytest.raises(LifeloraError, match="same token id"):
-        beam_search(None, [[1]], trie, torch.tensor([[5, 6], [6, 7]]), pad_id=0)
+        CodeDecoding(trie, torch.tensor([[5, 6], [6, 7]]), pad_id=0)

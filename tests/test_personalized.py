@@ -212,3 +212,104 @@ def test_bad_routing_and_settings_get_clear_errors():
     for bad in ({"n_loras": 0}, {"n_loras": 1000}, {"temperature": 0}, {"temperature": -1}):
         with pytest.raises(ValidationError):
             PersonalizedConfig(**bad)
+
+
+def per_token_routing(size=3, length=7, seed=6):
+    return torch.randn(size, length, ROUTING_DIM, generator=torch.Generator().manual_seed(seed))
+
+
+def test_per_token_mixing_weights_are_the_per_instance_weights_of_each_token():
+    bank = next(iter(personalized("products").model.banks().values()))
+    routing = per_token_routing(3, 5)
+    weights = bank.mixing_weights(routing)
+    assert weights.shape == (3, 5, 4)
+    for t in range(5):
+        assert torch.allclose(weights[:, t], bank.mixing_weights(routing[:, t]), atol=1e-6)
+    uniform = next(iter(personalized("products", routing="uniform").model.banks().values()))
+    assert torch.equal(uniform.mixing_weights(routing), torch.full((3, 5, 4), 0.25))
+
+
+def test_per_token_routing_equals_routing_each_token_alone_at_the_layer():
+    model = personalized("products").model
+    layer = model.personalized_layers()["model.layers.0.self_attn.q_proj"]
+    bank = layer.banks[DEFAULT_BRANCH]
+    x = torch.randn(3, 5, layer.base_layer.in_features)
+    routing = per_token_routing(3, 5)
+    with torch.no_grad():
+        with routing_context(routing):
+            together, delta = layer(x), bank(x)
+        for t in range(5):
+            with routing_context(routing[:, t]):
+                assert torch.allclose(together[:, t], layer(x)[:, t], atol=1e-5)
+                assert torch.allclose(delta[:, t], bank(x)[:, t], atol=1e-5)
+        with routing_context(routing[:, :1]):  # flat [B, d_in] input: one token
+            assert torch.allclose(layer(x[:, 0]), together[:, 0], atol=1e-5)
+        with routing_context(routing[:, 0].unsqueeze(1).expand(-1, 5, -1)):  # one vector for every token
+            shared = layer(x)
+        with routing_context(routing[:, 0]):
+            assert torch.allclose(shared, layer(x), atol=1e-5)
+
+
+def test_per_token_routing_with_one_shared_vector_equals_per_instance_routing_in_the_model():
+    model = personalized("products").model
+    ids, routing = batch(3, 6)
+    per_token = routing.unsqueeze(1).expand(-1, 6, -1)
+    with torch.no_grad():
+        shared = model(input_ids=ids, routing=per_token).logits
+        assert torch.allclose(shared, model(input_ids=ids, routing=routing).logits, atol=1e-5)
+        changed = per_token.clone()
+        changed[:, -1] = per_token_routing(3, 1)[:, 0]  # a causal LM: only the last position sees it
+        last = model(input_ids=ids, routing=changed).logits
+    assert torch.allclose(last[:, :-1], shared[:, :-1], atol=1e-5)
+    assert not torch.allclose(last[:, -1], shared[:, -1], atol=1e-3)
+
+
+def test_per_token_routing_expands_over_beams_and_checks_the_length():
+    model = personalized("products").model
+    layer = model.personalized_layers()["model.layers.0.self_attn.q_proj"]
+    x = torch.randn(4, 5, layer.base_layer.in_features)
+    routing = per_token_routing(2, 5)
+    with torch.no_grad():
+        with routing_context(routing):
+            expanded = layer(x)
+        with routing_context(routing.repeat_interleave(2, dim=0)):
+            assert torch.allclose(expanded, layer(x), atol=1e-6)
+        with routing_context(routing), pytest.raises(LifeloraError, match=r"has 5 tokens but .* has 6"):
+            layer(torch.randn(4, 6, layer.base_layer.in_features))
+    ids, _ = batch(2, 5)
+    with pytest.raises(LifeloraError, match=r"has 5 tokens but .* has 1"):  # cached decoding: one token
+        model.generate(input_ids=ids, routing=routing, max_new_tokens=2, do_sample=False)
+
+
+def test_factors_refuse_per_token_routing():
+    model = personalized("factors").model
+    bank = next(iter(model.banks().values()))
+    ids, _ = batch(3, 7)
+    routing = per_token_routing(3, 7)
+    message = "mixing: factors merges one LoRA per instance and cannot route each token"
+    with pytest.raises(LifeloraError, match=message):
+        model(input_ids=ids, routing=routing)
+    with pytest.raises(LifeloraError, match=message):
+        bank.mixing_weights(routing)
+    with pytest.raises(LifeloraError, match=message):
+        bank.delta(torch.randn(3, 7, bank.lora_A.shape[-1]), torch.full((3, 7, 4), 0.25))
+    with pytest.raises(LifeloraError, match=r"\[batch, 12\] or \[batch, tokens, 12\]"):
+        bank.mixing_weights(routing.unsqueeze(0))
+
+
+def test_per_token_routing_trains_banks_and_gates():
+    fresh = PersonalizedModel(
+        tiny_model("llama", VOCAB), PersonalizedConfig(n_loras=4, r=2, mixing="products"), ROUTING_DIM
+    ).train()
+    ids, _ = batch(3, 7)
+    routing = per_token_routing(3, 7)
+    fresh(input_ids=ids, routing=routing).logits.square().mean().backward()
+    for name, bank in fresh.banks().items():  # B starts at zero: its gradient is the first to move
+        assert bank.lora_B.grad is not None and bank.lora_B.grad.abs().sum() > 0, name
+    model = personalized("products").model.train()  # random B: gradients reach A and the gates too
+    routing.requires_grad_(True)
+    model(input_ids=ids, routing=routing).logits.square().mean().backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert routing.grad is None

@@ -24,6 +24,7 @@ from lifelora.llm.batching import left_pad
 from lifelora.precision import autocast, resolve
 from lifelora.run import environment
 from lifelora.tasks.next_item.decoding import (
+    CodeDecoding,
     TrieLogitsProcessor,
     beam_search,
     code_lookup,
@@ -188,7 +189,8 @@ def bench_decoding(quick: bool, dataset: str | None = None, log: Callable[[str],
     )
 
     def ours(users=prompts, prec=precision, temperature=1.0, constraint=trie):
-        return beam_search(model, users, constraint, table, 0, BEAMS, temperature, batch_size, prec)
+        decoding = CodeDecoding(constraint, table, 0, temperature, batch_size=batch_size, precision=prec)
+        return beam_search(model, users, decoding, BEAMS)
 
     check = prompts[:4]
     same = ours(check, "fp32")
@@ -209,7 +211,9 @@ def bench_decoding(quick: bool, dataset: str | None = None, log: Callable[[str],
     exact_times = interleave(
         {
             "exact": lambda: exact_scores(
-                model, few, trie, table, 0, TEMPERATURE, batch_size, precision=precision
+                model,
+                few,
+                CodeDecoding(trie, table, 0, TEMPERATURE, batch_size=batch_size, precision=precision),
             ),
             "beam": lambda: ours(few, temperature=TEMPERATURE),
         },

@@ -30,7 +30,6 @@ from lifelora.lens.periods import PeriodLenses
 from lifelora.precision import autocast
 from lifelora.tasks import jobs
 from lifelora.tasks.base import Task
-from lifelora.tasks.subsets import subset_rows
 from lifelora.training import TrainHook, mean_loss
 
 
@@ -77,10 +76,9 @@ class Stream:
                 "test": self.cfg.subset.eval,
             }[split]
             samples = self.targets(period, split)
-            size = self.task.size(samples)
-            if size == 0:
+            if self.task.size(samples) == 0:
                 raise LifeloraError(f"period {period} of {self.data.name} has no {split} samples")
-            self._subsets[key] = self.task.take(samples, subset_rows(size, n, self.cfg.subset.seed + period))
+            self._subsets[key] = self.task.subset(self.cfg, samples, n, self.cfg.subset.seed + period)
         return self._subsets[key]
 
     def use_period(self, period: int) -> None:

@@ -30,9 +30,8 @@ def tail_logits(
     """[batch, positions, len(rows) (or vocab)] fp32 logits at the last positions of `model(**forward)`.
 
     The model still runs with `logits_to_keep=positions`; a forward hook keeps the head's input, which is
-    then projected with autocast off. A plain linear head is projected onto only the rows asked for; any
-    other head (an adapter's wrapper: trainable token rows, `modules_to_save`, LoRA) is called itself in
-    fp32, since its `weight` may not hold the rows it computes (the backbone's weights are fp32: autocast
+    then projected with autocast off: onto only the rows asked for where the head's rows can be read
+    (`head_rows`), else by calling the head itself in fp32 (the backbone's weights are fp32: autocast
     does the bf16). Gradients flow through it as through the model's own logits."""
     head = output_head(model)
     captured: list[torch.Tensor] = []
@@ -42,13 +41,13 @@ def tail_logits(
     finally:
         handle.remove()
     hidden = captured[-1][:, -positions:]
-    with torch.autocast(hidden.device.type, enabled=False):
-        if type(head) is not torch.nn.Linear:
-            logits = head(hidden.float()).float()
-            return logits if rows is None else logits[..., list(rows)]
-        weight = head.weight if rows is None else head.weight[list(rows)]
-        bias = None if head.bias is None else (head.bias if rows is None else head.bias[list(rows)])
-        return F.linear(hidden.float(), weight.float(), None if bias is None else bias.float())
+    if rows is None:
+        if type(head) is torch.nn.Linear:
+            bias = None if head.bias is None else head.bias.float()
+            return project_rows(hidden, head.weight.float(), bias)
+        with torch.autocast(hidden.device.type, enabled=False):
+            return head(hidden.float()).float()
+    return row_logits(model, hidden, torch.as_tensor(list(rows), device=hidden.device))
 
 
 def last_logits(model: torch.nn.Module, rows: Sequence[int] | None = None, **forward) -> torch.Tensor:
@@ -70,3 +69,70 @@ def next_token_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
         **routing,
     )
     return F.cross_entropy(logits, batch["labels"])
+
+
+def _decoder(model: torch.nn.Module) -> torch.nn.Module:
+    """The body of a causal LM (its decoder stack and final norm), also through adapter wrappers."""
+    while isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    while not hasattr(model, "get_decoder"):  # lifelora's PersonalizedModel wraps the LM as base_model
+        model = model.base_model
+    return model.get_decoder()
+
+
+def final_hidden(model: torch.nn.Module, **forward) -> torch.Tensor:
+    """[batch, tokens, hidden]: the final, normalised hidden state at every position (the LM head's input),
+    with the head itself run on one position only: a caller projects the positions it supervises onto the
+    rows it needs (`head_rows`) instead of the whole vocabulary at every position."""
+    captured: list[torch.Tensor] = []
+    handle = _decoder(model).register_forward_hook(
+        lambda _module, _args, out: captured.append(out.last_hidden_state)
+    )
+    try:
+        model(logits_to_keep=1, **forward)
+    finally:
+        handle.remove()
+    return captured[-1]
+
+
+def head_rows(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """(weight [len(ids), hidden], bias or None) fp32: the rows of the LM head that give the logits of
+    token `ids`, as the head computes them: a plain linear head's rows, PEFT's trainable token rows in
+    place of the backbone's where the adapter trains them, a `modules_to_save` copy's rows. None for a
+    head of another kind (e.g. LoRA on the head), whose rows exist only in its output."""
+    head = output_head(model)
+    layer = getattr(head, "token_adapter", None)  # PEFT's TrainableTokensWrapper
+    if layer is not None and not (layer.merged or layer.disable_adapters):
+        weight = layer.base_layer.weight[ids]
+        for name in layer.active_adapters:
+            index = torch.as_tensor(layer.token_indices[name], device=ids.device)
+            row, column = (ids[:, None] == index[None, :]).nonzero(as_tuple=True)
+            delta = layer.trainable_tokens_delta[name][column].to(weight.dtype)
+            weight = weight.index_put((row,), delta)
+        return weight.float(), None
+    if layer is not None:
+        head = layer.base_layer
+    modules = getattr(head, "modules_to_save", None)  # PEFT's ModulesToSaveWrapper
+    if modules is not None:
+        active = [] if head.disable_adapters else head.active_adapters
+        head = modules[active[0]] if active and active[0] in modules else head.original_module
+    if type(head) is not torch.nn.Linear:
+        return None
+    bias = None if head.bias is None else head.bias[ids].float()
+    return head.weight[ids].float(), bias
+
+
+def project_rows(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """fp32 logits of `hidden` [..., hidden] on the rows of `head_rows`, with autocast off."""
+    with torch.autocast(hidden.device.type, enabled=False):
+        return F.linear(hidden.float(), weight, bias)
+
+
+def row_logits(model: torch.nn.Module, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """[..., len(ids)] fp32 logits of the final hidden states `hidden` [..., hidden] for token `ids`: onto
+    the head's rows where they can be read, else through the head itself (then indexed)."""
+    weights = head_rows(model, ids)
+    if weights is not None:
+        return project_rows(hidden, *weights)
+    with torch.autocast(hidden.device.type, enabled=False):
+        return output_head(model)(hidden.float()).float()[..., ids]

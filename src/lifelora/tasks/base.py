@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from lifelora.adapters import is_routed
 from lifelora.data.prepared import PreparedData
 from lifelora.lens.periods import PeriodLenses
+from lifelora.tasks.subsets import subset_rows
 
 
 @dataclass
@@ -87,6 +88,11 @@ class Task(ABC):
     def samples(self, cfg: Any, split: str, n: int | None) -> Any:
         """A fixed seeded subset of `n` rows of `split` (None: all)."""
 
+    def subset(self, cfg: Any, samples: Any, n: int | None, seed: int) -> Any:
+        """A fixed seeded subset of `n` of `samples` (all when None or more), in their order; a task whose
+        training examples group several rows may draw the groups instead."""
+        return self.take(samples, subset_rows(self.size(samples), n, seed))
+
     @abstractmethod
     def examples_of(self, cfg: Any, samples: Any, lens: Any | None = None) -> torch.utils.data.Dataset:
         """Examples (a Dataset with `collate`) of any rows, routed by `lens` when one is given."""
@@ -101,6 +107,10 @@ class Task(ABC):
     def describe(self, cfg: Any) -> str:
         """What the training log line says about the examples' shape."""
         return ""
+
+    def amount(self, examples: Any) -> str:
+        """How much `examples` is, for the training log line."""
+        return f"{len(examples):,} {self.data.name} {self.unit}"
 
     # --- evaluation -----------------------------------------------------------------------------------
 

@@ -58,7 +58,7 @@ def fit(
     if examples is None:
         examples = task.examples(cfg, "train", cfg.subset.train, lens or task.lens(cfg))
     task.log(
-        f"training a {cfg.name} adapter on {len(examples):,} {task.data.name} {task.unit}"
+        f"training a {cfg.name} adapter on {task.amount(examples)}"
         f"{f' ({stage})' if stage else ''}{task.describe(cfg)}"
     )
     set_seed(cfg.train.seed)  # dropout and the data order start from the run's seed, as before the loop

@@ -7,6 +7,10 @@ For a batch x [B, L, d_in] with mixing weights w [B, N] (one row per instance, s
 - products: Σ w_i B_i A_i x = B_cat · diag(w ⊗ 1_r) · A_cat x: one rank-N·r LoRA with the
   rank-r blocks of its hidden activations scaled by w.
 
+Routing may also give one vector per token (h [B, L, d], weights w [B, L, N]). Products take it at no
+extra cost, since the scaling already happens per token on the hidden activations; factors would have to
+merge one LoRA per token (N·r·(d_in + d_out) each), so they refuse it rather than silently averaging.
+
 Neither form loops over samples or meta-LoRAs. A `PersonalizedLinear` holds one bank per adapter branch
 and adds every bank's delta to its base layer's output.
 """
@@ -22,6 +26,11 @@ from lifelora.adapters.base import DEFAULT_BRANCH
 from lifelora.adapters.personalized.config import PersonalizedConfig
 from lifelora.adapters.personalized.routing import banks_disabled, current_routing
 from lifelora.errors import LifeloraError
+
+_FACTORS_PER_TOKEN = (
+    "mixing: factors merges one LoRA per instance and cannot route each token ([batch, tokens, d]); "
+    "use mixing: products"
+)
 
 
 class Gate(nn.Module):
@@ -42,7 +51,8 @@ class Gate(nn.Module):
 
 
 class MetaLoraBank(nn.Module):
-    """One branch of a personalized layer: N meta-LoRAs and the gate that mixes them per instance.
+    """One branch of a personalized layer: N meta-LoRAs and the gate that mixes them per instance
+    (or, with mixing products, per token).
 
     Its state_dict keys (`lora_A`, `lora_B`, `gate.net...`) are the saved file's keys after the layer name."""
 
@@ -63,14 +73,18 @@ class MetaLoraBank(nn.Module):
         self.dropout = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
 
     def mixing_weights(self, routing: torch.Tensor) -> torch.Tensor:
-        """[B, N] per-instance weights w = softmax(gate(h) / T) (or 1/N with uniform routing)."""
-        if routing.dim() != 2 or routing.shape[1] != self.routing_dim:
+        """Weights w = softmax(gate(h) / T) (or 1/N with uniform routing): [B, N] for one routing
+        vector per instance (h [B, d]), [B, T, N] for one per token (h [B, T, d], products only)."""
+        if routing.dim() not in (2, 3) or routing.shape[-1] != self.routing_dim:
             raise LifeloraError(
-                f"routing vectors must have shape [batch, {self.routing_dim}], got {list(routing.shape)}"
+                f"routing vectors must have shape [batch, {self.routing_dim}] or "
+                f"[batch, tokens, {self.routing_dim}], got {list(routing.shape)}"
             )
+        if routing.dim() == 3 and self.config.mixing == "factors":
+            raise LifeloraError(_FACTORS_PER_TOKEN)
         if self.config.routing == "uniform":
             n = self.config.n_loras
-            return torch.full((routing.shape[0], n), 1.0 / n, device=routing.device)
+            return torch.full((*routing.shape[:-1], n), 1.0 / n, device=routing.device)
         logits = self.gate(routing.to(self.lora_A.dtype).detach())
         return torch.softmax(logits.float() / self.config.temperature, dim=-1)
 
@@ -83,10 +97,15 @@ class MetaLoraBank(nn.Module):
                     f"routing has {weights.shape[0]} rows for a batch of {batch}: one row per instance"
                 )
             weights = weights.repeat_interleave(batch // weights.shape[0], dim=0)
+        if weights.dim() == 3 and weights.shape[1] != x.shape[1]:
+            raise LifeloraError(
+                f"per-token routing has {weights.shape[1]} tokens but the layer input has {x.shape[1]}: "
+                "routing [batch, tokens, d] needs one vector per input token"
+            )
         return weights
 
     def delta(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """scaling · Σ-mixed LoRA(x) for x [B, L, d_in] and weights [B, N].
+        """scaling · Σ-mixed LoRA(x) for x [B, L, d_in] and weights [B, N] (or [B, L, N], products only).
 
         `scaling` rides on the [B, N] weights of one factor (for factors, B_p's), not on the [B, L, d_out]
         output: one pass over the output less, ~20% of this delta's forward at 256 × 32 on a CPU."""
@@ -99,16 +118,20 @@ class MetaLoraBank(nn.Module):
         scaled = (weights * self.config.scaling).to(dtype)
         x = self.dropout(x).to(dtype)
         if self.config.mixing == "factors":
+            if weights.dim() != 2:
+                raise LifeloraError(_FACTORS_PER_TOKEN)
             a_p = torch.einsum("bn,nrd->brd", weights.to(dtype), a)
             b_p = torch.einsum("bn,nor->bor", scaled, b)
             return torch.bmm(torch.bmm(x, a_p.transpose(1, 2)), b_p.transpose(1, 2))
         n, r, d_in = a.shape
         hidden = torch.matmul(x, a.reshape(n * r, d_in).t())
-        hidden = hidden * scaled.repeat_interleave(r, dim=1).unsqueeze(1)
+        scale = scaled.repeat_interleave(r, dim=-1)  # [B, N·r] or [B, L, N·r]
+        hidden = hidden * (scale.unsqueeze(1) if scale.dim() == 2 else scale)
         return torch.matmul(hidden, b.permute(1, 0, 2).reshape(b.shape[1], n * r).t())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """This bank's delta for x [B, L, d_in], mixed with the current routing vectors."""
+        """This bank's delta for x [B, L, d_in], mixed with the current routing vectors (per instance or
+        per token)."""
         return self.delta(x, self._weights_for(x))
 
     @torch.no_grad()

@@ -54,7 +54,8 @@ def base_identity(model: nn.Module) -> dict:
 
 class PersonalizedModel(nn.Module):
     """The backbone with its target linears replaced by `PersonalizedLinear`; only banks and gates
-    train. `forward(..., routing=h)` takes one routing vector per instance (rows of h), shared by
+    train. `forward(..., routing=h)` takes one routing vector per instance (h [B, d]) or, for banks
+    mixing products, one per token (h [B, T, d], T the input length: no cached decoding), shared by
     every branch."""
 
     def __init__(

@@ -1,5 +1,6 @@
 """What every personalized layer reads from the running forward, handed through contexts rather than
-arguments or module attributes: the per-instance routing vector, and whether the banks are switched off.
+arguments or module attributes: the routing vectors (per instance or per token), and whether the banks
+are switched off.
 
 `PersonalizedModel.forward(routing=h)` opens the routing context; `PersonalizedAdapter.disabled()` the
 other. Under gradient checkpointing the layers run again during backward, after the contexts have closed:

@@ -31,7 +31,6 @@ from lifelora.tasks.ctr.examples import CTRExamples
 from lifelora.tasks.ctr.prompts import PromptBuilder
 from lifelora.tasks.ctr.ranking import rank_candidates, sample_candidates
 from lifelora.tasks.ctr.scoring import score_prompts
-from lifelora.tasks.subsets import subset_rows
 
 SPLIT_SHARES = (0.8, 0.1, 0.1)  # a period's samples in time order: train / valid / test
 
@@ -85,8 +84,7 @@ class CTRTask(SampleRows, Task):
         return f", history {cfg.prompt.history} ({cfg.prompt.retriever})"
 
     def samples(self, cfg: CTRConfig, split: str, n: int | None) -> pl.DataFrame:
-        samples = self.data.split(split)
-        return samples[subset_rows(samples.height, n, cfg.subset.seed)]
+        return self.subset(cfg, self.data.split(split), n, cfg.subset.seed)
 
     def examples_of(self, cfg: CTRConfig, samples: pl.DataFrame, lens: DINLens | None = None) -> CTRExamples:
         """Prompts for any rows of the samples table, with the lens's routing vectors when one is given."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lifelora.adapters import AdapterConfig
 from lifelora.tasks.config import RunConfig
@@ -27,14 +27,21 @@ class NextItemPrompt(BaseModel):
         20, ge=1, description="items of the user's history shown, most recent last (PESO: 20)"
     )
     temperature: float = Field(0.8, gt=0, description="logits are divided by it in the loss and in decoding")
+    window: int = Field(
+        50,
+        ge=2,
+        description="layout sequence: most items in one training window (longer than history; each "
+        "window supervises up to window - history targets)",
+    )
 
 
 class NextItemSubset(BaseModel):
-    """Training targets and evaluated users: a fixed seeded subset (None = all)."""
+    """Training targets (windows in the sequence layout) and evaluated users: a fixed seeded subset
+    (None = all)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    train: int | None = Field(None, ge=1)
+    train: int | None = Field(None, ge=1, description="targets (layout prompt) or windows (sequence)")
     eval: int | None = Field(None, ge=1, description="users evaluated (one target each)")
     seed: int = 42
 
@@ -73,7 +80,29 @@ class NextItemConfig(RunConfig):
         description="new: only the code tokens' rows of the embedding and LM head train (next to LoRA); "
         "all: the whole embedding and LM head (PESO's released code)",
     )
+    layout: Literal["prompt", "sequence"] = Field(
+        "prompt",
+        description="prompt: one prompt per target, PESO's instruction, the loss and decoding normalised "
+        "over the whole vocabulary; sequence: one example per window of a user's items, a loss on every "
+        "supervised item, normalised over each level's code tokens (subset.train then counts windows)",
+    )
     prompt: NextItemPrompt = Field(default_factory=NextItemPrompt)
     subset: NextItemSubset = Field(default_factory=NextItemSubset)
     train: TrainSettings = Field(default_factory=lambda: TrainSettings(lr=2e-4, epochs=1))
     eval: NextItemEval = Field(default_factory=NextItemEval)
+
+    @model_validator(mode="after")
+    def _sequence_layout_fits(self) -> NextItemConfig:
+        if self.layout != "sequence":
+            return self
+        if self.prompt.window <= self.prompt.history:
+            raise ValueError(
+                f"prompt.window ({self.prompt.window}) must be longer than prompt.history "
+                f"({self.prompt.history}) in the sequence layout"
+            )
+        if self.adapter is not None and getattr(self.adapter, "mixing", None) == "factors":
+            raise ValueError(
+                "layout sequence routes every token by its own lens state; adapter.mixing factors merges "
+                "one LoRA per instance: use mixing: products"
+            )
+        return self

@@ -1,9 +1,12 @@
 """Trie-constrained decoding of item codes: beam search over users × beams at once, the exact
 log-probability of every item, and a `LogitsProcessor` for HF `generate`.
 
-Scores follow HF beam search: at each of the L steps log_softmax(logits / T) over the FULL vocabulary,
-then the trie mask; an item's score is the sum over its L tokens. The logits are the final hidden state
-projected in fp32 (`lifelora.llm.logits`) whatever the autocast.
+Scores follow HF beam search: at each of the L steps log_softmax(logits / T), then the trie mask; an
+item's score is the sum over its L tokens. The softmax runs over the whole vocabulary (`normalise:
+vocabulary`, PESO's prompt layout) or over the step's level of code tokens only (`normalise: codes`, the
+sequence layout, whose training loss is normalised the same way). The logits are the final hidden state
+projected in fp32 (`lifelora.llm.logits`) whatever the autocast, onto the code rows only when those are
+all that is normalised over.
 
 HF's `prefix_allowed_tokens_fn` loops in Python over batch × beams at every step and builds a
 full-vocabulary mask per row. Here each step asks the trie about every row with one `searchsorted`,
@@ -15,6 +18,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import Literal
 
 import numpy as np
 import torch
@@ -61,6 +67,65 @@ def _level_log_probs(logits: torch.Tensor, tokens: torch.Tensor, temperature: fl
     return torch.log_softmax(logits / temperature, dim=-1).index_select(1, tokens)
 
 
+@dataclass(frozen=True)
+class CodeDecoding:
+    """What decoding item codes needs besides the model and the prompts: the catalogue's trie and token
+    table, the padding id, and how scores are normalised, batched and computed."""
+
+    trie: CodeTrie
+    token_table: torch.Tensor  # [L, max level size] vocab id of each (level, code); -1 where none
+    pad_id: int
+    temperature: float = 0.8
+    normalise: Literal["vocabulary", "codes"] = "vocabulary"
+    batch_size: int = 16
+    precision: str = "auto"
+
+    def __post_init__(self):
+        object.__setattr__(self, "token_table", check_token_table(self.trie, self.token_table))
+        if self.batch_size < 1 or not self.temperature > 0:
+            raise LifeloraError(
+                f"batch_size must be ≥ 1 and temperature > 0, got {self.batch_size}, {self.temperature}"
+            )
+        if self.normalise not in ("vocabulary", "codes"):
+            raise LifeloraError(f"normalise must be vocabulary or codes, got {self.normalise!r}")
+
+    def to(self, device) -> CodeDecoding:
+        return replace(self, trie=self.trie.to(device), token_table=self.token_table.to(device))
+
+    @cached_property
+    def rows(self) -> list[int] | None:
+        """The vocabulary rows the logits are projected onto: every level's code tokens in level order
+        (None: the whole vocabulary)."""
+        if self.normalise == "vocabulary":
+            return None
+        return torch.cat([self.level_tokens(d) for d in range(self.trie.depth)]).tolist()
+
+    @cached_property
+    def row_of(self) -> torch.Tensor:
+        """LongTensor [max code id + 1]: each code token's column in `rows` (-1: not a code token)."""
+        rows = torch.as_tensor(self.rows)
+        lookup = torch.full((int(rows.max()) + 1,), -1, dtype=torch.long)
+        lookup[rows] = torch.arange(len(rows))
+        return lookup
+
+    @cached_property
+    def row_levels(self) -> torch.Tensor:
+        """LongTensor [len(rows)]: the level of each of `rows`."""
+        sizes = torch.as_tensor(self.trie.level_sizes)
+        return torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+
+    def level_tokens(self, depth: int) -> torch.Tensor:
+        return self.token_table[depth, : self.trie.level_sizes[depth]]
+
+    def level_log_probs(self, logits: torch.Tensor, depth: int) -> torch.Tensor:
+        """[rows, level size] log-probabilities of level `depth`'s codes from logits on `rows`."""
+        if self.normalise == "vocabulary":
+            return _level_log_probs(logits, self.level_tokens(depth), self.temperature)
+        start = sum(self.trie.level_sizes[:depth])
+        level = logits[:, start : start + self.trie.level_sizes[depth]]
+        return torch.log_softmax(level / self.temperature, dim=-1)
+
+
 class TrieLogitsProcessor(LogitsProcessor):
     """Constrains HF `generate` (greedy or beam search, `max_new_tokens=L`) to the catalogue's codes.
 
@@ -97,23 +162,36 @@ def _length_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> list[n
     return [order[start : start + batch_size] for start in range(0, len(prompts), batch_size)]
 
 
-def _check_inputs(prompts, routing, batch_size: int, temperature: float) -> None:
+def _check_inputs(prompts, routing, token_routing) -> None:
     if any(len(p) == 0 for p in prompts):
         raise LifeloraError("an empty prompt: decoding needs at least one token before the code")
     if routing is not None and len(routing) != len(prompts):
         raise LifeloraError(f"routing has {len(routing)} rows for {len(prompts)} prompts")
-    if batch_size < 1 or not temperature > 0:
-        raise LifeloraError(f"batch_size must be ≥ 1 and temperature > 0, got {batch_size}, {temperature}")
+    if token_routing is not None:
+        if routing is None:
+            raise LifeloraError("token_routing routes the prompts' tokens; routing= must route the code's")
+        lengths = [len(r) for r in token_routing]
+        if lengths != [len(p) for p in prompts]:
+            raise LifeloraError("token_routing needs one row per prompt token, for every prompt")
 
 
-def _prefill(model, prompts, pad_id: int, device, precision: str, extra: dict):
-    """The prompts' fp32 last logits [n, vocab], their filled cache, attention mask and lengths."""
-    ids, mask = left_pad(prompts, pad_id)
+def _prefill(model, prompts, decoding: CodeDecoding, device, routing):
+    """The prompts' fp32 last logits [n, rows], their filled cache, attention mask and lengths.
+
+    `routing`: [n, d] (one row per prompt), a list of [len(prompt), d] (one per token), or None."""
+    ids, mask = left_pad(prompts, decoding.pad_id)
     ids, mask = ids.to(device), mask.to(device)
+    if isinstance(routing, list):
+        width = ids.shape[1]
+        routing = torch.stack([torch.nn.functional.pad(r, (0, 0, width - len(r), 0)) for r in routing]).to(
+            device
+        )
+    extra = {} if routing is None else {"routing": routing}
     cache = DynamicCache(config=getattr(model, "config", None))
-    with autocast(precision, device):
+    with autocast(decoding.precision, device):
         logits = last_logits(
             model,
+            decoding.rows,
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions_of(mask),
@@ -124,16 +202,17 @@ def _prefill(model, prompts, pad_id: int, device, precision: str, extra: dict):
     return logits, cache, mask, mask.sum(1)
 
 
-def _extend(model, cache, mask, lengths, users, tokens, offset: int, precision: str, routing) -> torch.Tensor:
-    """fp32 last logits [rows, vocab] of `tokens` [rows, t] fed into `cache`, which holds the prompts of
-    `users` and `offset` tokens after each."""
+def _extend(model, decoding: CodeDecoding, cache, mask, lengths, users, tokens, offset: int, routing):
+    """fp32 last logits [rows, decoding.rows] of `tokens` [rows, t] fed into `cache`, which holds the
+    prompts of `users` and `offset` tokens after each."""
     rows, steps = tokens.shape
     full_mask = torch.cat([mask[users], mask.new_ones(rows, offset + steps)], 1)
     positions = lengths[users, None] + offset + torch.arange(steps, device=tokens.device)
     extra = {} if routing is None else {"routing": routing[users]}
-    with autocast(precision, tokens.device):
+    with autocast(decoding.precision, tokens.device):
         return last_logits(
             model,
+            decoding.rows,
             input_ids=tokens,
             attention_mask=full_mask,
             position_ids=positions,
@@ -143,17 +222,18 @@ def _extend(model, cache, mask, lengths, users, tokens, offset: int, precision: 
         )
 
 
-def _beam_batch(model, prompts, trie, table, pad_id, beams, temperature, precision, routing):
+def _beam_batch(model, prompts, decoding: CodeDecoding, beams: int, routing, token_routing):
     """(items [n, beams], scores [n, beams]) for one batch of prompts; see `beam_search`."""
+    trie, table = decoding.trie, decoding.token_table
     device = table.device
-    extra = {} if routing is None else {"routing": routing}
-    logits, cache, mask, lengths = _prefill(model, prompts, pad_id, device, precision, extra)
+    first = routing if token_routing is None else token_routing
+    logits, cache, mask, lengths = _prefill(model, prompts, decoding, device, first)
     n = len(prompts)
     node = torch.zeros(n, 1, dtype=torch.long, device=device)
     score = torch.zeros(n, 1, device=device)
     for depth, size in enumerate(trie.level_sizes):
         width = score.shape[1]
-        log_probs = _level_log_probs(logits, table[depth, :size], temperature)
+        log_probs = decoding.level_log_probs(logits, depth)
         allowed = trie.children(node.reshape(-1), depth)
         total = (score.reshape(-1, 1) + log_probs).masked_fill(~allowed, -torch.inf)
         score, flat = total.reshape(n, width * size).topk(min(beams, width * size), dim=1)
@@ -164,54 +244,62 @@ def _beam_batch(model, prompts, trie, table, pad_id, beams, temperature, precisi
             cache.batch_select_indices(rows)  # indexing: index_select (reorder_cache) is ~100x slower on CPU
             users = torch.arange(n, device=device).repeat_interleave(score.shape[1])
             tokens = table[depth][code].reshape(-1, 1)
-            logits = _extend(model, cache, mask, lengths, users, tokens, depth, precision, routing)
+            logits = _extend(model, decoding, cache, mask, lengths, users, tokens, depth, routing)
     items = torch.where(score.isfinite(), trie.leaf_items(node), -1)
     missing = beams - items.shape[1]
     items = torch.nn.functional.pad(items, (0, missing), value=-1)
     return items, torch.nn.functional.pad(score, (0, missing), value=-torch.inf)
 
 
+def _batched(model, prompts, decoding: CodeDecoding, routing, token_routing, desc: str, batch_fn):
+    """`batch_fn(model, prompts, decoding, routing, token_routing)` → [rows, k] array over batches of
+    similar length, each process decoding its share; the rows back in the prompts' order."""
+    device = next(model.parameters()).device
+    decoding = decoding.to(device)
+
+    def run(rows: np.ndarray) -> np.ndarray:
+        picked = None if routing is None else routing[torch.from_numpy(rows)].to(device)
+        tokens = None if token_routing is None else [token_routing[r].to(device) for r in rows]
+        out = batch_fn(model, [prompts[r] for r in rows], decoding, picked, tokens)
+        bar.update()
+        return out
+
+    batches = _length_batches(prompts, decoding.batch_size)
+    bar = tqdm(total=len(my_batches(batches)), desc=desc, unit="batch", leave=False)
+    out = map_batches(batches, run, len(prompts))
+    bar.close()
+    return torch.from_numpy(out)
+
+
 @torch.no_grad()
 def beam_search(
     model: torch.nn.Module,
     prompts: Sequence[Sequence[int]],
-    trie: CodeTrie,
-    token_table: torch.Tensor,
-    pad_id: int,
+    decoding: CodeDecoding,
     beams: int = 10,
-    temperature: float = 0.8,
-    batch_size: int = 16,
-    precision: str = "auto",
     routing: torch.Tensor | None = None,
+    token_routing: Sequence[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(item_idx LongTensor [n, beams], log-prob FloatTensor [n, beams]) per prompt, best first, by a
     `beams`-wide search over exactly L code tokens, every step constrained to the trie.
 
     Never an invalid item: where fewer than `beams` codes can be reached (a small catalogue or level),
     the missing ranks hold item -1 with score -inf. `routing` ([n, d], one row per prompt) is handed to
-    the model's forward (a personalized adapter), repeated per beam. Prompts are left-padded and batched
-    by length; under several processes each decodes its share (`lifelora.distributed`)."""
-    table = check_token_table(trie, token_table)
-    _check_inputs(prompts, routing, batch_size, temperature)
+    the model's forward (a personalized adapter), repeated per beam; `token_routing` ([len(prompt), d]
+    per prompt) routes the prompt's tokens one by one instead, `routing` then the code's. Prompts are
+    left-padded and batched by length; under several processes each decodes its share
+    (`lifelora.distributed`)."""
+    _check_inputs(prompts, routing, token_routing)
     if beams < 1:
         raise LifeloraError(f"beams must be ≥ 1, got {beams}")
     if not prompts:
         return torch.zeros(0, beams, dtype=torch.long), torch.zeros(0, beams)
-    device = next(model.parameters()).device
-    trie, table = trie.to(device), table.to(device)
 
-    def decode(rows: np.ndarray) -> np.ndarray:
-        picked = None if routing is None else routing[torch.from_numpy(rows)].to(device)
-        items, scores = _beam_batch(
-            model, [prompts[r] for r in rows], trie, table, pad_id, beams, temperature, precision, picked
-        )
-        bar.update()
+    def batch(model, prompts, decoding, routing, token_routing) -> np.ndarray:
+        items, scores = _beam_batch(model, prompts, decoding, beams, routing, token_routing)
         return torch.cat([items.double(), scores.double()], 1).cpu().numpy()  # exact for ids < 2**53
 
-    batches = _length_batches(prompts, batch_size)
-    bar = tqdm(total=len(my_batches(batches)), desc="beam search", unit="batch", leave=False)
-    packed = torch.from_numpy(map_batches(batches, decode, len(prompts)))
-    bar.close()
+    packed = _batched(model, prompts, decoding, routing, token_routing, "beam search", batch)
     return packed[:, :beams].long(), packed[:, beams:].float()
 
 
@@ -223,13 +311,14 @@ def _rows_of(cache: DynamicCache, rows: torch.Tensor) -> DynamicCache:
     return selected
 
 
-def _exact_batch(model, prompts, trie, table, pad_id, temperature, chunk_size, precision, routing):
+def _exact_batch(model, prompts, decoding: CodeDecoding, chunk_size: int, routing, token_routing):
     """[n, n_items] log-probabilities for one batch of prompts; see `exact_scores`."""
+    trie, table = decoding.trie, decoding.token_table
     device = table.device
-    extra = {} if routing is None else {"routing": routing}
-    logits, cache, mask, lengths = _prefill(model, prompts, pad_id, device, precision, extra)
+    first = routing if token_routing is None else token_routing
+    logits, cache, mask, lengths = _prefill(model, prompts, decoding, device, first)
     n, codes = len(prompts), trie.codes
-    scores = _level_log_probs(logits, table[0, : trie.level_sizes[0]], temperature)[:, codes[:, 0]]
+    scores = decoding.level_log_probs(logits, 0)[:, codes[:, 0]]
     for depth in range(1, trie.depth):
         size = trie.level_sizes[depth]
         paths = table[torch.arange(depth, device=device), trie.nodes(depth)]  # [nodes, depth] token ids
@@ -239,8 +328,8 @@ def _exact_batch(model, prompts, trie, table, pad_id, temperature, chunk_size, p
             users = rows // len(paths)
             past = _rows_of(cache, users)
             tokens = paths[rows % len(paths)]
-            logits = _extend(model, past, mask, lengths, users, tokens, 0, precision, routing)
-            level[rows] = _level_log_probs(logits, table[depth, :size], temperature)
+            logits = _extend(model, decoding, past, mask, lengths, users, tokens, 0, routing)
+            level[rows] = decoding.level_log_probs(logits, depth)
         scores += level.reshape(n, len(paths), size)[:, trie.item_nodes(depth), codes[:, depth]]
     return scores
 
@@ -249,14 +338,10 @@ def _exact_batch(model, prompts, trie, table, pad_id, temperature, chunk_size, p
 def exact_scores(
     model: torch.nn.Module,
     prompts: Sequence[Sequence[int]],
-    trie: CodeTrie,
-    token_table: torch.Tensor,
-    pad_id: int,
-    temperature: float = 0.8,
-    batch_size: int = 16,
+    decoding: CodeDecoding,
     chunk_size: int = 128,
-    precision: str = "auto",
     routing: torch.Tensor | None = None,
+    token_routing: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """FloatTensor [n_users, n_items]: the log-probability of every item's whole code, the scores beam
     search gives (rank with `argsort(-scores)`).
@@ -264,25 +349,14 @@ def exact_scores(
     Each prompt is computed once; at depth d every trie node there is evaluated once, its path tokens fed
     after the cached prompt, so the cost is the number of trie nodes, not items × L. The cache is
     repeated for `chunk_size` (user, node) rows at a time, which bounds memory (and a [users, nodes, codes]
-    buffer per level). Same `routing` and distribution as `beam_search`."""
-    table = check_token_table(trie, token_table)
-    _check_inputs(prompts, routing, batch_size, temperature)
+    buffer per level). Same routing and distribution as `beam_search`."""
+    _check_inputs(prompts, routing, token_routing)
     if chunk_size < 1:
         raise LifeloraError(f"chunk_size must be ≥ 1, got {chunk_size}")
     if not prompts:
-        return torch.zeros(0, trie.n_items)
-    device = next(model.parameters()).device
-    trie, table = trie.to(device), table.to(device)
+        return torch.zeros(0, decoding.trie.n_items)
 
-    def score(rows: np.ndarray) -> np.ndarray:
-        picked = None if routing is None else routing[torch.from_numpy(rows)].to(device)
-        batch = [prompts[r] for r in rows]
-        scores = _exact_batch(model, batch, trie, table, pad_id, temperature, chunk_size, precision, picked)
-        bar.update()
-        return scores.cpu().numpy()
+    def batch(model, prompts, decoding, routing, token_routing) -> np.ndarray:
+        return _exact_batch(model, prompts, decoding, chunk_size, routing, token_routing).cpu().numpy()
 
-    batches = _length_batches(prompts, batch_size)
-    bar = tqdm(total=len(my_batches(batches)), desc="exact ranking", unit="batch", leave=False)
-    scores = torch.from_numpy(map_batches(batches, score, len(prompts)))
-    bar.close()
-    return scores
+    return _batched(model, prompts, decoding, routing, token_routing, "exact ranking", batch)

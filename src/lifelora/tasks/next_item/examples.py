@@ -63,6 +63,7 @@ class NextItemExamples(torch.utils.data.Dataset):
         self.code_ids = code_ids  # [n_items, L] vocab ids of every item's code
         self.histories = [row[m] for row, m in zip(window.items, window.mask, strict=True)]
         self.routing = routing
+        self.token_routing: list[torch.Tensor] | None = None  # per prompt token (the sequence layout)
 
     def __len__(self) -> int:
         return len(self.samples)

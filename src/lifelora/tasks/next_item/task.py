@@ -18,7 +18,7 @@ import torch
 from lifelora import distributed
 from lifelora.adapters import is_routed
 from lifelora.data.prepared import PreparedData
-from lifelora.data.sequential import NextItemSamples, block_leave_one_out, history_window, leave_one_out
+from lifelora.data.sequential import NextItemSamples, block_leave_one_out, leave_one_out
 from lifelora.errors import LifeloraError
 from lifelora.io import write_parquet
 from lifelora.lens.periods import PeriodLenses, SequenceLenses
@@ -31,9 +31,16 @@ from lifelora.metrics.ranking import NOT_FOUND, ranking_metrics, ranks_from_list
 from lifelora.report import NEXT_ITEM_COLUMNS
 from lifelora.tasks.base import Recommendation, Task
 from lifelora.tasks.next_item.config import NextItemConfig
-from lifelora.tasks.next_item.decoding import beam_search, exact_scores
+from lifelora.tasks.next_item.decoding import CodeDecoding, beam_search, exact_scores
 from lifelora.tasks.next_item.examples import NextItemExamples, PromptBuilder
 from lifelora.tasks.next_item.semantic_ids import ItemCodes, SemanticIdConfig, item_codes
+from lifelora.tasks.next_item.sequence import (
+    SequenceBuilder,
+    WindowExamples,
+    plan_windows,
+    sequence_loss,
+    token_routing,
+)
 from lifelora.tasks.next_item.trie import CodeTrie
 from lifelora.tasks.subsets import subset_rows
 
@@ -94,6 +101,7 @@ class NextItemTask(Task):
         self.builder = PromptBuilder(
             self.backbone.tokenizer, [self.vocabulary.text_of(code) for code in self.codes.codes]
         )
+        self.sequence_builder = SequenceBuilder(self.backbone.tokenizer, self.code_ids)
 
     @classmethod
     def open(
@@ -121,23 +129,74 @@ class NextItemTask(Task):
         return cfg.adapter.model_copy(update={"modules_to_save": ["embed_tokens", "lm_head"]})
 
     def describe(self, cfg: NextItemConfig) -> str:
-        return f", history {cfg.prompt.history}, codes of {self.code_length} tokens"
+        window = f", windows of ≤ {cfg.prompt.window} items" if cfg.layout == "sequence" else ""
+        return (
+            f", {cfg.layout} layout, history {cfg.prompt.history}{window}, codes of {self.code_length} tokens"
+        )
+
+    def amount(self, examples: NextItemExamples | WindowExamples) -> str:
+        if isinstance(examples, WindowExamples):
+            return f"{len(examples):,} {self.data.name} windows ({examples.n_targets:,} {self.unit})"
+        return super().amount(examples)
 
     def samples(self, cfg: NextItemConfig, split: str, n: int | None) -> NextItemSamples:
-        """A fixed seeded subset of `n` targets of `split` (one per user for valid and test)."""
-        samples = leave_one_out(self.data, split)
-        return samples.subset(subset_rows(len(samples), n, cfg.subset.seed))
+        """A fixed seeded subset of `n` targets of `split` (one per user for valid and test; in the
+        sequence layout, the targets of `n` training windows)."""
+        return self.subset(cfg, leave_one_out(self.data, split), n, cfg.subset.seed)
+
+    def subset(
+        self, cfg: NextItemConfig, samples: NextItemSamples, n: int | None, seed: int
+    ) -> NextItemSamples:
+        """Training targets in the sequence layout are drawn a window at a time: `n` counts windows."""
+        if cfg.layout != "sequence" or samples.split != "train" or n is None:
+            return super().subset(cfg, samples, n, seed)
+        windows = plan_windows(samples, cfg.prompt.history, cfg.prompt.window)
+        return windows.subset(subset_rows(len(windows), n, seed)).targets
 
     def examples_of(
         self, cfg: NextItemConfig, samples: NextItemSamples, lens: SASRecLens | None = None
-    ) -> NextItemExamples:
-        """Prompts for any set of targets (a split's, a continual period's, several periods' together)."""
-        routing = None if lens is None else lens.routing(self.data, samples)
-        return NextItemExamples(
-            self.data, samples, self.builder, self.code_ids, cfg.prompt.history, routing=routing
+    ) -> NextItemExamples | WindowExamples:
+        """Examples of any set of targets (a split's, a continual period's, several periods' together):
+        in the sequence layout, training targets as windows and the others as sequence prompts."""
+        route = None if lens is None else partial(lens.routing, self.data)
+        if cfg.layout == "sequence" and samples.split == "train":
+            windows = plan_windows(samples, cfg.prompt.history, cfg.prompt.window)
+            return WindowExamples(self.data, windows, self.sequence_builder, route)
+        sequence = cfg.layout == "sequence"
+        examples = NextItemExamples(
+            self.data,
+            samples,
+            self.sequence_builder if sequence else self.builder,
+            self.code_ids,
+            cfg.prompt.history,
+            routing=None if route is None else route(samples),
+        )
+        if sequence and route is not None:
+            examples.token_routing = self._token_routing(route, samples, examples.histories)
+        return examples
+
+    def _token_routing(
+        self, route, samples: NextItemSamples, histories: list[np.ndarray]
+    ) -> list[torch.Tensor]:
+        lengths = np.array([len(h) for h in histories], dtype=np.int64)
+        starts = samples.position - lengths
+        return token_routing(route, self.sequence_builder, samples.user_idx, starts, samples.position)
+
+    def decoding(self, cfg: NextItemConfig) -> CodeDecoding:
+        """How the run's item codes are decoded: normalised as its layout's loss is."""
+        return CodeDecoding(
+            self.trie,
+            self.vocabulary.token_table,
+            self.backbone.tokenizer.pad_token_id,
+            temperature=cfg.prompt.temperature,
+            normalise="codes" if cfg.layout == "sequence" else "vocabulary",
+            batch_size=cfg.eval.batch_size,
+            precision=cfg.scoring_precision,
         )
 
     def loss(self, cfg: NextItemConfig):
+        if cfg.layout == "sequence":
+            return partial(sequence_loss, decoding=self.decoding(cfg))
         return partial(code_loss, temperature=cfg.prompt.temperature)
 
     def titles(self, items: np.ndarray) -> list[str]:
@@ -151,19 +210,13 @@ class NextItemTask(Task):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ranked item_idx [n, K], their log-probabilities [n, K], the target's rank [n]) per user."""
         prompts = examples.prompts(np.arange(len(examples)))
-        common = dict(
-            pad_id=self.backbone.tokenizer.pad_token_id,
-            temperature=cfg.prompt.temperature,
-            batch_size=cfg.eval.batch_size,
-            precision=cfg.scoring_precision,
-            routing=examples.routing,
-        )
-        table = self.vocabulary.token_table
+        decoding = self.decoding(cfg)
+        routing = dict(routing=examples.routing, token_routing=examples.token_routing)
         if cfg.eval.decoding == "beam":
-            items, scores = beam_search(model, prompts, self.trie, table, beams=cfg.eval.beams, **common)
+            items, scores = beam_search(model, prompts, decoding, beams=cfg.eval.beams, **routing)
             items, scores = items.numpy(), scores.numpy()
             return items, scores, ranks_from_lists(items, examples.targets)
-        full = exact_scores(model, prompts, self.trie, table, **common).numpy()
+        full = exact_scores(model, prompts, decoding, **routing).numpy()
         top = np.argsort(-full, axis=1, kind="stable")[:, : cfg.eval.top_k]
         return top, np.take_along_axis(full, top, axis=1), target_ranks(full, examples.targets)
 
@@ -231,19 +284,14 @@ class NextItemTask(Task):
         if length == 0:
             raise LifeloraError(f"user {user!r} has no interactions in {self.data.name}")
         samples = NextItemSamples("recommend", np.array([user_idx]), np.array([length]), np.array([-1]))
-        lens = self.lens(cfg)
-        routing = None if lens is None else lens.routing(self.data, samples)
-        window = history_window(self.data, samples, cfg.prompt.history)
+        examples = self.examples_of(cfg, samples, self.lens(cfg))
         items, scores = beam_search(
             model,
-            self.builder.encode([window.items[0][window.mask[0]]]),
-            self.trie,
-            self.vocabulary.token_table,
-            pad_id=self.backbone.tokenizer.pad_token_id,
+            examples.prompts([0]),
+            self.decoding(cfg),
             beams=max(k, cfg.eval.beams),
-            temperature=cfg.prompt.temperature,
-            precision=cfg.scoring_precision,
-            routing=routing,
+            routing=examples.routing,
+            token_routing=examples.token_routing,
         )
         keep = items[0] >= 0
         top = items[0][keep][:k].numpy()
