@@ -62,3 +62,24 @@ def synthetic_raw(
 def synthetic_prepared(directory, **raw_kwargs) -> PreparedData:
     save_prepared(prepare(synthetic_raw(**raw_kwargs), Preset()), directory)
     return PreparedData.load(directory)
+
+
+def rule_prepared(
+    directory, steps: tuple[int, ...] = (1,), n_users: int = 48, n_items: int = 30, per_period: int = 14
+) -> PreparedData:
+    """Every user walks the catalogue from a random start by a fixed rule per period: in period k, item i
+    is followed by item i + steps[k] (mod n_items). Period k's interactions all come after period k-1's,
+    so periods of equal fractions separate the rules."""
+    base = synthetic_raw(n_users=n_users, n_items=n_items, per_user=1, name="pattern")
+    rng = np.random.default_rng(0)
+    rows = []
+    for user in range(n_users):
+        item = int(rng.integers(n_items))
+        for period, step in enumerate(steps):
+            for k in range(per_period):
+                rows.append((str(user + 1), str(item + 1), 4.0, 10**6 * period + 1000 * user + k))
+                item = (item + step) % n_items
+    interactions = pl.DataFrame(rows, schema=["user", "item", "rating", "timestamp"], orient="row")
+    raw = RawDataset("pattern", interactions, base.items, base.users, source="pattern").validate()
+    save_prepared(prepare(raw, Preset(min_history=1)), directory)
+    return PreparedData.load(directory)

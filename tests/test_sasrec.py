@@ -4,12 +4,9 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from synthetic import synthetic_prepared, synthetic_raw
+from synthetic import rule_prepared, synthetic_prepared
 
 from lifelora.config import SHIPPED_CONFIGS, load_config
-from lifelora.data.prepare import Preset, prepare, save_prepared
-from lifelora.data.prepared import PreparedData
-from lifelora.data.raw import RawDataset
 from lifelora.data.sequential import NextItemSamples, leave_one_out
 from lifelora.errors import LifeloraError
 from lifelora.lens.popularity import run_popularity, training_item_counts
@@ -25,24 +22,9 @@ SMALL = {
 }
 
 
-def pattern_prepared(directory, n_users: int = 48, n_items: int = 30, per_user: int = 14) -> PreparedData:
-    """Every user walks the catalogue in order from a random start: item i is followed by item i+1."""
-    base = synthetic_raw(n_users=n_users, n_items=n_items, per_user=1, name="pattern")
-    rng = np.random.default_rng(0)
-    rows = []
-    for user in range(n_users):
-        start = int(rng.integers(n_items))
-        for step in range(per_user):
-            rows.append((str(user + 1), str((start + step) % n_items + 1), 4.0, 1000 * user + step))
-    interactions = pl.DataFrame(rows, schema=["user", "item", "rating", "timestamp"], orient="row")
-    raw = RawDataset("pattern", interactions, base.items, base.users, source="pattern").validate()
-    save_prepared(prepare(raw, Preset(min_history=1)), directory)
-    return PreparedData.load(directory)
-
-
 @pytest.fixture(scope="module")
 def pattern(tmp_path_factory):
-    return pattern_prepared(tmp_path_factory.mktemp("prepared") / "pattern")
+    return rule_prepared(tmp_path_factory.mktemp("prepared") / "pattern")
 
 
 @pytest.fixture(scope="module")

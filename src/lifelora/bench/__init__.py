@@ -21,6 +21,7 @@ from lifelora.bench.prepare import bench_prepare
 from lifelora.bench.ranking import bench_ranking
 from lifelora.bench.sasrec import bench_sasrec
 from lifelora.bench.scoring import bench_scoring
+from lifelora.bench.train_layout import bench_train_layout
 from lifelora.bench.train_step import bench_train_step
 from lifelora.errors import LifeloraError
 from lifelora.io import write_json
@@ -32,6 +33,7 @@ BENCHMARKS = {
     "scoring": bench_scoring,
     "ranking": bench_ranking,
     "train-step": bench_train_step,
+    "train-layout": bench_train_layout,
     "personalized": bench_personalized,
     "decoding": bench_decoding,
     "sasrec": bench_sasrec,

@@ -214,7 +214,10 @@ class WindowExamples(torch.utils.data.Dataset):
 def supervised_log_probs(model: torch.nn.Module, batch: dict, decoding: CodeDecoding) -> torch.Tensor:
     """[supervised tokens] log-probability of every supervised code token (row-major over the batch),
     from the final hidden state at the position before it projected in fp32 onto the code rows only,
-    normalised over its own level's codes (/ T): exactly how `decoding` scores a code's tokens."""
+    normalised over its own level's codes (/ T): exactly how `decoding` scores a code's tokens.
+
+    `labels` is [B, T] (a window's: the token each position predicts) or [B, L] (a prompt + response
+    batch, as validation collates it: the response is the last L tokens)."""
     routing = {"routing": batch["routing"]} if "routing" in batch else {}
     hidden = final_hidden(
         model,
@@ -225,6 +228,11 @@ def supervised_log_probs(model: torch.nn.Module, batch: dict, decoding: CodeDeco
         **routing,
     )
     labels = batch["labels"]
+    width = batch["input_ids"].shape[1]
+    if labels.shape[1] != width:  # one prompt per target: its response, the last L tokens
+        response = labels
+        labels = torch.full_like(batch["input_ids"], IGNORE)
+        labels[:, width - response.shape[1] - 1 : width - 1] = response
     supervised = labels != IGNORE
     device = labels.device
     rows = torch.as_tensor(decoding.rows, device=device)
