@@ -3,6 +3,8 @@ learning rates, bit-identical resume, and hooks that see the unwrapped model."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -181,6 +183,19 @@ def test_epoch_end_returning_true_stops_training(tmp_path):
     assert all(isinstance(loss, float) and loss > 0 for *_, loss in hook.seen)
 
 
+def test_max_minutes_stops_at_the_first_optimizer_step_past_it(tmp_path):
+    def slow(model, batch):
+        time.sleep(0.02)
+        return mse(model, batch)
+
+    result = train(tmp_path, slow, epochs=5, max_minutes=0.1 / 60)  # 0.1 s: the 5th step is past it
+    seconds = [row["seconds"] for row in result["curve"]]
+    assert result["out_of_time"] and result["epochs_run"] == 1
+    assert len(seconds) == result["steps"] and 4 <= result["steps"] < 16
+    assert seconds == sorted(seconds) and seconds[-1] >= 0.1 > seconds[-2]
+    assert not train(tmp_path / "again", epochs=1)["out_of_time"]
+
+
 class Killed(Exception):
     pass
 
@@ -222,7 +237,12 @@ def test_resume_from_a_mid_run_checkpoint_is_bit_identical(tmp_path):
     resumed = _resumable(tmp_path / "killed", resume=True)
     for name, value in straight["model"].state_dict().items():
         assert torch.equal(resumed["model"].state_dict()[name], value), name
-    assert resumed["curve"] == straight["curve"]
+    def untimed(curve: list[dict]) -> list[dict]:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in curve]
+
+    assert untimed(resumed["curve"]) == untimed(straight["curve"])
+    restored = resumed["curve"][8]["seconds"]  # the checkpoint's clock goes on after the resume
+    assert all(row["seconds"] >= restored for row in resumed["curve"][9:])
     assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()) == ["step-18", "step-21"]
 
 

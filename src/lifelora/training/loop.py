@@ -85,6 +85,24 @@ class _Loop:
     run_dir: Path
     total_steps: int
     curve: list = field(default_factory=list)
+    trained_s: float = 0.0  # training seconds so far (resumed runs go on from their checkpoint's)
+    clock: float = 0.0  # perf_counter where `trained_s` was last brought up to date
+
+    def tick(self) -> float:
+        now = time.perf_counter()
+        self.trained_s += now - self.clock
+        self.clock = now
+        return self.trained_s
+
+    def out_of_time(self) -> bool:
+        """`max_minutes` of training are done (every process stops at the same step)."""
+        limit = self.settings.max_minutes
+        if limit is None:
+            return False
+        over = torch.tensor(float(self.trained_s >= 60 * limit))
+        if self.accelerator.num_processes > 1:
+            over = self.accelerator.reduce(over.to(self.accelerator.device), "max")
+        return bool(over)
 
 
 def _prepare(
@@ -132,6 +150,7 @@ def _resume(loop: _Loop, log) -> tuple[int, int, dict | None]:
         return 0, 0, None
     trainer = load_checkpoint(checkpoint, loop.ctx.model, loop.optimizer, loop.scheduler)
     loop.ctx.step, loop.curve = trainer["step"], trainer["curve"]
+    loop.trained_s = loop.curve[-1].get("seconds", 0.0) if loop.curve else 0.0
     log(f"resuming from {checkpoint} (step {loop.ctx.step}/{loop.total_steps})")
     return trainer["epoch"], trainer["batches_done"], trainer
 
@@ -143,6 +162,7 @@ def _optimizer_step(loop: _Loop, epoch: int, done: int, running: dict, micro: in
     ctx.step += 1
     lrs = loop.scheduler.get_last_lr()
     row = {"step": ctx.step, "epoch": epoch + 1, **{k: v / micro for k, v in running.items()}}
+    row["seconds"] = round(loop.tick(), 3)
     for hook in loop.hooks:
         row.update(hook.step_metrics(ctx))
     loop.curve.append({**row, "lr": lrs[0], **({"lrs": lrs} if len(lrs) > 1 else {})})
@@ -179,7 +199,7 @@ def _train_epoch(
         disable=not accelerator.is_local_main_process,
     )
     done, samples, loss_sum, running, micro = skip, 0, 0.0, {}, 0
-    started = time.perf_counter()
+    started = loop.clock = time.perf_counter()
     for batch in bar:
         if pending_rng is not None:  # once the loader is running, as it was when the state was saved
             _set_rng(pending_rng)
@@ -198,6 +218,8 @@ def _train_epoch(
         if accelerator.sync_gradients:
             _optimizer_step(loop, epoch, done, running, micro, bar)
             running, micro = {}, 0
+            if loop.out_of_time():
+                break
     return samples, loss_sum, time.perf_counter() - started, pending_rng
 
 
@@ -238,7 +260,7 @@ def train_model(
         ctx.batch, ctx.loss = None, None
         ctx.epoch_loss = loss_sum / epoch_samples if epoch_samples else None
         ctx.samples_per_s = epoch_samples / elapsed if elapsed > 0 else None
-        if any([hook.epoch_end(ctx) for hook in hooks]):  # a list: every hook sees every epoch
+        if any([hook.epoch_end(ctx) for hook in hooks]) or loop.out_of_time():  # hooks: every epoch
             break
     loop.model.eval()
     loop.accelerator.wait_for_everyone()
@@ -249,6 +271,7 @@ def train_model(
         "epochs_run": epochs_run,
         "curve": loop.curve,
         "seconds": round(seconds, 2),
+        "out_of_time": loop.out_of_time(),
         "samples_per_s": round(samples / seconds, 2) if seconds > 0 else None,
         "processes": loop.accelerator.num_processes,
     }

@@ -28,3 +28,10 @@ class TrainSettings(BaseModel):
     )
     keep_checkpoints: int = Field(2, ge=1)
     seed: int = Field(42, description="data order (the caller seeds model init and dropout)")
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="stop after this much training time (at an optimizer step; evaluation and "
+        "checkpoints not counted), for runs compared at equal wall time; the schedule still spans "
+        "`epochs` (use schedule: constant)",
+    )
