@@ -37,6 +37,7 @@ def lifelora(
         ["lens", "export"],
         ["bench"],
         ["experiment", "reclora"],
+        ["experiment", "next-item"],
         ["demo"],
     ],
     ids=lambda c: " ".join(c) or "lifelora",
@@ -62,6 +63,15 @@ def test_lens_train_on_unprepared_data_is_a_clear_error(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "not prepared yet" in result.stderr and "lifelora data prepare ml-25m" in result.stderr
+
+
+def test_experiment_next_item_with_evaluations_further_apart_than_its_budget_is_a_clear_error(tmp_path):
+    result = lifelora(
+        "experiment", "next-item", "--minutes", "5", "--every", "10", cwd=tmp_path, env=_env(tmp_path)
+    )
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "--every (10) must not exceed --minutes (5)" in result.stderr
+    assert not (tmp_path / "runs").exists()  # nothing half-written
 
 
 def test_lens_train_bad_override_is_a_clear_error(tmp_path):
@@ -147,7 +157,18 @@ def _ratios(figures):
 
 @pytest.mark.integration
 @pytest.mark.parametrize(
-    "name", ["prepare", "lens", "scoring", "ranking", "train-step", "personalized", "decoding", "continual"]
+    "name",
+    [
+        "prepare",
+        "lens",
+        "scoring",
+        "ranking",
+        "train-step",
+        "train-layout",
+        "personalized",
+        "decoding",
+        "continual",
+    ],
 )
 def test_quick_benchmarks_print_json_and_append_results(tmp_path, name):
     results = tmp_path / "results"
@@ -162,6 +183,12 @@ def test_quick_benchmarks_print_json_and_append_results(tmp_path, name):
         "scoring": {"speedup", "fp32", "bf16", "bf16_vs_fp32_time", "matmul_peak_bf16_gflops"},
         "ranking": {"speedup", "max_abs_diff", "precision"},
         "train-step": {"fp32", "bf16", "bf16_vs_fp32_time", "peak_rss_gb"},
+        "train-layout": {
+            "targets_per_s_sequence",
+            "targets_per_s_prompt",
+            "speedup",
+            "per_target_time_ratio",
+        },
         "personalized": {"precisions", "fp32", "bf16", "targets"},
         "decoding": {"users_per_s", "trie_share", "speedup_vs_prefix_fn", "exact_vs_beam_time"},
         "continual": {"peso_step_ratio_softmax_kl", "peso_step_ratio_l2", "peso_extra_mb", "precision"},

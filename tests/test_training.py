@@ -196,6 +196,18 @@ def test_max_minutes_stops_at_the_first_optimizer_step_past_it(tmp_path):
     assert not train(tmp_path / "again", epochs=1)["out_of_time"]
 
 
+def test_a_budget_stop_is_checkpointed_and_a_larger_budget_goes_on_from_it(tmp_path):
+    def slow(model, batch):
+        time.sleep(0.02)
+        return mse(model, batch)
+
+    first = train(tmp_path, slow, epochs=2, max_minutes=0.1 / 60, checkpoint_every=1000)
+    assert latest_checkpoint(tmp_path).name == f"step-{first['steps']}"
+    more = train(tmp_path, slow, epochs=2, max_minutes=0.25 / 60, checkpoint_every=1000, resume=True)
+    assert more["curve"][: first["steps"]] == first["curve"]  # resumed, not restarted
+    assert more["steps"] > first["steps"] and more["curve"][-1]["seconds"] >= 0.25
+
+
 class Killed(Exception):
     pass
 
@@ -237,6 +249,7 @@ def test_resume_from_a_mid_run_checkpoint_is_bit_identical(tmp_path):
     resumed = _resumable(tmp_path / "killed", resume=True)
     for name, value in straight["model"].state_dict().items():
         assert torch.equal(resumed["model"].state_dict()[name], value), name
+
     def untimed(curve: list[dict]) -> list[dict]:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in curve]
 

@@ -120,16 +120,22 @@ def plot_curve(
 
 
 def plot_lines(
-    panels: Sequence[tuple[str, dict[str, Sequence[float]]]], path: Path, title: str, x_label: str
+    panels: Sequence[tuple[str, dict[str, Sequence[float]]]],
+    path: Path,
+    title: str,
+    x_label: str,
+    x: Sequence[float] | None = None,
 ) -> Path:
-    """One panel per (y label, {series name: values}), each series a line over 0, 1, … (NaN = gap)."""
+    """One panel per (y label, {series name: values}), each series a line over `x` (default 0, 1, …:
+    integer ticks; NaN = gap)."""
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
     for axis, (label, series) in zip(axes[0], panels, strict=True):
         for name, values in series.items():
-            axis.plot(range(len(values)), values, marker="o", label=name)
+            axis.plot(range(len(values)) if x is None else x, values, marker="o", label=name)
         axis.set(xlabel=x_label, ylabel=label)
-        axis.xaxis.get_major_locator().set_params(integer=True)
+        if x is None:
+            axis.xaxis.get_major_locator().set_params(integer=True)
         axis.legend(loc="best", fontsize=8)
     figure.suptitle(title)
     return _save_png(figure, path)

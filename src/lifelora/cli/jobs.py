@@ -81,6 +81,32 @@ def experiment_reclora(
     typer.echo(str(out))
 
 
+@experiment_app.command("next-item")
+def experiment_next_item(
+    out: Path | None = typer.Option(
+        None,
+        help="experiment directory (default: runs/experiment-...); run again with the same one to resume",
+    ),
+    minutes: float = typer.Option(60.0, min=0.01, help="training minutes of every LLM row"),
+    every: float = typer.Option(20.0, min=0.01, help="minutes between evaluations (the curve's points)"),
+    lr: float = typer.Option(2e-3, min=0.0, help="constant learning rate of every LLM row"),
+    only: str | None = typer.Option(None, help="comma-separated parts of row names to run (e.g. sequence)"),
+) -> None:
+    """Next-item quality at equal training time on every ML-100K test user: popularity, SASRec, and the
+    LLM with a shared and a personalized LoRA (sequence layout) and a shared LoRA (prompt layout), with a
+    curve of NDCG@10 against training minutes."""
+    from lifelora.jobs.layout_experiment import run_layout_experiment
+    from lifelora.run import new_run_dir
+
+    if every > minutes:
+        raise LifeloraError(f"--every ({every:g}) must not exceed --minutes ({minutes:g})")
+    out = out or new_run_dir("experiment", "ml-100k-next-item")
+    out.mkdir(parents=True, exist_ok=True)
+    parts = [o.strip() for o in only.split(",")] if only else None
+    run_layout_experiment(out, minutes, every, lr, parts, command_line(), log=log)
+    typer.echo(str(out))
+
+
 @app.command("demo")
 def demo(
     quick: bool = typer.Option(False, help="tiny budgets everywhere (a smoke test of the pipeline)"),

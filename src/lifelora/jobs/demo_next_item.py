@@ -4,8 +4,10 @@ ML-100K and SmolLM2, on a CPU.
 Leave-one-out samples; most-popular and SASRec (full cross-entropy) rank every item for every user; the
 items get semantic-ID codes; SmolLM2 decodes each evaluated user's next item by 10-beam trie-constrained
 search with no training (only the code tokens added), with a shared LoRA, and with the personalized
-meta-LoRA bank routed by the frozen SASRec. Every row is scored on the same fixed subset of users, all
-items ranked (the LLM's beams cannot leave out seen items, so neither do the baselines in that table).
+meta-LoRA bank routed per token by the frozen SASRec. Both adapters train in the sequence layout (windows
+of a user's items, a loss on every target) for the same fixed minutes. Every row is scored on the same
+fixed subset of users, all items ranked (the LLM's beams cannot leave out seen items, so neither do the
+baselines in that table).
 """
 
 from __future__ import annotations
@@ -98,12 +100,21 @@ def _llm_rows(data, run_dir: Path, quick: bool, command: str, log) -> list[str]:
     evaluate_run(task, bare_cfg, dirs[0])
     train_and_evaluate(task, lora_cfg, dirs[1])
     train_and_evaluate(task, personal_cfg, dirs[2])
-    name, n = lora_cfg.model, lora_cfg.subset.train
+    name, budget = lora_cfg.model, _budget(lora_cfg)
     return [
-        f"{name}, no training",
-        f"{name} + LoRA ({n} targets)",
-        f"{name} + personalized LoRA, SASRec-routed ({n} targets)",
+        f"{name}, no training ({lora_cfg.layout} layout)",
+        f"{name} + LoRA ({budget})",
+        f"{name} + personalized LoRA, SASRec-routed ({budget})",
     ]
+
+
+def _budget(cfg) -> str:
+    """What one LLM row trained on: its layout and its time or data budget."""
+    if cfg.subset.train is not None:
+        amount = f"{cfg.subset.train} {'windows' if cfg.layout == 'sequence' else 'targets'}"
+    else:
+        amount = f"{cfg.train.max_minutes:g} min" if cfg.train.max_minutes else f"{cfg.train.epochs} epochs"
+    return f"{cfg.layout} layout, {amount}"
 
 
 def _verdict(ranks: dict[str, np.ndarray], names: list[str]) -> tuple[str, dict]:

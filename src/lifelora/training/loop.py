@@ -168,7 +168,8 @@ def _optimizer_step(loop: _Loop, epoch: int, done: int, running: dict, micro: in
     loop.curve.append({**row, "lr": lrs[0], **({"lrs": lrs} if len(lrs) > 1 else {})})
     bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)  # shown at the bar's own pace
     every = settings.checkpoint_every
-    if every and ctx.step % every == 0 and ctx.step < loop.total_steps and loop.accelerator.is_main_process:
+    due = every and (ctx.step % every == 0 or loop.out_of_time())  # a budget's stop can be extended
+    if due and ctx.step < loop.total_steps and loop.accelerator.is_main_process:
         progress = {"step": ctx.step, "epoch": epoch, "batches_done": done, "curve": loop.curve}
         save_checkpoint(
             loop.run_dir / "checkpoints" / f"step-{ctx.step}",
