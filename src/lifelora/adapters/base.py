@@ -46,7 +46,6 @@ class Adapter(ABC):
     # --- building ------------------------------------------------------------------------------------
 
     @classmethod
-    @abstractmethod
     def attach(
         cls,
         base: nn.Module,
@@ -58,6 +57,13 @@ class Adapter(ABC):
         """The backbone with one fresh, trainable branch; only adapter weights train, the backbone is frozen.
 
         `routing_dim` is the lens's hidden size (required by kinds that route per instance)."""
+        cls._check_branch_name(branch)
+        return cls._attach(base, config, branch, routing_dim)
+
+    @classmethod
+    @abstractmethod
+    def _attach(cls, base: nn.Module, config: BaseModel, branch: str, routing_dim: int | None) -> Adapter:
+        """`attach` of this kind, the branch name checked."""
 
     @classmethod
     @abstractmethod

@@ -57,7 +57,9 @@ def _layers(d_in: int, d_out: int, config: PersonalizedConfig):
         _Projection(d_in, d_out),
         LoraConfig(r=config.r, lora_alpha=config.lora_alpha, target_modules=["q_proj"]),
     )
-    personalized = PersonalizedLinear(nn.Linear(d_in, d_out, bias=False), config, ROUTING_DIM)
+    personalized = PersonalizedLinear(nn.Linear(d_in, d_out, bias=False)).add_bank(
+        "default", config, ROUTING_DIM
+    )
     for layer in (shared, personalized):
         for p in layer.parameters():
             if p.requires_grad:
@@ -179,8 +181,8 @@ def bench_personalized(quick: bool, dataset: str | None, log, model: str | None 
     precisions = measured_precisions()
 
     shared, personalized = _layers(d_in, d_out, config)
-    products = PersonalizedLinear(
-        personalized.base_layer, config.model_copy(update={"mixing": "products"}), ROUTING_DIM
+    products = PersonalizedLinear(personalized.base_layer).add_bank(
+        DEFAULT_BRANCH, config.model_copy(update={"mixing": "products"}), ROUTING_DIM
     )
     products.load_state_dict(personalized.state_dict())
     products.eval()

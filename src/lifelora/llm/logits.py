@@ -59,16 +59,14 @@ def next_token_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     """Cross-entropy of `batch["labels"]` (one token id per row) as the token after each left-padded
     prompt, on fp32 logits projected from the final hidden state, whatever the autocast; a `routing`
     entry goes to a routed adapter's forward."""
-    routing = {"routing": batch["routing"]} if "routing" in batch else {}
-    logits = last_logits(
-        model,
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["position_ids"],
-        use_cache=False,
-        **routing,
-    )
-    return F.cross_entropy(logits, batch["labels"])
+    return F.cross_entropy(last_logits(model, **training_inputs(batch)), batch["labels"])
+
+
+def training_inputs(batch: dict) -> dict:
+    """The forward's arguments of a collated training batch (left-padded ids, their mask and positions,
+    no cache), with its `routing` where it has one (a routed adapter's)."""
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids")}
+    return {**inputs, "use_cache": False, **({"routing": batch["routing"]} if "routing" in batch else {})}
 
 
 def _decoder(model: torch.nn.Module) -> torch.nn.Module:

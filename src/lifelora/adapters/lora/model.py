@@ -138,18 +138,12 @@ class LoraAdapter(Adapter):
         self._configs = configs
 
     @classmethod
-    def attach(
-        cls,
-        base: nn.Module,
-        config: SharedLoraConfig,
-        *,
-        branch: str = DEFAULT_BRANCH,
-        routing_dim: int | None = None,
+    def _attach(
+        cls, base: nn.Module, config: SharedLoraConfig, branch: str, routing_dim: int | None
     ) -> LoraAdapter:
         """`routing_dim` is ignored: a shared LoRA is the same for every instance."""
         from peft import get_peft_model
 
-        cls._check_branch_name(branch)
         try:
             with _peft_calls():
                 model = get_peft_model(base, _peft_config(config, base), adapter_name=branch)

@@ -22,7 +22,6 @@ import math
 import torch
 from torch import nn
 
-from lifelora.adapters.base import DEFAULT_BRANCH
 from lifelora.adapters.personalized.config import PersonalizedConfig
 from lifelora.adapters.personalized.routing import banks_disabled, current_routing
 from lifelora.errors import LifeloraError
@@ -150,25 +149,20 @@ class MetaLoraBank(nn.Module):
 
 
 class PersonalizedLinear(nn.Module):
-    """A linear layer plus one meta-LoRA bank per branch: base(x) + Σ_branches bank(x)."""
+    """A linear layer plus one meta-LoRA bank per branch (`add_bank`): base(x) + Σ_branches bank(x)."""
 
-    def __init__(
-        self,
-        base_layer: nn.Linear,
-        config: PersonalizedConfig,
-        routing_dim: int,
-        branch: str = DEFAULT_BRANCH,
-    ):
+    def __init__(self, base_layer: nn.Linear):
         super().__init__()
         self.base_layer = base_layer
         self.banks = nn.ModuleDict()
-        self.add_bank(branch, config, routing_dim)
 
-    def add_bank(self, branch: str, config: PersonalizedConfig, routing_dim: int) -> None:
+    def add_bank(self, branch: str, config: PersonalizedConfig, routing_dim: int) -> PersonalizedLinear:
+        """Adds the bank `branch`; returns the layer (so a new one is built in one expression)."""
         base = self.base_layer
         self.banks[branch] = MetaLoraBank(
             base.in_features, base.out_features, base.weight.device, config, routing_dim
         )
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base_layer(x)

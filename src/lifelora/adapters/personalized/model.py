@@ -89,10 +89,10 @@ class PersonalizedModel(nn.Module):
             add_token_rows(self.base_model, branch, config.trainable_token_indices)
         for name in targets:
             module = self.base_model.get_submodule(name)
-            if isinstance(module, PersonalizedLinear):
-                module.add_bank(branch, config, self.routing_dim)
-            else:
-                self._replace(name, PersonalizedLinear(module, config, self.routing_dim, branch))
+            if not isinstance(module, PersonalizedLinear):
+                module = PersonalizedLinear(module)
+                self._replace(name, module)
+            module.add_bank(branch, config, self.routing_dim)
         self.configs[branch] = config
 
     def _targets(self, config: PersonalizedConfig) -> list[str]:
@@ -248,15 +248,9 @@ class PersonalizedAdapter(Adapter):
         self.model = model
 
     @classmethod
-    def attach(
-        cls,
-        base: nn.Module,
-        config: PersonalizedConfig,
-        *,
-        branch: str = DEFAULT_BRANCH,
-        routing_dim: int | None = None,
+    def _attach(
+        cls, base: nn.Module, config: PersonalizedConfig, branch: str, routing_dim: int | None
     ) -> PersonalizedAdapter:
-        cls._check_branch_name(branch)
         if routing_dim is None:
             raise LifeloraError("a personalized adapter needs a lens (its hidden size routes the bank)")
         return cls(PersonalizedModel(base, config, routing_dim, branch))

@@ -28,7 +28,7 @@ from lifelora.data.sequential import NextItemSamples
 from lifelora.errors import LifeloraError
 from lifelora.llm.batching import left_pad, positions_of
 from lifelora.llm.chat import chat_wrapper, leading_bos
-from lifelora.llm.logits import final_hidden, row_logits
+from lifelora.llm.logits import final_hidden, row_logits, training_inputs
 from lifelora.tasks.next_item.decoding import CodeDecoding
 
 HEADER = "The user has interacted with the following items in chronological order:"
@@ -218,15 +218,7 @@ def supervised_log_probs(model: torch.nn.Module, batch: dict, decoding: CodeDeco
 
     `labels` is [B, T] (a window's: the token each position predicts) or [B, L] (a prompt + response
     batch, as validation collates it: the response is the last L tokens)."""
-    routing = {"routing": batch["routing"]} if "routing" in batch else {}
-    hidden = final_hidden(
-        model,
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["position_ids"],
-        use_cache=False,
-        **routing,
-    )
+    hidden = final_hidden(model, **training_inputs(batch))
     labels = batch["labels"]
     width = batch["input_ids"].shape[1]
     if labels.shape[1] != width:  # one prompt per target: its response, the last L tokens

@@ -25,7 +25,7 @@ from lifelora.lens.periods import PeriodLenses, SequenceLenses
 from lifelora.lens.sasrec import SASRecLens
 from lifelora.llm.backbone import Backbone, load_backbone
 from lifelora.llm.item_text import item_titles
-from lifelora.llm.logits import tail_logits
+from lifelora.llm.logits import tail_logits, training_inputs
 from lifelora.llm.vocabulary import add_code_tokens
 from lifelora.metrics.ranking import NOT_FOUND, ranking_metrics, ranks_from_lists, target_ranks
 from lifelora.report import NEXT_ITEM_COLUMNS
@@ -52,16 +52,7 @@ def code_loss(model: torch.nn.Module, batch: dict, temperature: float = 0.8) -> 
 
     Batches are left-padded, so the response is the last L columns, predicted by the L columns before."""
     labels = batch["labels"]
-    routing = {"routing": batch["routing"]} if "routing" in batch else {}
-    logits = tail_logits(
-        model,
-        labels.shape[1] + 1,
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["position_ids"],
-        use_cache=False,
-        **routing,
-    )[:, :-1]
+    logits = tail_logits(model, labels.shape[1] + 1, **training_inputs(batch))[:, :-1]
     return torch.nn.functional.cross_entropy(
         (logits / temperature).reshape(-1, logits.shape[-1]), labels.reshape(-1)
     )
