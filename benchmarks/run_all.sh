@@ -11,6 +11,7 @@ $LIFELORA lens train -c configs/lens/din-ml1m-no-ratings.yaml   # the ratings ab
 $LIFELORA bench scoring                      # SmolLM2: logits_to_keep=1 + auto precision vs naive fp32
 $LIFELORA bench ranking                      # 20 candidates: shared prefix vs independent prompts
 $LIFELORA bench train-step                   # SmolLM2 + LoRA step: samples/s, memory, bf16 ÷ fp32
+$LIFELORA bench train-layout                 # next-item targets/s: sequence vs prompt layout (SmolLM2)
 $LIFELORA bench personalized                  # meta-LoRA bank vs shared LoRA: layer, step, vs per-sample loop
 $LIFELORA bench decoding                     # trie beam search vs generate + prefix_allowed_tokens_fn, exact ranking
 $LIFELORA bench sasrec                       # SASRec epoch time and NDCG@10 on ML-1M
