@@ -245,3 +245,16 @@ def test_sequence_runs_train_evaluate_and_evaluate_again_identically(data, llama
 def test_a_sequence_config_that_cannot_work_is_refused(llama_dir, sections, message):
     with pytest.raises(ValueError, match=message):
         config(llama_dir, **sections)
+
+
+def test_recommend_in_the_sequence_layout_routes_every_token(data, task, llama_dir, tmp_path):
+    lens = _lens(data)
+    lens.save(tmp_path / "lens")
+    cfg = config(llama_dir, adapter=ADAPTERS["personalized"], lens=str(tmp_path / "lens"))
+    adapter = _trained_looking(task, cfg, lens)
+    user = data.users["user"][0]
+    top = task.recommend(adapter.model.eval(), cfg, user, 3, {})
+    scores = top.table["log_prob"].to_list()
+    assert top.table.height == 3 and scores == sorted(scores, reverse=True) and scores[0] < 0
+    assert set(top.table["item"]) <= set(data.items["item"])
+    adapter.unload()
