@@ -10,6 +10,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+from test_next_item import config as next_item_config
 from tiny_llm import save_tiny
 
 from lifelora.data.periods import PeriodSpec, interaction_periods
@@ -36,26 +37,16 @@ def llama_dir(tmp_path_factory):
 
 
 def config(model_dir, **sections) -> NextItemConfig:
+    """The next-item tests' tiny setting (`test_next_item.config`) in the sequence layout."""
     tree = {
-        "dataset": "ml-synthetic",
-        "model": str(model_dir),
         "layout": "sequence",
-        "semantic_ids": {"levels": 2, "codebook_size": 4, "pca_dim": 16},
-        "adapter": {"kind": "lora", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
         "prompt": {"history": HISTORY, "window": WINDOW},
-        "subset": {"train": 12, "eval": 12, "seed": 1},
-        "train": {
-            "batch_size": 4,
-            "grad_accum": 1,
-            "lr": 2e-2,
-            "checkpoint_every": None,
-            "precision": "fp32",
-        },
-        "eval": {"batch_size": 6, "beams": 10},
+        "subset": {"train": 12},
+        "train": {"batch_size": 4},
     }
     for key, value in sections.items():
         tree[key] = {**tree.get(key, {}), **value} if isinstance(value, dict) else value
-    return NextItemConfig.model_validate(tree)
+    return next_item_config(model_dir, **tree)
 
 
 @pytest.fixture
