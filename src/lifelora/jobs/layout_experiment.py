@@ -148,7 +148,7 @@ def report(data, out: Path, baselines: dict[str, Path], log) -> dict:
             continue
         last = points[-1]
         ranks[row.title] = _ranks(out / last["ranked"], users)
-        rows.append((row.title, {"minutes": last["minutes"], **_row_metrics(ranks[row.title])}))
+        rows.append((row.title, {"minutes": f"{last['minutes']:g}", **_row_metrics(ranks[row.title])}))
         curves[row.title] = [{"minutes": p["minutes"], "ndcg@10": p["metrics"]["ndcg@10"]} for p in points]
     title = f"{data.name} next item, all {len(users)} test users, all items ranked, LLM by 10-beam search"
     print_table(metrics_table(title, rows, COLUMNS))
