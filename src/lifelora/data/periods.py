@@ -58,9 +58,10 @@ def iso(seconds: int) -> str:
 
 
 class PeriodSpec(BaseModel):
-    """How to cut periods: `fractions` of all interactions or calendar `boundaries`, exactly one.
+    """How to cut periods: `fractions` of all interactions, calendar `boundaries`, or the data's own
+    (`given`: a prepared `period` column, e.g. PESO's released blocks); at most one.
 
-    Neither given: the default fractions, the PESO protocol (D1 = the first 60%, then four equal parts).
+    None: the default fractions, the PESO protocol (D1 = the first 60%, then four equal parts).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -76,6 +77,13 @@ class PeriodSpec(BaseModel):
         min_length=1,
         description="ISO dates/times (UTC unless a zone is given) or unix seconds, increasing; "
         "each one is the first second of a new period, so k boundaries make k + 1 periods",
+    )
+
+    given: int | None = Field(
+        None,
+        ge=1,
+        description="the prepared data's own periods (a `period` column: PESO's released blocks, or "
+        "`--columns ...,period=COLUMN`): how many there are",
     )
 
     @field_validator("fractions")
@@ -104,14 +112,17 @@ class PeriodSpec(BaseModel):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PeriodSpec:
-        if self.fractions is not None and self.boundaries is not None:
-            raise ValueError("give either fractions or boundaries, not both")
-        if self.boundaries is None and self.fractions is None:
+        chosen = [k for k in ("fractions", "boundaries", "given") if getattr(self, k) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"give one of fractions, boundaries or given, not {' and '.join(chosen)}")
+        if not chosen:
             self.fractions = list(DEFAULT_FRACTIONS)
         return self
 
     @property
     def n_periods(self) -> int:
+        if self.given is not None:
+            return self.given
         return len(self.fractions) if self.boundaries is None else len(self.boundaries) + 1
 
     @classmethod
@@ -149,6 +160,8 @@ def fraction_ends(fractions: list[float], n: int) -> np.ndarray:
 
 def interaction_periods(data: PreparedData, spec: PeriodSpec) -> np.ndarray:
     """The 0-based period of every row of `data.sequences` (int32); every period must get one."""
+    if spec.given is not None:
+        return given_periods(data, spec.given)
     timestamps = data.sequences["timestamp"].to_numpy()
     if spec.boundaries is not None:
         periods = np.searchsorted(np.asarray(spec.boundaries, dtype=np.int64), timestamps, side="right")
@@ -167,6 +180,30 @@ def interaction_periods(data: PreparedData, spec: PeriodSpec) -> np.ndarray:
             f"the data run from {iso(int(timestamps.min()))} to {iso(int(timestamps.max()))}"
         )
     return periods.astype(np.int32)
+
+
+def given_periods(data: PreparedData, expected: int) -> np.ndarray:
+    """The prepared data's own periods, which must number `expected` (`periods.given`)."""
+    if "period" not in data.sequences.columns:
+        raise LifeloraError(
+            f"periods.given: {data.name} has no given periods (prepare it from PESO's release, or from a "
+            "table with --columns ...,period=COLUMN)"
+        )
+    periods = data.sequences["period"].to_numpy().astype(np.int32)
+    found = int(periods.max()) + 1
+    if found != expected:
+        raise LifeloraError(f"periods.given: {expected} periods expected, {data.name} has {found}")
+    return periods
+
+
+def training_targets(data: PreparedData, spec: PeriodSpec) -> pl.DataFrame:
+    """Per period: all but each user's last two interactions in it (the protocol's training targets,
+    counted as PESO's release counts them: a user's very first interaction too)."""
+    periods = interaction_periods(data, spec)
+    counts = np.zeros((spec.n_periods, data.users.height), dtype=np.int64)
+    np.add.at(counts, (periods, data.sequence_users()), 1)
+    targets = np.maximum(counts - 2, 0).sum(axis=1)
+    return pl.DataFrame({"period": np.arange(spec.n_periods, dtype=np.int32), "training_targets": targets})
 
 
 def _span(boundaries: list[int], period: int) -> str:

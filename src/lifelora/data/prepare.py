@@ -97,6 +97,11 @@ def prepare(raw: RawDataset, preset: Preset) -> dict[str, pl.DataFrame | dict]:
         seq_offset=pl.Series(seq_offset, dtype=pl.Int64), seq_len=pl.Series(seq_len, dtype=pl.Int32)
     )
     items = raw.items.with_row_index("item_idx")
+    extra: dict = {}
+    if "period" in interactions.columns:
+        periods = given_periods(interactions["period"], order[by_user], user_idx[by_user], raw)
+        sequences = sequences.with_columns(period=pl.Series(periods, dtype=pl.Int32))
+        extra["periods"] = int(periods.max()) + 1
     meta = {
         "dataset": raw.name,
         "source": raw.source,
@@ -105,8 +110,41 @@ def prepare(raw: RawDataset, preset: Preset) -> dict[str, pl.DataFrame | dict]:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "stats": statistics(samples, sequences, users, items),
         "fingerprint": fingerprint(samples),
+        **extra,
     }
-    return {"samples": samples, "sequences": sequences, "users": users, "items": items, "meta": meta}
+    prepared = {"samples": samples, "sequences": sequences, "users": users, "items": items, "meta": meta}
+    if raw.codes is not None:
+        prepared["item_codes"] = (
+            items.select("item_idx", "item")
+            .join(raw.codes, on="item", how="left", maintain_order="left")
+            .select("item_idx", "codes")
+        )
+        prepared["meta"]["codes"] = {"levels": len(raw.codes["codes"][0])}
+    return prepared
+
+
+def given_periods(period: pl.Series, order: np.ndarray, users: np.ndarray, raw: RawDataset) -> np.ndarray:
+    """The interactions' given periods in sequence order (`order`: the rows of `raw.interactions` in that
+    order, `users` their user_idx): numbered 0 … K-1, none empty, never going back in a user's time."""
+    values = period.cast(pl.Int64, strict=False)
+    if values.null_count() or (values < 0).any():
+        raise LifeloraError(f"{raw.source}: period must be a non-negative integer on every interaction")
+    periods = values.to_numpy()[order]
+    present = np.unique(periods)
+    if not np.array_equal(present, np.arange(len(present))):
+        missing = sorted(set(range(int(present.max()) + 1)) - set(present.tolist()))
+        raise LifeloraError(
+            f"{raw.source}: periods must run 0, 1, … without a gap; period {missing[0]} has no interactions"
+        )
+    back = np.flatnonzero((users[1:] == users[:-1]) & (periods[1:] < periods[:-1]))
+    if len(back):
+        row = int(back[0]) + 1
+        user = raw.users["user"][int(users[row])]
+        raise LifeloraError(
+            f"{raw.source}: user {user!r}'s periods go back in time (from {periods[row - 1]} to "
+            f"{periods[row]}); a user's interactions must be in non-decreasing period order"
+        )
+    return periods.astype(np.int32)
 
 
 def statistics(
@@ -140,9 +178,10 @@ def fingerprint(samples: pl.DataFrame) -> str:
 
 
 def save_prepared(prepared: dict, directory: Path) -> Path:
-    """Write all tables at once: the directory appears only when complete."""
+    """Write all tables (and given item codes) at once: the directory appears only when complete."""
     with atomic_dir(directory) as tmp:
-        for name in ("samples", "sequences", "users", "items"):
-            write_parquet(tmp / f"{name}.parquet", prepared[name])
+        for name in ("samples", "sequences", "users", "items", "item_codes"):
+            if name in prepared:
+                write_parquet(tmp / f"{name}.parquet", prepared[name])
         write_json(tmp / "meta.json", prepared["meta"])
     return directory

@@ -20,6 +20,9 @@ class RawDataset:
     Catalogue order (e.g. ascending MovieID) is the tie-break of the chronological sort, so it must
     be the same whichever file layout the data came from. `source` is the file the interactions
     came from, so that errors found later (duplicate rows, no samples) name that file.
+
+    Optional: a `period` column of the interactions (given time periods, e.g. PESO's released blocks)
+    and `codes`, the items' given semantic-ID codes (item, codes: list of int).
     """
 
     name: str
@@ -27,6 +30,7 @@ class RawDataset:
     items: pl.DataFrame
     users: pl.DataFrame
     source: str
+    codes: pl.DataFrame | None = None
 
     def validate(self) -> RawDataset:
         _check_interactions(self.interactions, self.source)

@@ -11,9 +11,10 @@ from lifelora.data.sources.amazon import load_amazon2023
 from lifelora.data.sources.generic import load_table
 from lifelora.data.sources.goodreads import load_goodreads
 from lifelora.data.sources.movielens import load_grouplens, load_recbole
+from lifelora.data.sources.peso_release import is_release, load_release, read_codes
 from lifelora.errors import LifeloraError
 
-FORMATS = ("recbole", "grouplens", "amazon2023", "goodreads", "csv", "parquet")
+FORMATS = ("recbole", "grouplens", "amazon2023", "goodreads", "csv", "parquet", "peso-release")
 MOVIELENS = ("ml-100k", "ml-1m", "ml-25m", "ml-latest", "ml-latest-small")
 EMBEDDED_DATASETS = ("ml-100k", "ml-1m")
 NAME_PATTERNS = "ml-100k, ml-1m, ml-25m, ml-latest, ml-latest-small, amazon-<category>, goodreads-<genre>"
@@ -40,6 +41,8 @@ def scale_for(dataset: str, declared: str | None = None) -> RatingScale | None:
 
 
 def default_format(dataset: str, source: Path | None) -> str:
+    if source is not None and is_release(Path(source)):
+        return "peso-release"
     if dataset in MOVIELENS:
         if source is None or any((source / f"{dataset}.inter{gz}").exists() for gz in ("", ".gz")):
             return "recbole"
@@ -60,11 +63,22 @@ def load_raw(
     fmt: str | None = None,
     columns: str | None = None,
     rating_scale: str | None = None,
+    codes: Path | None = None,
 ) -> RawDataset:
     """Load `dataset` from `source` (a directory or file) or, for the embedded ones, from the cache.
 
     Ratings off the dataset's scale are an error (see `scale_for`; `rating_scale` declares one).
+    `codes`: a JSON file of given item codes, `{item: [code, …]}` (PESO's release brings its own).
     """
+    raw = _load_interactions(dataset, source, fmt, columns, rating_scale)
+    if codes is not None:
+        raw.codes = read_codes(Path(codes), raw.items["item"])
+    return raw
+
+
+def _load_interactions(
+    dataset: str, source: Path | None, fmt: str | None, columns: str | None, rating_scale: str | None
+) -> RawDataset:
     if fmt is not None and fmt not in FORMATS:
         raise LifeloraError(f"--format: unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     fmt = fmt or default_format(dataset, source)
@@ -82,6 +96,8 @@ def load_raw(
         raise LifeloraError(f"{source}: cannot read ({exc.strerror or exc})") from None
     if not exists:
         raise LifeloraError(f"{source}: no such file or directory")
+    if fmt == "peso-release":
+        return load_release(source, dataset)
     if fmt == "recbole":
         return load_recbole(source, dataset, ratings)
     if fmt == "grouplens":

@@ -11,19 +11,21 @@ from lifelora.data.sources.checks import check_interactions, delimited_lines
 from lifelora.data.sources.readers import read_delimited, require_file, to_number
 from lifelora.errors import LifeloraError
 
+OPTIONAL_COLUMNS = ("period",)  # given time periods (0, 1, …), read only when mapped
+
 
 def parse_column_map(text: str | None) -> dict[str, str]:
-    """`user=uid,item=iid,rating=score,timestamp=ts` → {canonical: file column}; missing keys map to themselves."""
+    """`user=uid,item=iid,rating=score,timestamp=ts[,period=block]` → {canonical: file column}; missing
+    required keys map to themselves, `period` is read only when named."""
     mapping = {name: name for name in INTERACTION_SCHEMA}
     if not text:
         return mapping
+    names = (*INTERACTION_SCHEMA, *OPTIONAL_COLUMNS)
     for part in text.split(","):
         key, sep, value = part.partition("=")
         key = key.strip()
-        if not sep or key not in INTERACTION_SCHEMA or not value.strip():
-            raise LifeloraError(
-                f"--columns: {part!r} is not NAME=COLUMN with NAME one of {', '.join(INTERACTION_SCHEMA)}"
-            )
+        if not sep or key not in names or not value.strip():
+            raise LifeloraError(f"--columns: {part!r} is not NAME=COLUMN with NAME one of {', '.join(names)}")
         mapping[key] = value.strip()
     return mapping
 
@@ -80,6 +82,9 @@ def load_table(
             "timestamp": _timestamps(frame, path, mapping["timestamp"]),
         }
     )
+    if "period" in mapping:
+        periods = to_number(frame, "period", pl.Int64, path, header, label=mapping["period"])
+        interactions = interactions.with_columns(period=periods)
     check_interactions(interactions, path, delimited_lines(header), scale)
     catalogue = catalogue_from_keys(interactions["item"], "item")
     items = catalogue.with_columns(

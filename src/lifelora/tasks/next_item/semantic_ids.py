@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
+import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.numpy import load_file, save_file
 
@@ -39,7 +40,11 @@ class SemanticIdConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    quantizer: Literal["rqvae", "rkmeans"] = "rkmeans"
+    quantizer: Literal["rqvae", "rkmeans", "given"] = Field(
+        "rkmeans",
+        description="given: the prepared data's own codes (PESO's released index, or `data prepare "
+        "--codes`), used exactly (the other fields then do not apply)",
+    )
     levels: int = Field(3, ge=1, description="quantized levels; the full code adds one dedup level")
     codebook_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto",
@@ -237,8 +242,46 @@ def codes_dir(model_name: str, data: PreparedData, config: SemanticIdConfig) -> 
     return lifelora_home() / "semantic_ids" / model_key(model_name) / key
 
 
+GIVEN_CODES = "item_codes.parquet"  # a prepared dataset's given codes (`data prepare --codes`)
+
+
+def given_codes(data: PreparedData, config: SemanticIdConfig) -> ItemCodes:
+    """The prepared data's own item codes, exactly: each level's size is its largest code + 1, and
+    items may share a code (decoding then names the code's first item; see `CodeTrie`)."""
+    path = data.directory / GIVEN_CODES
+    if not path.is_file():
+        raise LifeloraError(
+            f"semantic_ids.quantizer: given, but {data.name} has no given codes ({path}); prepare it "
+            "from PESO's release or with --codes FILE"
+        )
+    table = pl.read_parquet(path).sort("item_idx")
+    codes = np.asarray(table["codes"].to_list(), dtype=np.int64)
+    if table.height != data.items.height or codes.ndim != 2:
+        raise LifeloraError(
+            f"{path}: {table.height} coded items for {data.items.height} items; prepare again"
+        )
+    level_sizes = (codes.max(axis=0) + 1).tolist()
+    _, counts = np.unique(codes, axis=0, return_counts=True)
+    stats = {
+        "quantizer": "given",
+        "items": len(codes),
+        "codebook_size": max(level_sizes),
+        "collision_rate": float(counts[counts > 1].sum() / len(codes)),
+        "largest_group": int(counts.max()),
+        "codebook_use": [len(np.unique(codes[:, level])) / size for level, size in enumerate(level_sizes)],
+    }
+    return ItemCodes(codes, level_sizes, items_fingerprint(data), config, stats, directory=data.directory)
+
+
 def item_codes(backbone, data: PreparedData, config: SemanticIdConfig, log=print) -> ItemCodes:
-    """The items' codes from the backbone's item vectors, learned once and cached."""
+    """The items' codes from the backbone's item vectors, learned once and cached (or given)."""
+    if config.quantizer == "given":
+        codes = given_codes(data, config)
+        log(
+            f"semantic IDs: given codes of {len(codes):,} items ({len(codes.level_sizes)} levels of "
+            f"{codes.level_sizes}), {codes.stats['collision_rate']:.1%} of items share a code"
+        )
+        return codes
     directory = codes_dir(backbone.name, data, config)
     if (directory / "semantic_ids.json").is_file():
         try:

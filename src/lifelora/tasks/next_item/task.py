@@ -87,7 +87,9 @@ class NextItemTask(Task):
         self.vocabulary = add_code_tokens(
             self.backbone.tokenizer, self.backbone.model, self.codes.level_sizes
         )
-        self.trie = CodeTrie(self.codes.codes, self.codes.level_sizes)
+        self.trie = CodeTrie(
+            self.codes.codes, self.codes.level_sizes, shared=self.codes.config.quantizer == "given"
+        )
         self.code_ids = self.vocabulary.tokens_of(self.codes.codes)
         self.builder = PromptBuilder(
             self.backbone.tokenizer, [self.vocabulary.text_of(code) for code in self.codes.codes]
@@ -203,13 +205,15 @@ class NextItemTask(Task):
         prompts = examples.prompts(np.arange(len(examples)))
         decoding = self.decoding(cfg)
         routing = dict(routing=examples.routing, token_routing=examples.token_routing)
+        targets = self.trie.representative[examples.targets]  # an item sharing a code is that code's
         if cfg.eval.decoding == "beam":
             items, scores = beam_search(model, prompts, decoding, beams=cfg.eval.beams, **routing)
             items, scores = items.numpy(), scores.numpy()
-            return items, scores, ranks_from_lists(items, examples.targets)
+            return items, scores, ranks_from_lists(items, targets)
         full = exact_scores(model, prompts, decoding, **routing).numpy()
+        full[:, self.trie.representative != np.arange(self.trie.n_items)] = -np.inf
         top = np.argsort(-full, axis=1, kind="stable")[:, : cfg.eval.top_k]
-        return top, np.take_along_axis(full, top, axis=1), target_ranks(full, examples.targets)
+        return top, np.take_along_axis(full, top, axis=1), target_ranks(full, targets)
 
     def evaluate_examples(
         self, model: torch.nn.Module, cfg: NextItemConfig, examples: NextItemExamples, out_dir: Path | None,

@@ -18,9 +18,13 @@ from lifelora.errors import LifeloraError
 
 
 class CodeTrie:
-    """Valid codes of a catalogue: `codes` [n_items, L] int, level l in [0, level_sizes[l]), unique."""
+    """Valid codes of a catalogue: `codes` [n_items, L] int, level l in [0, level_sizes[l]), unique.
 
-    def __init__(self, codes: np.ndarray | torch.Tensor, level_sizes: Sequence[int]):
+    With `shared`, items may share a code (given codes, e.g. PESO's released index): a leaf then names
+    its first item, and `representative` maps every item to the item its code decodes to, so that a
+    ranking compares codes, as the release's evaluation does."""
+
+    def __init__(self, codes: np.ndarray | torch.Tensor, level_sizes: Sequence[int], shared: bool = False):
         codes = np.asarray(codes.cpu() if isinstance(codes, torch.Tensor) else codes)
         sizes = tuple(int(s) for s in level_sizes)
         _check(codes, sizes)
@@ -36,15 +40,15 @@ class CodeTrie:
             masks.append(mask)
             node = child.reshape(-1)
             item_nodes.append(node)
-        if len(keys[-1]) < len(codes):
+        if len(keys[-1]) < len(codes) and not shared:
             _, first, counts = np.unique(node, return_index=True, return_counts=True)
             shared = codes[first[counts > 1][0]].tolist()
             raise LifeloraError(
                 f"item codes are not unique: {len(codes) - len(keys[-1])} items repeat another's code "
                 f"(e.g. {shared} is shared by {int(counts.max())} items); add a dedup level"
             )
-        leaf_item = np.empty(len(codes), dtype=np.int64)
-        leaf_item[node] = np.arange(len(codes))
+        _, leaf_item = np.unique(node, return_index=True)  # every leaf's first item
+        self.representative = leaf_item[node]
         self.level_sizes = sizes
         self.codes = torch.from_numpy(codes)
         self._keys = [torch.from_numpy(k) for k in keys]
@@ -59,7 +63,7 @@ class CodeTrie:
 
     @property
     def n_items(self) -> int:
-        return len(self._leaf_item)
+        return len(self.codes)
 
     @property
     def device(self) -> torch.device:
@@ -81,6 +85,7 @@ class CodeTrie:
         moved._masks = [m.to(device) for m in self._masks]
         moved._item_nodes = [n.to(device) for n in self._item_nodes]
         moved._leaf_item = self._leaf_item.to(device)
+        moved.representative = self.representative
         return moved
 
     def child(self, node: torch.Tensor, depth: int, code: torch.Tensor) -> torch.Tensor:
