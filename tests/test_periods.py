@@ -163,7 +163,10 @@ def test_statistics_table_by_hand(hand):
         ({"boundaries": [600, 300]}, "boundaries: must be strictly increasing"),
         ({"boundaries": [300, "1970-01-01T00:05:00"]}, "boundaries: must be strictly increasing"),
         ({"boundaries": ["soon"]}, "boundaries: 'soon' is neither an ISO date nor unix seconds"),
-        ({"fractions": [1.0], "boundaries": [300]}, "periods: give either fractions or boundaries"),
+        (
+            {"fractions": [1.0], "boundaries": [300]},
+            "periods: give one of fractions, boundaries or given, not fractions and boundaries",
+        ),
         ({"fraction": [1.0]}, "fraction: Extra inputs are not permitted"),
     ],
 )

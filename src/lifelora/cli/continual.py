@@ -48,7 +48,11 @@ def run(
     strategies: str = typer.Option(None, help="comma-separated strategy names of the config (default: all)"),
     seeds: str = typer.Option(None, help="comma-separated seeds (default: the config's)"),
     run_dir: Path = typer.Option(None, help="where to write the run (default: runs/continual-...)"),
-    resume: Path = typer.Option(None, help="continue a killed run after its last finished period"),
+    resume: Path = typer.Option(
+        None,
+        help="continue a run after its last finished period (with --strategies/--seeds: run more of "
+        "its config's strategies and seeds into it)",
+    ),
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, metavar="[KEY=VALUE]..."),
 ) -> None:
     """Run strategies × seeds over the periods; writes a results table and plot into the run directory."""
@@ -70,13 +74,14 @@ def run(
         run_dir = resume
     else:
         cfg = load_continual_config(config, overrides or [], task, adapter)
+    whole = cfg  # the run directory records (and its report covers) every strategy and seed
     cfg = select(cfg, _list(strategies, "--strategies"), _list(seeds, "--seeds", int))
     if resume is None:
         run_dir = run_dir or new_run_dir("continual", f"{cfg.dataset}-{cfg.task}-{cfg.adapter.kind}")
         run_dir.mkdir(parents=True, exist_ok=True)
-        record_run(run_dir, cfg, command_line())
+        record_run(run_dir, whole, command_line())
     with run_status(run_dir):
-        summary = run_continual(cfg, run_dir, log)
+        summary = run_continual(cfg, run_dir, log, report=whole)
     print_table(results_table(summary))
     typer.echo(str(run_dir / "results.png"))
 

@@ -26,14 +26,33 @@ class ContinualSettings(BaseModel):
     later_lr: float = Field(
         0.1, gt=0, description="learning rate of periods 2.. as a fraction of the first's (PESO: 0.1)"
     )
+    later_lr_for: Literal["carried", "all"] = Field(
+        "carried",
+        description="carried: only adapters carried from the last period train at later_lr (a fresh "
+        "branch or a retrained adapter starts at D1's rate); all: every strategy's later periods "
+        "(PESO's release)",
+    )
+    min_period_items: int = Field(
+        1,
+        ge=1,
+        description="users with fewer interactions in a period neither train, validate nor test there "
+        "(PESO's release: 3)",
+    )
     select: Literal["valid_loss", "last"] = Field(
         "valid_loss", description="keep each period's epoch with the lowest validation loss, or the last"
     )
     valid_samples: int = Field(64, ge=1, description="validation targets per period for `select`")
-    matrix: Literal["next", "full"] = Field(
+    first_train: int | None = Field(
+        None,
+        ge=1,
+        description="D1's training subset (targets, or windows in the sequence layout); default: "
+        "subset.train, as every later period",
+    )
+    matrix: Literal["same", "next", "full"] = Field(
         "next",
-        description="next: the model after period t on blocks t and t+1; full: on every block "
-        "(the period × period matrix that backward transfer and forgetting need)",
+        description="same: the model after period t on block t only (PESO's release); next: on blocks t "
+        "and t+1; full: on every block (the period × period matrix that backward transfer and "
+        "forgetting need)",
     )
     lens: Literal["frozen", "finetune", "retrain"] = Field(
         "frozen",

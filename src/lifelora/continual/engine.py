@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from lifelora.adapters import Adapter, is_routed, load
 from lifelora.continual.config import ContinualConfig
 from lifelora.continual.strategies import PeriodContext, Strategy
+from lifelora.continual.strategies.proximal import regularized
 from lifelora.continual.stream import Stream
 from lifelora.io import atomic_path, read_json, write_json
 from lifelora.training import BestEpoch
@@ -52,6 +53,8 @@ def blocks_after(n_periods: int, matrix: str, period: int) -> list[int]:
     """The blocks whose test sets the model after `period` is evaluated on (`continual.matrix`)."""
     if matrix == "full":
         return list(range(n_periods))
+    if matrix == "same":
+        return [period]
     return [j for j in (period, period + 1) if j < n_periods]
 
 
@@ -106,6 +109,24 @@ def evaluate_model(
             write_json(path, {"model": model_key, "block": block, "after_period": period, **metrics})
         results[block] = read_json(path)
     return results
+
+
+def adapter_weights(adapter: Adapter) -> dict[str, torch.Tensor]:
+    """A copy of every branch's LoRA factors (and a bank's gate): what a proximal term would pull."""
+    return {
+        f"{branch}/{name}": value
+        for branch in adapter.branches
+        for name, value in regularized(adapter.snapshot(branch)).items()
+    }
+
+
+def drift(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> dict[str, float]:
+    """How far a period's training moved the adapter: ‖after − before‖ over every factor (a branch added
+    in the period counts from its initial value), and that relative to ‖before‖."""
+    moved = sum(float((after[k].float() - before[k].float()).pow(2).sum()) for k in after if k in before)
+    size = sum(float(v.float().pow(2).sum()) for v in before.values())
+    distance = moved**0.5
+    return {"distance": distance, "relative": distance / size**0.5 if size > 0 else float("nan")}
 
 
 def _train(
@@ -201,8 +222,15 @@ def run_strategy(
             train = None
             if strategy.trains(period):
                 samples = strategy.training_samples(period, pool, seed)
-                lr_scale = strategy.lr_scale(period, stream.cfg.continual.later_lr)
+                later = stream.cfg.continual
+                lr_scale = (
+                    later.later_lr
+                    if later.later_lr_for == "all"
+                    else strategy.lr_scale(period, later.later_lr)
+                )
+                before = adapter_weights(adapter)
                 train = _train(stream, adapter, samples, lr_scale, seed, period, here, strategy.hooks(ctx))
+                train["drift"] = drift(before, adapter_weights(adapter))
                 model_key = f"{strategy.title}/period-{period}"
             strategy.end_period(ctx)
             evaluate_model(stream, adapter, model_key, period, root / "evals")

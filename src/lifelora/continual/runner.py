@@ -37,9 +37,14 @@ def select(cfg: ContinualConfig, strategies: list[str] | None, seeds: list[int] 
 
 
 def run_continual(
-    cfg: ContinualConfig, run_dir: Path, log: Callable[[str], object] = print, stream: Stream | None = None
+    cfg: ContinualConfig,
+    run_dir: Path,
+    log: Callable[[str], object] = print,
+    stream: Stream | None = None,
+    report: ContinualConfig | None = None,
 ) -> dict:
-    """Run (or continue) every strategy × seed into `run_dir`; returns the report's summary."""
+    """Run (or continue) every strategy × seed of `cfg` into `run_dir`; returns the summary of the
+    report over `report`'s strategies and seeds (default: `cfg`'s), whatever of them has run."""
     stream = stream or open_stream(cfg, log)
     stream.run_dir = run_dir
     statistics = stream.statistics()
@@ -52,5 +57,5 @@ def run_continual(
         for strategy_cfg in cfg.continual.strategies:
             log(f"seed {seed}: {strategy_cfg.title}")
             run_strategy(stream, make_strategy(strategy_cfg), seed, root, log)
-        summary = write_report(run_dir, cfg)
+        summary = write_report(run_dir, report or cfg)
     return summary

@@ -64,14 +64,25 @@ class Stream:
     # --- samples -------------------------------------------------------------------------------------
 
     def targets(self, period: int, split: str) -> Any:
-        return self.task.period_samples(self.periods, period, split)
+        """The period's `split` samples of the users with at least `continual.min_period_items`
+        interactions in it."""
+        samples = self.task.period_samples(self.periods, period, split)
+        least = self.cfg.continual.min_period_items
+        if least <= 1:
+            return samples
+        users, _ = self.task.users_and_rows(samples)
+        in_period = np.bincount(
+            self.data.sequence_users()[self.periods == period], minlength=self.data.users.height
+        )
+        return self.task.take(samples, np.flatnonzero(in_period[users] >= least))
 
     def subset(self, period: int, split: str) -> Any:
         """The period's fixed seeded subset of `split` (the whole split when it is smaller)."""
         key = (period, split)
         if key not in self._subsets:
+            first = self.cfg.continual.first_train if period == 0 else None
             n = {
-                "train": self.cfg.subset.train,
+                "train": first or self.cfg.subset.train,
                 "valid": self.cfg.continual.valid_samples,
                 "test": self.cfg.subset.eval,
             }[split]

@@ -20,6 +20,13 @@ def open_prepared(
     copy when `prepare_missing` (the demo and benchmarks), else an error naming the command to run."""
     directory = Path(data_dir) if data_dir is not None else prepared_dir(dataset, preset)
     if not (directory / "meta.json").is_file():
+        from lifelora.data.registry import EMBEDDED_DATASETS
+
+        if dataset not in EMBEDDED_DATASETS and data_dir is None:
+            raise LifeloraError(
+                f"{directory}: {dataset} is not prepared yet; run `lifelora data prepare {dataset} "
+                f"--preset {preset} --source DIR` (DIR: its raw files)"
+            )
         if not prepare_missing:
             raise LifeloraError(
                 f"{directory}: not prepared yet; run `lifelora data prepare {dataset} --preset {preset}`"

@@ -55,11 +55,17 @@ def _param_groups(model: torch.nn.Module, param_groups: ParamGroups | None) -> l
 
 
 def _schedule(optimizer: torch.optim.Optimizer, settings: TrainSettings, total_steps: int):
-    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+    from transformers import (
+        get_constant_schedule_with_warmup,
+        get_cosine_schedule_with_warmup,
+        get_linear_schedule_with_warmup,
+    )
 
     warmup = int(settings.warmup_ratio * total_steps)
     if settings.schedule == "constant":
         return get_constant_schedule_with_warmup(optimizer, warmup)
+    if settings.schedule == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
     return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
 

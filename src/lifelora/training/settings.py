@@ -16,8 +16,10 @@ class TrainSettings(BaseModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    schedule: Literal["linear", "constant"] = Field(
-        "linear", description="after the warm-up: linear decay to 0, or a constant learning rate"
+    schedule: Literal["linear", "cosine", "constant"] = Field(
+        "linear",
+        description="after the warm-up: linear decay to 0, cosine decay to 0 (PESO's release), or a "
+        "constant learning rate",
     )
     max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping (None: no clipping)")
     precision: Literal["auto", "fp32", "bf16"] = Field(

@@ -1,9 +1,12 @@
 """The proximal terms PESO adds to the task loss, pulling the adapter toward its last frozen state.
 
-`l2` is the textbook proximal step, (λ/2)·‖v − v_prev‖² over every regularized weight. `softmax_kl` is
-PESO's released form: λ · (1/M) Σ over the M adapted modules of KL(softmax(vec A) ‖ softmax(vec A_prev))
-+ the same for B (and for a personalized bank's gate), each softmax over all entries of the flattened
-factor. Trainable token rows are never regularized (PESO trains the embedding without a proximal term).
+`l2` is the paper's proximal step, (λ/2)·‖v − v_prev‖² summed over every regularized weight.
+`frobenius` is the release's L2 ablation, another method: λ · (1/M) Σ over the M adapted modules of
+‖A − A_prev‖_F + ‖B − B_prev‖_F, unsquared (its pull does not fade as the adapter nears its anchor).
+`softmax_kl` is PESO's released form: λ · (1/M) Σ over the M adapted modules of KL(softmax(vec A) ‖
+softmax(vec A_prev)) + the same for B (and for a personalized bank's gate), each softmax over all entries
+of the flattened factor. Only LoRA factors are regularized, as in the release: never trainable token
+rows or whole trained copies of the embedding and head.
 
 `ProximalHook` logs, per optimizer step, the term's gradient norm beside the task loss's: the released
 softmax-KL over thousands of near-uniform entries is known to give gradients near 1e-9.
@@ -19,13 +22,14 @@ from torch.nn import functional as F
 
 from lifelora.training import TrainContext, TrainHook
 
-Proximal = Literal["softmax_kl", "l2"]
+Proximal = Literal["softmax_kl", "l2", "frobenius"]
 _MODULE = re.compile(r"\.(lora_[AB]|gate)(\.|$)")
 
 
 def regularized(parameters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The weights a proximal term covers: every adapter weight but the trainable token rows."""
-    return {name: p for name, p in parameters.items() if "token" not in name.rsplit(".", 1)[-1]}
+    """The weights a proximal term covers: the LoRA factors (and a personalized bank's gate) only, as
+    PESO's release does; never trainable token rows or whole trained copies (`modules_to_save`)."""
+    return {name: p for name, p in parameters.items() if _MODULE.search(name)}
 
 
 def module_of(name: str) -> str:
@@ -57,11 +61,13 @@ class ProximalTerm:
             stacked = torch.stack([live[n].float().flatten() for n in names])
             if self.form == "l2":  # ½‖v − v_prev‖²: its gradient is v − v_prev
                 total = total + 0.5 * (stacked - anchor).pow(2).sum()
+            elif self.form == "frobenius":  # ‖v − v_prev‖ per weight (its gradient at 0 is 0)
+                total = total + torch.linalg.vector_norm(stacked - anchor, dim=1).sum()
             else:  # Σ_rows KL(softmax(row) ‖ softmax(anchor row)), one row per weight
                 total = total + F.kl_div(
                     anchor, F.log_softmax(stacked, dim=1), reduction="sum", log_target=True
                 )
-        return total if self.form == "l2" else total / self.modules
+        return total if self.form == "l2" else total / self.modules  # the release's: a mean over modules
 
 
 class ProximalHook(TrainHook):
