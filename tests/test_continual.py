@@ -365,12 +365,14 @@ def test_cli_runs_resumes_reports_and_rejects_bad_input(run_cli, data, llama_dir
     ran = run_cli("continual", "run", "-c", path, "--strategies", "finetune,peso", "--run-dir", run)
     assert ran.code == 0, ran.stderr
     assert "peso" in ran.stdout and (run / "results.png").is_file()
-    assert [
-        s["name"] for s in yaml.safe_load((run / "config.yaml").read_text())["continual"]["strategies"]
-    ] == [
-        "finetune",
-        "peso",
-    ]
+    recorded = yaml.safe_load((run / "config.yaml").read_text())["continual"]["strategies"]
+    assert [s["name"] for s in recorded] == ["pretrain", "finetune", "peso"]  # the whole protocol
+    assert not (run / "seed-42" / "pretrain").exists()
+    more = run_cli("continual", "run", "-c", path, "--strategies", "pretrain", "--run-dir", run)
+    assert more.code == 0 and (run / "seed-42" / "pretrain" / "period-2" / "done.json").is_file()
+    other = run_cli("continual", "run", "-c", path, "train.lr=0.5", "--run-dir", run)
+    assert other.code == 2 and len(other.error_lines) == 1
+    assert "holds a run of another protocol (it differs in train)" in other.stderr
     (run / "results.md").unlink()
     reported = run_cli("continual", "report", run)
     assert reported.code == 0 and (run / "results.md").is_file()
@@ -425,3 +427,118 @@ def test_a_click_through_lens_cannot_evolve_on_a_period_whose_validation_holds_o
     ):
         lenses.at(0)
     assert not (tmp_path / "period-0" / "done.json").exists()
+
+
+def test_frobenius_is_the_releases_l2_unsquared_and_averaged_over_modules():
+    a = torch.tensor([[3.0, 4.0]])
+    b = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    live = {"x.q_proj.lora_A.weight": a, "x.q_proj.lora_B.weight": b, "x.v_proj.lora_A.weight": 2 * a}
+    anchor = {name: torch.zeros_like(t) for name, t in live.items()}
+    # (‖A_q‖ + ‖B_q‖ + ‖A_v‖) / 2 modules = (5 + 1 + 10) / 2
+    assert float(penalty(live, anchor, "frobenius", weight=0.5)) == pytest.approx(0.5 * 8.0)
+    params = {name: torch.nn.Parameter(value.clone()) for name, value in anchor.items()}
+    hook = ProximalHook(params, anchor, "frobenius", 1.0)
+    hook.loss_term(TrainContext(None, TrainSettings()))
+    assert all(float(g.abs().max()) == 0.0 for g in hook._grad)  # no NaN at the anchor
+
+
+def test_proximal_terms_cover_lora_factors_only():
+    """Never trainable token rows, never whole trained copies of the embedding or head (the release
+    regularizes the LoRA factors only); a personalized bank's factors and gate are covered."""
+    from tiny_llm import tiny_model
+
+    from lifelora.adapters import attach
+    from lifelora.adapters.lora.config import SharedLoraConfig
+    from lifelora.adapters.personalized.config import PersonalizedConfig
+    from lifelora.continual.strategies.proximal import regularized
+
+    whole = attach(tiny_model("llama", 64, seed=0), SharedLoraConfig(r=2, modules_to_save=["lm_head"]))
+    names = set(whole.branch_parameters())
+    assert any("modules_to_save" in n for n in names)
+    covered = set(regularized(whole.branch_parameters()))
+    assert covered and all(".lora_A." in n or ".lora_B." in n for n in covered)
+    assert covered == {n for n in names if ".lora_" in n}
+    rows = attach(tiny_model("llama", 64, seed=0), SharedLoraConfig(r=2, trainable_token_indices=[60, 61]))
+    assert all("token" not in n for n in regularized(rows.branch_parameters()))
+    bank = attach(tiny_model("llama", 64, seed=0), PersonalizedConfig(n_loras=2, r=2), routing_dim=8)
+    kept = set(regularized(bank.branch_parameters()))
+    assert any("gate" in n for n in kept) and any("lora_A" in n for n in kept)
+    assert all("token" not in n for n in kept)
+
+
+def test_the_release_protocol_settings(data, llama_dir, home, tmp_path):
+    """later_lr_for all: a fresh branch trains at later_lr too; matrix same: block t only; first_train: D1's
+    own subset; min_period_items: users with fewer in-period items leave the period; each period records
+    how far training moved the adapter."""
+    strategies = [{"name": "finetune"}, {"name": "sumlora"}, {"name": "peso", "proximal": "frobenius"}]
+    cfg = continual_config(
+        llama_dir, strategies, later_lr_for="all", matrix="same", first_train=24, min_period_items=3
+    )
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"schedule": "constant"})})
+    task = NextItemTask(data, str(llama_dir), cfg.semantic_ids, log=lambda _m: None)
+    stream = Stream(task, cfg, log=lambda _m: None)
+    assert len(stream.subset(0, "train")) == 24 and len(stream.subset(1, "train")) == 16
+    users = data.sequence_users()
+    for period in range(3):
+        counts = np.bincount(users[stream.periods == period], minlength=data.users.height)
+        for split in ("train", "valid", "test"):
+            kept = stream.targets(period, split).user_idx
+            assert (counts[kept] >= 3).all()
+        everyone = block_leave_one_out(data, stream.periods, period, "test").user_idx
+        assert set(everyone) - set(stream.targets(period, "test").user_idx) == set(
+            everyone[counts[everyone] < 3]
+        )
+    run_continual(cfg, tmp_path, log=lambda _m: None, stream=stream)
+    root = tmp_path / "seed-42"
+    first_lr = read_json(root / FIRST / "curve.json")[0]["lr"]
+    for name in ("finetune", "sumlora"):
+        assert read_json(root / name / "period-1" / "curve.json")[0]["lr"] == pytest.approx(0.1 * first_lr)
+        drift = read_json(root / name / "period-2" / "done.json")["train"]["drift"]
+        assert drift["distance"] > 0
+    assert sorted(p.name for p in (root / "evals" / "finetune" / "period-1").glob("block-*.json")) == [
+        "block-1.json"
+    ]
+    # the report's per-block intervals and PESO − finetune paired over the same users
+    intervals = read_json(tmp_path / "blocks.json")["42"]
+    ndcg = intervals["strategies"]["peso"]["ndcg@10"]
+    assert set(ndcg["blocks"]) == {"0", "1", "2"} and ndcg["mean"]["blocks"] == 2
+    for figure in ndcg["blocks"].values():
+        assert figure["low"] <= figure["mean"] <= figure["high"] and figure["users"] > 1
+    assert set(intervals["paired"]["peso"]["hit@10"]) == {"1", "2"}
+    text = (tmp_path / "results.md").read_text()
+    assert "**peso − finetune (points of %), seed 42**" in text
+    assert (tmp_path / "blocks.png").stat().st_size > 0
+
+
+def _proximal_solution(target: torch.Tensor, previous: torch.Tensor, form: str, lam: float) -> torch.Tensor:
+    """argmin_v ½‖v − target‖² + hook(v): a least-squares toy with every curvature h = 1."""
+    v = torch.nn.Parameter(previous.clone())
+    hook = ProximalHook({"w.q_proj.lora_A": v}, {"w.q_proj.lora_A": previous}, form, lam)
+    optimizer = torch.optim.LBFGS([v], max_iter=500, tolerance_grad=1e-14, tolerance_change=1e-16)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = 0.5 * (v - target).pow(2).sum() + hook.loss_term(TrainContext(None, TrainSettings()))
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return v.detach()
+
+
+def test_the_released_kl_preserves_nothing_measurable_and_the_sized_kl_does_like_l2():
+    """A factor of N = 2,000 entries pulled toward a target δ away from its anchor (δ centred, small): the
+    l2 step keeps the share h/(h+λ) of the move, the released softmax-KL nearly all of it (its pull is
+    ~λ/N), the size-scaled KL the same share as l2."""
+    torch.manual_seed(0)
+    n, lam = 2000, 1.0
+    previous = torch.randn(n, dtype=torch.float64) * 0.02
+    delta = torch.randn(n, dtype=torch.float64) * 1e-3
+    delta -= delta.mean()
+    moved = {}
+    for form in ("l2", "softmax_kl", "softmax_kl_sized"):
+        v = _proximal_solution(previous + delta, previous, form, lam)
+        moved[form] = float((v - previous) @ delta / (delta @ delta))
+    assert moved["l2"] == pytest.approx(1 / (1 + lam), abs=1e-6)
+    assert moved["softmax_kl"] > 0.999
+    assert moved["softmax_kl_sized"] == pytest.approx(1 / (1 + lam), abs=0.01)

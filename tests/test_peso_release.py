@@ -191,7 +191,7 @@ def test_given_periods_count_is_checked(release, tmp_path, lifelora_home):
 
     save_prepared(prepare(load_raw("tiny", release), preset_by_name("rella")), tmp_path / "p")
     data = PreparedData.load(tmp_path / "p")
-    with pytest.raises(LifeloraError, match="periods.given: 5 periods expected, tiny has 3"):
+    with pytest.raises(LifeloraError, match=r"periods\.given: 5 periods expected, tiny has 3"):
         interaction_periods(data, PeriodSpec(given=5))
     with pytest.raises(ValueError, match="not fractions and given"):
         PeriodSpec(fractions=[0.5, 0.5], given=2)

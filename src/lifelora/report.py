@@ -125,14 +125,18 @@ def plot_lines(
     title: str,
     x_label: str,
     x: Sequence[float] | None = None,
+    bands: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
 ) -> Path:
     """One panel per (y label, {series name: values}), each series a line over `x` (default 0, 1, …:
-    integer ticks; NaN = gap)."""
+    integer ticks; NaN = gap); `bands` shades a series' (low, high) interval in every panel."""
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
     for axis, (label, series) in zip(axes[0], panels, strict=True):
         for name, values in series.items():
-            axis.plot(range(len(values)) if x is None else x, values, marker="o", label=name)
+            where = range(len(values)) if x is None else x
+            (line,) = axis.plot(where, values, marker="o", label=name)
+            if bands and name in bands:
+                axis.fill_between(where, *bands[name], color=line.get_color(), alpha=0.15, linewidth=0)
         axis.set(xlabel=x_label, ylabel=label)
         if x is None:
             axis.xaxis.get_major_locator().set_params(integer=True)

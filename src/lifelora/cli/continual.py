@@ -78,12 +78,32 @@ def run(
     cfg = select(cfg, _list(strategies, "--strategies"), _list(seeds, "--seeds", int))
     if resume is None:
         run_dir = run_dir or new_run_dir("continual", f"{cfg.dataset}-{cfg.task}-{cfg.adapter.kind}")
+        _check_same_run(run_dir, whole)
         run_dir.mkdir(parents=True, exist_ok=True)
         record_run(run_dir, whole, command_line())
     with run_status(run_dir):
         summary = run_continual(cfg, run_dir, log, report=whole)
     print_table(results_table(summary))
     typer.echo(str(run_dir / "results.png"))
+
+
+def _check_same_run(run_dir: Path, cfg) -> None:
+    """A --run-dir that already holds a run takes more strategies and seeds of the same protocol only:
+    everything but `continual.strategies` and `continual.seeds` must be as it was."""
+    from lifelora.io import read_yaml
+
+    if not (run_dir / "config.yaml").is_file():
+        return
+    before, now = read_yaml(run_dir / "config.yaml"), cfg.model_dump(mode="json")
+    for tree in (before, now):
+        for key in ("strategies", "seeds"):
+            tree.get("continual", {}).pop(key, None)
+    if before != now:
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        raise LifeloraError(
+            f"--run-dir {run_dir}: holds a run of another protocol (it differs in {', '.join(changed)}); "
+            "only strategies and seeds may be added to a run"
+        )
 
 
 @app.command("report")

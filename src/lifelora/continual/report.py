@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
+from lifelora.continual import blocks
 from lifelora.continual.config import ContinualConfig
 from lifelora.continual.engine import FIRST, blocks_after, eval_path
 from lifelora.io import atomic_path, read_json, write_json
@@ -217,14 +218,30 @@ def plot(summary: dict, path: Path) -> Path:
 
 
 def write_report(run_dir: Path, cfg: ContinualConfig) -> dict:
-    """results.json, results.md and results.png in the run directory; returns the summary."""
+    """results.json, results.md and results.png in the run directory, and for ranked outcomes the
+    per-block intervals (blocks.json, their tables in results.md, blocks.png); returns the summary."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # means of all-NaN slices are NaN, as intended
         summary = summarize(run_dir, cfg)
         write_json(run_dir / "results.json", summary)
+        ranked = tuple(m for m in headline(cfg.task) if m.split("@")[0] in ("hit", "ndcg"))
+        intervals = blocks.block_intervals(run_dir, cfg, ranked) if ranked else {}
+        text = markdown(summary)
+        if any(any(f[ranked[0]]["blocks"] for f in s["strategies"].values()) for s in intervals.values()):
+            write_json(run_dir / "blocks.json", intervals)
+            text += "\n" + blocks.markdown(intervals, ranked, cfg.continual.periods.n_periods)
+            lines, shaded = blocks.bands(intervals, ranked[0], cfg.continual.periods.n_periods)
+            title = f"{summary['task']} on {summary['dataset']}, {summary['model']}: model after block t on block t"
+            plot_lines(
+                [(f"{ranked[0]}, 95% interval", lines)],
+                run_dir / "blocks.png",
+                title,
+                "block t",
+                bands=shaded,
+            )
         with atomic_path(run_dir / "results.md") as tmp:
-            tmp.write_text(markdown(summary))
+            tmp.write_text(text)
         plot(summary, run_dir / "results.png")
     return summary

@@ -19,8 +19,9 @@ class PesoConfig(StrategyConfig):
     name: Literal["peso"] = "peso"
     proximal: Proximal = Field(
         "softmax_kl",
-        description="softmax_kl (PESO's released form), l2 ((λ/2)·‖v − v_prev‖², the paper's formula) or "
-        "frobenius (the release's L2 ablation: unsquared norms averaged over modules)",
+        description="softmax_kl (PESO's released form), softmax_kl_sized (each factor's KL × its size: a "
+        "pull that does not fade with it), l2 ((λ/2)·‖v − v_prev‖², the paper's formula) or frobenius "
+        "(the release's L2 ablation: unsquared norms averaged over modules)",
     )
     weight: float = Field(
         5.0, ge=0, description="λ (PESO: 2.0 on Instruments, 5.0 on Movies & TV and Books; 0 = finetune)"

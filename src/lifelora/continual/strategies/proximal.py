@@ -5,8 +5,12 @@
 ‖A − A_prev‖_F + ‖B − B_prev‖_F, unsquared (its pull does not fade as the adapter nears its anchor).
 `softmax_kl` is PESO's released form: λ · (1/M) Σ over the M adapted modules of KL(softmax(vec A) ‖
 softmax(vec A_prev)) + the same for B (and for a personalized bank's gate), each softmax over all entries
-of the flattened factor. Only LoRA factors are regularized, as in the release: never trainable token
-rows or whole trained copies of the embedding and head.
+of the flattened factor. Its pull fades with the factor's size N: near the anchor, KL ≈ (1/2N)·‖δ − δ̄‖²
+(δ = v − v_prev), so on SmolLM2's factors of thousands of entries its gradient is ~1e-6 of the task's.
+`softmax_kl_sized` multiplies each factor's KL by its N, a force that does not fade with the size (near
+the anchor: the l2 step on the centred difference); an option, not the release's form.
+Only LoRA factors are regularized, as in the release: never trainable token rows or whole trained copies
+of the embedding and head.
 
 `ProximalHook` logs, per optimizer step, the term's gradient norm beside the task loss's: the released
 softmax-KL over thousands of near-uniform entries is known to give gradients near 1e-9.
@@ -22,7 +26,7 @@ from torch.nn import functional as F
 
 from lifelora.training import TrainContext, TrainHook
 
-Proximal = Literal["softmax_kl", "l2", "frobenius"]
+Proximal = Literal["softmax_kl", "softmax_kl_sized", "l2", "frobenius"]
 _MODULE = re.compile(r"\.(lora_[AB]|gate)(\.|$)")
 
 
@@ -53,7 +57,7 @@ class ProximalTerm:
         self.anchors = []
         for names in self.groups:
             stacked = torch.stack([anchor[n].detach().float().flatten() for n in names])
-            self.anchors.append(F.log_softmax(stacked, dim=1) if form == "softmax_kl" else stacked)
+            self.anchors.append(F.log_softmax(stacked, dim=1) if form.startswith("softmax_kl") else stacked)
 
     def __call__(self, live: dict[str, torch.Tensor]) -> torch.Tensor:
         total = 0.0
@@ -64,9 +68,8 @@ class ProximalTerm:
             elif self.form == "frobenius":  # ‖v − v_prev‖ per weight (its gradient at 0 is 0)
                 total = total + torch.linalg.vector_norm(stacked - anchor, dim=1).sum()
             else:  # Σ_rows KL(softmax(row) ‖ softmax(anchor row)), one row per weight
-                total = total + F.kl_div(
-                    anchor, F.log_softmax(stacked, dim=1), reduction="sum", log_target=True
-                )
+                kl = F.kl_div(anchor, F.log_softmax(stacked, dim=1), reduction="sum", log_target=True)
+                total = total + (kl * stacked.shape[1] if self.form == "softmax_kl_sized" else kl)
         return total if self.form == "l2" else total / self.modules  # the release's: a mean over modules
 
 

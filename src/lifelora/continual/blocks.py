@@ -1,0 +1,179 @@
+"""Per-block results with 95% intervals over the tested users (PESO's protocol: the model after period t
+on block t), rebuilt from the ranked lists a run saves: Hit@K and NDCG@K per block, their mean over blocks
+1.., and paired differences of every PESO-style strategy against the single evolving adapter on the same
+users. A user's outcome is its target's rank, so any metric and any pairing can be recomputed later."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from lifelora.continual.config import ContinualConfig
+from lifelora.continual.engine import FIRST, eval_path
+from lifelora.io import read_json
+from lifelora.metrics.intervals import mean_interval, paired_mean_difference
+from lifelora.metrics.ranking import ndcg_gains
+
+Z95 = 1.959963984540054
+BASELINE = "finetune"  # paired differences are taken against the single evolving adapter
+
+
+def _model_key(root: Path, title: str, period: int) -> str | None:
+    done = root / FIRST / "done.json" if period == 0 else root / title / f"period-{period}" / "done.json"
+    return None if not done.is_file() else (FIRST if period == 0 else read_json(done)["model"])
+
+
+def outcomes(root: Path, cfg: ContinualConfig, title: str, block: int) -> pl.DataFrame | None:
+    """(user_idx, rank) of the model after period `block` on block `block`'s tested users (rank null:
+    not in the beam); None until that model has been evaluated."""
+    key = _model_key(root, title, block)
+    if key is None:
+        return None
+    path = eval_path(root / "evals", cfg, key, block, block)
+    ranked = path.parent / f"ranked_{path.stem}.parquet"
+    return pl.read_parquet(ranked).select("user_idx", "rank") if ranked.is_file() else None
+
+
+def gains(ranks: pl.Series, metric: str) -> np.ndarray:
+    """Per-user value of `metric` (hit@K or ndcg@K) from 0-based ranks (null: a miss)."""
+    name, k = metric.split("@")
+    ranks = ranks.fill_null(np.iinfo(np.int64).max // 2).to_numpy().astype(np.int64)
+    return (ranks < int(k)).astype(np.float64) if name == "hit" else ndcg_gains(ranks, int(k))
+
+
+def _interval(values: np.ndarray) -> dict:
+    mean, low, high = mean_interval(values)
+    return {"mean": mean, "low": low, "high": high, "users": len(values)}
+
+
+def _pooled(per_block: list[dict]) -> dict:
+    """The mean over blocks of the block means, with the interval of independent blocks."""
+    means = np.array([b["mean"] for b in per_block])
+    se2 = [((b["high"] - b["low"]) / (2 * Z95)) ** 2 for b in per_block]  # unclipped halves are ≥ these
+    half = Z95 * math.sqrt(sum(se2)) / len(per_block)
+    mean = float(means.mean())
+    return {
+        "mean": mean,
+        "low": max(0.0, mean - half),
+        "high": min(1.0, mean + half),
+        "blocks": len(per_block),
+    }
+
+
+def block_intervals(run_dir: Path, cfg: ContinualConfig, metrics: tuple[str, ...]) -> dict:
+    """{seed: {strategy: {metric: {"blocks": {j: interval}, "mean": pooled over blocks 1..}}},
+    "paired": {strategy: {metric: {j: difference}}}} for every finished (strategy, seed, block)."""
+    n = cfg.continual.periods.n_periods
+    baseline = next((s.title for s in cfg.continual.strategies if s.name == BASELINE), None)
+    result: dict = {}
+    for seed in cfg.continual.seeds:
+        root = run_dir / f"seed-{seed}"
+        if not root.is_dir():
+            continue
+        per_seed: dict = {"strategies": {}, "paired": {}, "baseline": baseline}
+        for strategy in cfg.continual.strategies:
+            tables = {j: outcomes(root, cfg, strategy.title, j) for j in range(n)}
+            figures = {}
+            for metric in metrics:
+                blocks = {
+                    j: _interval(gains(t["rank"], metric))
+                    for j, t in tables.items()
+                    if t is not None and t.height > 1
+                }
+                later = [blocks[j] for j in range(1, n) if j in blocks]
+                figures[metric] = {"blocks": blocks, "mean": _pooled(later) if len(later) == n - 1 else None}
+            per_seed["strategies"][strategy.title] = figures
+            if strategy.name == "peso" and baseline is not None:
+                per_seed["paired"][strategy.title] = _paired(root, cfg, strategy.title, baseline, metrics)
+        result[str(seed)] = per_seed
+    return result
+
+
+def _paired(root: Path, cfg: ContinualConfig, title: str, baseline: str, metrics: tuple[str, ...]) -> dict:
+    """Per metric and later block: `title` − `baseline` over the users both were tested on."""
+    paired: dict = {metric: {} for metric in metrics}
+    for block in range(1, cfg.continual.periods.n_periods):
+        ours, theirs = outcomes(root, cfg, title, block), outcomes(root, cfg, baseline, block)
+        if ours is None or theirs is None:
+            continue
+        both = ours.join(theirs, on="user_idx", suffix="_base")
+        if both.height < 2:
+            continue
+        for metric in metrics:
+            paired[metric][block] = paired_mean_difference(
+                gains(both["rank"], metric), gains(both["rank_base"], metric)
+            )
+    return paired
+
+
+def _cell(figure: dict | None, scale: float = 100.0) -> str:
+    if figure is None:
+        return "–"
+    return f"{scale * figure['mean']:.2f} [{scale * figure['low']:.2f}, {scale * figure['high']:.2f}]"
+
+
+def markdown(intervals: dict, metrics: tuple[str, ...], n_periods: int) -> str:
+    """Per seed: one table per metric (blocks 1.. and their mean, in %, 95% intervals over users), then
+    the paired differences against the single evolving adapter."""
+    lines: list[str] = []
+    blocks = list(range(1, n_periods))
+    for seed, per_seed in intervals.items():
+        for metric in metrics:
+            lines += [
+                f"**{metric} (%), seed {seed}**: the model after block t on block t's tested users, 95% "
+                "intervals over users; the mean over blocks 1.. with the interval of independent blocks.",
+                "",
+                "| strategy | " + " | ".join(f"block {j}" for j in blocks) + " | mean |",
+                "|---" * (len(blocks) + 2) + "|",
+            ]
+            for title, figures in per_seed["strategies"].items():
+                row = figures[metric]
+                if not row["blocks"]:
+                    continue
+                cells = [_cell(row["blocks"].get(j)) for j in blocks]
+                lines.append(f"| {title} | " + " | ".join(cells) + f" | {_cell(row['mean'])} |")
+            lines.append("")
+        for title, paired in per_seed["paired"].items():
+            if not any(paired.values()):
+                continue
+            lines += [
+                f"**{title} − {per_seed['baseline']} (points of %), seed {seed}**, paired over the same users "
+                "(95% interval, p):",
+                "",
+                "| metric | " + " | ".join(f"block {j}" for j in blocks) + " |",
+                "|---" * (len(blocks) + 1) + "|",
+            ]
+            for metric in metrics:
+                cells = []
+                for j in blocks:
+                    d = paired[metric].get(j)
+                    cells.append(
+                        "–"
+                        if d is None
+                        else f"{100 * d['difference']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] "
+                        f"p={d['p_value']:.2f}"
+                    )
+                lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def bands(intervals: dict, metric: str, n_periods: int) -> tuple[dict, dict]:
+    """The first seed's per-block means and (low, high) bands of `metric`, per strategy, for a plot."""
+    if not intervals:
+        return {}, {}
+    per_seed = next(iter(intervals.values()))
+    lines, shaded = {}, {}
+    for title, figures in per_seed["strategies"].items():
+        blocks = figures[metric]["blocks"]
+        if blocks:
+            lines[title] = _series(blocks, "mean", n_periods)
+            shaded[title] = (_series(blocks, "low", n_periods), _series(blocks, "high", n_periods))
+    return lines, shaded
+
+
+def _series(blocks: dict, key: str, n_periods: int) -> list[float]:
+    return [blocks[j][key] if j in blocks else math.nan for j in range(n_periods)]
