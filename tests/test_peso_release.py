@@ -210,3 +210,15 @@ def test_shared_video_games_release(run_cli, tmp_path, lifelora_home):
     assert [r["new_items"] for r in rows] == [18450, 1467, 1490, 2612, 1916]
     assert [r["interactions"] for r in rows] == [91273, 7491, 7492, 14646, 13271]
     assert [r["training_targets"] for r in rows] == [66379, 5421, 5310, 10748, 9689]
+
+
+def test_periods_of_data_without_given_ones_are_pesos_cut(run_cli, data):
+    """Any prepared dataset: --periods cuts PESO's 60/10/10/10/10 of its interactions."""
+    result = run_cli("data", "info", data.name, "--data-dir", data.directory, "--periods", "--json")
+    assert result.code == 0, result.stderr
+    rows = json.loads(result.stdout)["periods"]
+    assert [r["period"] for r in rows] == [0, 1, 2, 3, 4]
+    assert sum(r["interactions"] for r in rows) == data.sequences.height
+    assert sum(r["new_users"] for r in rows) == int((data.users["seq_len"] > 0).sum())
+    table = run_cli("data", "info", data.name, "--data-dir", data.directory, "--periods")
+    assert table.code == 0 and "fractions [0.6, 0.1, 0.1, 0.1, 0.1]" in table.stdout

@@ -183,7 +183,11 @@ def statistics_table(statistics, dataset: str) -> Table:
     for column in columns:
         table.add_column(column, justify="right")
     for row in statistics.iter_rows(named=True):
-        dates = {"from": iso(row["first_timestamp"])[:10], "to": iso(row["last_timestamp"])[:10]}
+        dated = "first_timestamp" in row
+        dates = {
+            c: iso(row[k])[:10] if dated else "–"
+            for c, k in (("from", "first_timestamp"), ("to", "last_timestamp"))
+        }
         table.add_row(*(str(dates.get(c, row.get(c))) for c in columns))
     return table
 

@@ -59,6 +59,8 @@ class Stream:
             for p in range(self.n_periods)
         ]
         table = period_statistics(self.data, self.spec).drop("samples")
+        if self.spec.given is not None:  # given periods' timestamps are an order, not dates
+            table = table.drop("first_timestamp", "last_timestamp")
         return table.join(pl.DataFrame(counts).cast({"period": pl.Int32}), on="period")
 
     # --- samples -------------------------------------------------------------------------------------
