@@ -508,6 +508,11 @@ def test_the_release_protocol_settings(data, llama_dir, home, tmp_path):
     text = (tmp_path / "results.md").read_text()
     assert "**peso − finetune (points of %), seed 42**" in text
     assert (tmp_path / "blocks.png").stat().st_size > 0
+    force = read_json(tmp_path / "force.json")["42"]
+    assert force["peso"]["2"]["ratio"] > 0 and "ratio" not in force["finetune"]["2"]
+    finetune_drift = read_json(root / "finetune" / "period-2" / "done.json")["train"]["drift"]
+    assert force["finetune"]["2"]["distance"] == pytest.approx(finetune_drift["distance"])
+    assert "**The proximal force, seed 42**" in text
 
 
 def _proximal_solution(target: torch.Tensor, previous: torch.Tensor, form: str, lam: float) -> torch.Tensor:

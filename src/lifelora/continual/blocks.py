@@ -109,6 +109,63 @@ def _paired(root: Path, cfg: ContinualConfig, title: str, baseline: str, metrics
     return paired
 
 
+def proximal_force(run_dir: Path, cfg: ContinualConfig) -> dict:
+    """{seed: {strategy: {block: {"ratio": mean ‖∇ proximal‖ / ‖∇ task‖ over the block's steps (absent
+    without a proximal term), "distance"/"relative": how far the block's training moved the adapter}}}}."""
+    result: dict = {}
+    for seed in cfg.continual.seeds:
+        root = run_dir / f"seed-{seed}"
+        per_seed: dict = {}
+        for strategy in cfg.continual.strategies:
+            rows = {}
+            for block in range(1, cfg.continual.periods.n_periods):
+                directory = root / strategy.title / f"period-{block}"
+                if not (directory / "done.json").is_file():
+                    continue
+                train = read_json(directory / "done.json")["train"] or {}
+                row = dict(train.get("drift", {}))
+                curve = directory / "curve.json"
+                ratios = [r.get("proximal_grad_ratio") for r in read_json(curve)] if curve.is_file() else []
+                ratios = [r for r in ratios if r is not None and math.isfinite(r)]
+                if ratios:
+                    row["ratio"] = float(np.mean(ratios))
+                if row:
+                    rows[block] = row
+            if rows:
+                per_seed[strategy.title] = rows
+        if per_seed:
+            result[str(seed)] = per_seed
+    return result
+
+
+def force_markdown(force: dict, n_periods: int) -> str:
+    """Per seed: the proximal gradient's share of the task's, and how far each block moved the adapter."""
+    lines: list[str] = []
+    blocks = list(range(1, n_periods))
+    for seed, per_seed in force.items():
+        lines += [
+            f"**The proximal force, seed {seed}**: per block, mean ‖∇ proximal‖ / ‖∇ task‖ over its steps "
+            "(– without a proximal term), and ‖Δ‖ of the LoRA factors over the block's training "
+            "(relative to where it started).",
+            "",
+            "| strategy | " + " | ".join(f"block {j}" for j in blocks) + " |",
+            "|---" * (len(blocks) + 1) + "|",
+        ]
+        for title, rows in per_seed.items():
+            cells = []
+            for j in blocks:
+                row = rows.get(j)
+                if row is None:
+                    cells.append("–")
+                    continue
+                ratio = f"{row['ratio']:.1e}" if "ratio" in row else "–"
+                moved = f"{row['distance']:.3g} ({row['relative']:.1%})" if "distance" in row else "–"
+                cells.append(f"{ratio}; {moved}")
+            lines.append(f"| {title} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _cell(figure: dict | None, scale: float = 100.0) -> str:
     if figure is None:
         return "–"

@@ -245,6 +245,10 @@ def write_report(run_dir: Path, cfg: ContinualConfig) -> dict:
                 "block t",
                 bands=shaded,
             )
+        force = blocks.proximal_force(run_dir, cfg)
+        if force:
+            write_json(run_dir / "force.json", force)
+            text += "\n" + blocks.force_markdown(force, cfg.continual.periods.n_periods)
         with atomic_path(run_dir / "results.md") as tmp:
             tmp.write_text(text)
         plot(summary, run_dir / "results.png")
