@@ -143,14 +143,13 @@ def force_markdown(force: dict, n_periods: int) -> str:
     lines: list[str] = []
     blocks = list(range(1, n_periods))
     for seed, per_seed in force.items():
-        lines += [
+        lines += _head(
             f"**The proximal force, seed {seed}**: per block, mean ‖∇ proximal‖ / ‖∇ task‖ over its steps "
             "(– without a proximal term), and ‖Δ‖ of the LoRA factors over the block's training "
             "(relative to where it started).",
-            "",
-            "| strategy | " + " | ".join(f"block {j}" for j in blocks) + " |",
-            "|---" * (len(blocks) + 1) + "|",
-        ]
+            "strategy",
+            [f"block {j}" for j in blocks],
+        )
         for title, rows in per_seed.items():
             cells = []
             for j in blocks:
@@ -166,6 +165,11 @@ def force_markdown(force: dict, n_periods: int) -> str:
     return "\n".join(lines)
 
 
+def _head(caption: str, first: str, columns: list[str]) -> list[str]:
+    """A caption, then a Markdown table's header and rule."""
+    return [caption, "", f"| {first} | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+
+
 def _cell(figure: dict | None, scale: float = 100.0) -> str:
     if figure is None:
         return "–"
@@ -179,13 +183,12 @@ def markdown(intervals: dict, metrics: tuple[str, ...], n_periods: int) -> str:
     blocks = list(range(1, n_periods))
     for seed, per_seed in intervals.items():
         for metric in metrics:
-            lines += [
+            lines += _head(
                 f"**{metric} (%), seed {seed}**: the model after block t on block t's tested users, 95% "
                 "intervals over users; the mean over blocks 1.. with the interval of independent blocks.",
-                "",
-                "| strategy | " + " | ".join(f"block {j}" for j in blocks) + " | mean |",
-                "|---" * (len(blocks) + 2) + "|",
-            ]
+                "strategy",
+                [*(f"block {j}" for j in blocks), "mean"],
+            )
             for title, figures in per_seed["strategies"].items():
                 row = figures[metric]
                 if not row["blocks"]:
@@ -196,13 +199,12 @@ def markdown(intervals: dict, metrics: tuple[str, ...], n_periods: int) -> str:
         for title, paired in per_seed["paired"].items():
             if not any(paired.values()):
                 continue
-            lines += [
-                f"**{title} − {per_seed['baseline']} (points of %), seed {seed}**, paired over the same users "
-                "(95% interval, p):",
-                "",
-                "| metric | " + " | ".join(f"block {j}" for j in blocks) + " |",
-                "|---" * (len(blocks) + 1) + "|",
-            ]
+            lines += _head(
+                f"**{title} − {per_seed['baseline']} (points of %), seed {seed}**, paired over the same "
+                "users (95% interval, p):",
+                "metric",
+                [f"block {j}" for j in blocks],
+            )
             for metric in metrics:
                 cells = []
                 for j in blocks:
