@@ -472,7 +472,13 @@ def test_the_release_protocol_settings(data, llama_dir, home, tmp_path):
     how far training moved the adapter."""
     strategies = [{"name": "finetune"}, {"name": "sumlora"}, {"name": "peso", "proximal": "frobenius"}]
     cfg = continual_config(
-        llama_dir, strategies, later_lr_for="all", matrix="same", first_train=24, min_period_items=3
+        llama_dir,
+        strategies,
+        later_lr_for="all",
+        matrix="same",
+        first_train=24,
+        min_period_items=3,
+        baselines=["popularity"],
     )
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"schedule": "constant"})})
     task = NextItemTask(data, str(llama_dir), cfg.semantic_ids, log=lambda _m: None)
@@ -513,6 +519,16 @@ def test_the_release_protocol_settings(data, llama_dir, home, tmp_path):
     finetune_drift = read_json(root / "finetune" / "period-2" / "done.json")["train"]["drift"]
     assert force["finetune"]["2"]["distance"] == pytest.approx(finetune_drift["distance"])
     assert "**The proximal force, seed 42**" in text
+    # popularity: the blocks so far minus block t's held-out targets, on the same tested users
+    from lifelora.continual.baselines import seen_counts
+
+    for period in range(3):
+        held = sum(len(block_leave_one_out(data, stream.periods, period, s)) for s in ("valid", "test"))
+        assert seen_counts(stream, period).sum() == (stream.periods <= period).sum() - held
+    popularity = intervals["strategies"]["popularity"]["hit@10"]["blocks"]
+    assert {j: f["users"] for j, f in popularity.items()} == {
+        j: f["users"] for j, f in ndcg["blocks"].items()
+    }
 
 
 def _proximal_solution(target: torch.Tensor, previous: torch.Tensor, form: str, lam: float) -> torch.Tensor:

@@ -88,21 +88,21 @@ def run(
 
 
 def _check_same_run(run_dir: Path, cfg) -> None:
-    """A --run-dir that already holds a run takes more strategies and seeds of the same protocol only:
-    everything but `continual.strategies` and `continual.seeds` must be as it was."""
+    """A --run-dir that already holds a run takes more strategies, seeds and baselines of the same
+    protocol only: everything else must be as it was."""
     from lifelora.io import read_yaml
 
     if not (run_dir / "config.yaml").is_file():
         return
     before, now = read_yaml(run_dir / "config.yaml"), cfg.model_dump(mode="json")
     for tree in (before, now):
-        for key in ("strategies", "seeds"):
+        for key in ("strategies", "seeds", "baselines"):
             tree.get("continual", {}).pop(key, None)
     if before != now:
         changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         raise LifeloraError(
             f"--run-dir {run_dir}: holds a run of another protocol (it differs in {', '.join(changed)}); "
-            "only strategies and seeds may be added to a run"
+            "only strategies, seeds and baselines may be added to a run"
         )
 
 

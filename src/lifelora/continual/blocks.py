@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from lifelora.continual.baselines import baseline_dir
 from lifelora.continual.config import ContinualConfig
 from lifelora.continual.engine import FIRST, eval_path
 from lifelora.io import read_json
@@ -76,20 +77,28 @@ def block_intervals(run_dir: Path, cfg: ContinualConfig, metrics: tuple[str, ...
         per_seed: dict = {"strategies": {}, "paired": {}, "baseline": baseline}
         for strategy in cfg.continual.strategies:
             tables = {j: outcomes(root, cfg, strategy.title, j) for j in range(n)}
-            figures = {}
-            for metric in metrics:
-                blocks = {
-                    j: _interval(gains(t["rank"], metric))
-                    for j, t in tables.items()
-                    if t is not None and t.height > 1
-                }
-                later = [blocks[j] for j in range(1, n) if j in blocks]
-                figures[metric] = {"blocks": blocks, "mean": _pooled(later) if len(later) == n - 1 else None}
-            per_seed["strategies"][strategy.title] = figures
+            tables = {j: t for j, t in tables.items() if t is not None}
+            per_seed["strategies"][strategy.title] = {m: _figures(tables, m, n) for m in metrics}
             if strategy.name == "peso" and baseline is not None:
                 per_seed["paired"][strategy.title] = _paired(root, cfg, strategy.title, baseline, metrics)
+        for name in cfg.continual.baselines:  # seed-independent rows, beside every seed's
+            tables = {j: baseline_outcomes(run_dir, name, j) for j in range(n)}
+            tables = {j: t for j, t in tables.items() if t is not None}
+            per_seed["strategies"][name] = {m: _figures(tables, m, n) for m in metrics}
         result[str(seed)] = per_seed
     return result
+
+
+def baseline_outcomes(run_dir: Path, name: str, block: int) -> pl.DataFrame | None:
+    path = baseline_dir(run_dir, name) / f"ranked_block-{block}.parquet"
+    return pl.read_parquet(path) if path.is_file() else None
+
+
+def _figures(tables: dict[int, pl.DataFrame], metric: str, n: int) -> dict:
+    """Per block the interval of `metric`, and their pooled mean over blocks 1.. once all are there."""
+    blocks = {j: _interval(gains(t["rank"], metric)) for j, t in tables.items() if t.height > 1}
+    later = [blocks[j] for j in range(1, n) if j in blocks]
+    return {"blocks": blocks, "mean": _pooled(later) if len(later) == n - 1 else None}
 
 
 def _paired(root: Path, cfg: ContinualConfig, title: str, baseline: str, metrics: tuple[str, ...]) -> dict:

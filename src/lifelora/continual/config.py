@@ -61,6 +61,11 @@ class ContinualSettings(BaseModel):
         "(retrain) or from the last period's lens on the new period (finetune)",
     )
     seeds: list[int] = Field([42], min_length=1, description="training seeds (adapter init, dropout, order)")
+    baselines: list[Literal["popularity"]] = Field(
+        [],
+        description="next-item: non-LLM rows on the same tested users (popularity: the most popular items "
+        "of the blocks so far)",
+    )
 
     @field_validator("strategies")
     @classmethod
@@ -81,6 +86,8 @@ class ContinualRun(BaseModel):
     def _training_needed(self):
         if getattr(self, "adapter", None) is None:
             raise ValueError("adapter: a continual run trains an adapter; null is not allowed here")
+        if self.continual.baselines and getattr(self, "task", None) != "next-item":
+            raise ValueError("continual.baselines: only next-item runs have them")
         return self
 
 
