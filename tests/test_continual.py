@@ -471,6 +471,9 @@ def test_the_release_protocol_settings(data, llama_dir, home, tmp_path):
     own subset; min_period_items: users with fewer in-period items leave the period; each period records
     how far training moved the adapter."""
     strategies = [{"name": "finetune"}, {"name": "sumlora"}, {"name": "peso", "proximal": "frobenius"}]
+    sasrec_yaml = tmp_path / "sasrec.yaml"
+    tiny_sasrec = {"model": {"hidden": 8, "max_len": 8, "heads": 1}, "train": {"epochs": 2, "batch_size": 16}}
+    sasrec_yaml.write_text(yaml.safe_dump(tiny_sasrec))
     cfg = continual_config(
         llama_dir,
         strategies,
@@ -478,7 +481,8 @@ def test_the_release_protocol_settings(data, llama_dir, home, tmp_path):
         matrix="same",
         first_train=24,
         min_period_items=3,
-        baselines=["popularity"],
+        baselines=["popularity", "sasrec"],
+        baseline_sasrec=str(sasrec_yaml),
     )
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"schedule": "constant"})})
     task = NextItemTask(data, str(llama_dir), cfg.semantic_ids, log=lambda _m: None)
@@ -525,10 +529,10 @@ def test_the_release_protocol_settings(data, llama_dir, home, tmp_path):
     for period in range(3):
         held = sum(len(block_leave_one_out(data, stream.periods, period, s)) for s in ("valid", "test"))
         assert seen_counts(stream, period).sum() == (stream.periods <= period).sum() - held
-    popularity = intervals["strategies"]["popularity"]["hit@10"]["blocks"]
-    assert {j: f["users"] for j, f in popularity.items()} == {
-        j: f["users"] for j, f in ndcg["blocks"].items()
-    }
+    for name in ("popularity", "sasrec"):
+        rows = intervals["strategies"][name]["hit@10"]["blocks"]
+        assert {j: f["users"] for j, f in rows.items()} == {j: f["users"] for j, f in ndcg["blocks"].items()}
+    assert (tmp_path / "baselines" / "sasrec" / "period-2" / "done.json").is_file()  # retrained per block
 
 
 def _proximal_solution(target: torch.Tensor, previous: torch.Tensor, form: str, lam: float) -> torch.Tensor:

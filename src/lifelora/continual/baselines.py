@@ -1,7 +1,8 @@
-"""Non-LLM rows of a continual next-item table, on the same tested users as the strategies: the most
-popular items, counted over everything a model after block t may have seen (every interaction of the
-blocks up to t but block t's held-out validation and test targets), ranked over the whole catalogue.
-Seed-independent, so computed once per run (`baselines/<name>/block-<t>.json` and its ranked outcomes)."""
+"""Non-LLM rows of a continual next-item table, on the same tested users as the strategies, ranked over
+the whole catalogue: the most popular items, counted over everything a model after block t may have seen
+(every interaction of the blocks up to t but block t's held-out validation and test targets), and SASRec
+retrained after each block on the same sequences (`lens.periods.SequenceLenses`, mode retrain).
+Computed once per run (`baselines/<name>/block-<t>.json` and its ranked outcomes)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from lifelora.data.sequential import block_leave_one_out
 from lifelora.io import write_json, write_parquet
 from lifelora.metrics.ranking import ranking_metrics, target_ranks
 
-BASELINES = ("popularity",)
+BASELINES = ("popularity", "sasrec")
 
 
 def baseline_dir(run_dir: Path, name: str) -> Path:
@@ -33,20 +34,41 @@ def seen_counts(stream, period: int) -> np.ndarray:
     return np.bincount(items, minlength=data.items.height)
 
 
-def evaluate_popularity(stream, run_dir: Path, log=print) -> None:
-    """The most-popular ranking after each block on that block's tested users (once per run)."""
-    directory = baseline_dir(run_dir, "popularity")
-    ks = tuple(stream.cfg.eval.ks)
-    for period in range(stream.n_periods):
-        path = directory / f"block-{period}.json"
-        if path.is_file():
-            continue
-        samples = stream.subset(period, "test")
-        counts = seen_counts(stream, period).astype(np.float64)
-        ranks = target_ranks(np.broadcast_to(counts, (len(samples), counts.size)), samples.target)
-        write_parquet(
-            directory / f"ranked_block-{period}.parquet",
-            pl.DataFrame({"user_idx": samples.user_idx, "rank": ranks}),
-        )
-        write_json(path, {"model": "popularity", "block": period, **ranking_metrics(ranks, ks=ks)})
-        log(f"popularity on block {period}: ndcg@10 {ranking_metrics(ranks, ks=(10,))['ndcg@10']:.4f}")
+def evaluate_baselines(stream, run_dir: Path, log=print) -> None:
+    """Each of `continual.baselines` after each block on that block's tested users (once per run)."""
+    for name in stream.cfg.continual.baselines:
+        directory = baseline_dir(run_dir, name)
+        score = _popularity if name == "popularity" else _sasrec(stream, directory, log)
+        for period in range(stream.n_periods):
+            path = directory / f"block-{period}.json"
+            if path.is_file():
+                continue
+            samples = stream.subset(period, "test")
+            ranks = target_ranks(score(stream, period, samples), samples.target)
+            write_parquet(
+                directory / f"ranked_block-{period}.parquet",
+                pl.DataFrame({"user_idx": samples.user_idx, "rank": ranks}),
+            )
+            metrics = ranking_metrics(ranks, ks=tuple(stream.cfg.eval.ks))
+            write_json(path, {"model": name, "block": period, **metrics})
+            log(f"{name} on block {period}: ndcg@10 {ranking_metrics(ranks, ks=(10,))['ndcg@10']:.4f}")
+
+
+def _popularity(stream, period: int, samples) -> np.ndarray:
+    counts = seen_counts(stream, period).astype(np.float64)
+    return np.broadcast_to(counts, (len(samples), counts.size))
+
+
+def _sasrec(stream, directory: Path, log):
+    """Scores of SASRec retrained on every block up to the asked one (each trained once, then loaded)."""
+    from lifelora.config import load_config
+    from lifelora.lens.periods import SequenceLenses
+    from lifelora.lens.sasrec import SASRecLens
+    from lifelora.lens.sasrec.config import SASRecConfig
+
+    named = stream.cfg.continual.baseline_sasrec
+    config = load_config(SASRecConfig, named, [f"dataset={stream.data.name}"])
+    lenses = SequenceLenses(
+        stream.data, stream.periods, "retrain", SASRecLens.create(config, stream.data), directory, log
+    )
+    return lambda stream, period, samples: lenses.at(period).scores(stream.data, samples)

@@ -61,10 +61,15 @@ class ContinualSettings(BaseModel):
         "(retrain) or from the last period's lens on the new period (finetune)",
     )
     seeds: list[int] = Field([42], min_length=1, description="training seeds (adapter init, dropout, order)")
-    baselines: list[Literal["popularity"]] = Field(
+    baselines: list[Literal["popularity", "sasrec"]] = Field(
         [],
         description="next-item: non-LLM rows on the same tested users (popularity: the most popular items "
-        "of the blocks so far)",
+        "of the blocks so far; sasrec: SASRec retrained after each block on every block so far)",
+    )
+    baseline_sasrec: str | None = Field(
+        None,
+        description="the sasrec baseline's lens config (a shipped name like lens/sasrec-video-games.yaml, "
+        "or a path; default: SASRec's defaults)",
     )
 
     @field_validator("strategies")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from lifelora.continual.baselines import evaluate_popularity
+from lifelora.continual.baselines import evaluate_baselines
 from lifelora.continual.config import ContinualConfig
 from lifelora.continual.engine import run_strategy, train_first_period
 from lifelora.continual.report import statistics_table, write_report
@@ -51,8 +51,7 @@ def run_continual(
     statistics = stream.statistics()
     write_parquet(run_dir / "periods.parquet", statistics)
     print_table(statistics_table(statistics, stream.data.name))
-    if "popularity" in cfg.continual.baselines:
-        evaluate_popularity(stream, run_dir, log)
+    evaluate_baselines(stream, run_dir, log)
     for seed in cfg.continual.seeds:
         root = run_dir / f"seed-{seed}"
         log(f"seed {seed}: period 0 (shared by every strategy)")
