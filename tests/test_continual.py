@@ -372,7 +372,7 @@ def test_cli_runs_resumes_reports_and_rejects_bad_input(run_cli, data, llama_dir
     assert more.code == 0 and (run / "seed-42" / "pretrain" / "period-2" / "done.json").is_file()
     other = run_cli("continual", "run", "-c", path, "train.lr=0.5", "--run-dir", run)
     assert other.code == 2 and len(other.error_lines) == 1
-    assert "holds a run of another protocol (it differs in train)" in other.stderr
+    assert "holds a run of another protocol (it differs in train.lr)" in other.stderr
     (run / "results.md").unlink()
     reported = run_cli("continual", "report", run)
     assert reported.code == 0 and (run / "results.md").is_file()

@@ -88,22 +88,34 @@ def run(
 
 
 def _check_same_run(run_dir: Path, cfg) -> None:
-    """A --run-dir that already holds a run takes more strategies, seeds and baselines of the same
-    protocol only: everything else must be as it was."""
+    """A --run-dir that already holds a run takes more strategies, seeds and baselines (and the SASRec
+    baseline's settings) of the same protocol only: everything else must be as it was."""
     from lifelora.io import read_yaml
 
     if not (run_dir / "config.yaml").is_file():
         return
     before, now = read_yaml(run_dir / "config.yaml"), cfg.model_dump(mode="json")
     for tree in (before, now):
-        for key in ("strategies", "seeds", "baselines"):
+        for key in ("strategies", "seeds", "baselines", "baseline_sasrec"):
             tree.get("continual", {}).pop(key, None)
     if before != now:
-        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        changed = sorted(_changed(before, now))
         raise LifeloraError(
             f"--run-dir {run_dir}: holds a run of another protocol (it differs in {', '.join(changed)}); "
             "only strategies, seeds and baselines may be added to a run"
         )
+
+
+def _changed(before: dict, now: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ (a section that differs: its keys that do)."""
+    keys = []
+    for key in set(before) | set(now):
+        a, b = before.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _changed(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
 
 
 @app.command("report")
