@@ -1,7 +1,8 @@
 """Non-LLM rows of a continual next-item table, on the same tested users as the strategies, ranked over
 the whole catalogue: the most popular items, counted over everything a model after block t may have seen
 (every interaction of the blocks up to t but block t's held-out validation and test targets), and SASRec
-retrained after each block on the same sequences (`lens.periods.SequenceLenses`, mode retrain).
+evolving with the blocks as the adapters do (`lens.periods.SequenceLenses`, mode finetune: trained on D1,
+then each block goes on from the last one's lens on that block's active users).
 Computed once per run (`baselines/<name>/block-<t>.json` and its ranked outcomes)."""
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def _popularity(stream, period: int, samples) -> np.ndarray:
 
 
 def _sasrec(stream, directory: Path, log):
-    """Scores of SASRec retrained on every block up to the asked one (each trained once, then loaded)."""
+    """Scores of SASRec after the asked block, evolving block by block (each trained once, then loaded)."""
     from lifelora.config import load_config
     from lifelora.lens.periods import SequenceLenses
     from lifelora.lens.sasrec import SASRecLens
@@ -69,6 +70,6 @@ def _sasrec(stream, directory: Path, log):
     named = stream.cfg.continual.baseline_sasrec
     config = load_config(SASRecConfig, named, [f"dataset={stream.data.name}"])
     lenses = SequenceLenses(
-        stream.data, stream.periods, "retrain", SASRecLens.create(config, stream.data), directory, log
+        stream.data, stream.periods, "finetune", SASRecLens.create(config, stream.data), directory, log
     )
     return lambda stream, period, samples: lenses.at(period).scores(stream.data, samples)

@@ -64,7 +64,8 @@ class ContinualSettings(BaseModel):
     baselines: list[Literal["popularity", "sasrec"]] = Field(
         [],
         description="next-item: non-LLM rows on the same tested users (popularity: the most popular items "
-        "of the blocks so far; sasrec: SASRec retrained after each block on every block so far)",
+        "of the blocks so far; sasrec: SASRec trained on D1, then fine-tuned on each block, as the adapters "
+        "evolve)",
     )
     baseline_sasrec: str | None = Field(
         None,
