@@ -194,15 +194,16 @@ def markdown(intervals: dict, metrics: tuple[str, ...], n_periods: int) -> str:
         for metric in metrics:
             lines += _head(
                 f"**{metric} (%), seed {seed}**: the model after block t on block t's tested users, 95% "
-                "intervals over users; the mean over blocks 1.. with the interval of independent blocks.",
+                "intervals over users; the mean over blocks 1.. with the interval of independent blocks "
+                "(block 0: the D1 model every strategy starts from).",
                 "strategy",
-                [*(f"block {j}" for j in blocks), "mean"],
+                [*(f"block {j}" for j in range(n_periods)), "mean 1.."],
             )
             for title, figures in per_seed["strategies"].items():
                 row = figures[metric]
-                if not row["blocks"]:
+                if not any(j in row["blocks"] for j in blocks):
                     continue
-                cells = [_cell(row["blocks"].get(j)) for j in blocks]
+                cells = [_cell(row["blocks"].get(j)) for j in range(n_periods)]
                 lines.append(f"| {title} | " + " | ".join(cells) + f" | {_cell(row['mean'])} |")
             lines.append("")
         for title, paired in per_seed["paired"].items():
