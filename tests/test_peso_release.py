@@ -222,3 +222,11 @@ def test_periods_of_data_without_given_ones_are_pesos_cut(run_cli, data):
     assert sum(r["new_users"] for r in rows) == int((data.users["seq_len"] > 0).sum())
     table = run_cli("data", "info", data.name, "--data-dir", data.directory, "--periods")
     assert table.code == 0 and "fractions [0.6, 0.1, 0.1, 0.1, 0.1]" in table.stdout
+
+
+def test_continual_baselines_are_the_tasks_own():
+    from lifelora.continual.config import ContinualCTRConfig, ContinualNextItemConfig
+
+    assert ContinualNextItemConfig.model_validate({"continual": {"baselines": ["popularity", "sasrec"]}})
+    with pytest.raises(ValueError, match="'popularity' is not a baseline of task ctr"):
+        ContinualCTRConfig.model_validate({"continual": {"baselines": ["popularity"]}})

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from lifelora.continual.strategies import AnyStrategyConfig, FinetuneConfig, PesoConfig, PretrainConfig
 from lifelora.data.periods import PeriodSpec
-from lifelora.tasks.registry import config_class
+from lifelora.tasks.registry import config_class, task_class
 
 
 def _default_strategies() -> list:
@@ -92,8 +92,13 @@ class ContinualRun(BaseModel):
     def _training_needed(self):
         if getattr(self, "adapter", None) is None:
             raise ValueError("adapter: a continual run trains an adapter; null is not allowed here")
-        if self.continual.baselines and getattr(self, "task", None) != "next-item":
-            raise ValueError("continual.baselines: only next-item runs have them")
+        known = task_class(self.task).continual_baselines
+        unknown = [b for b in self.continual.baselines if b not in known]
+        if unknown:
+            raise ValueError(
+                f"continual.baselines: {unknown[0]!r} is not a baseline of task {self.task} "
+                f"({', '.join(known) or 'it has none'})"
+            )
         return self
 
 

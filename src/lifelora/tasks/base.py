@@ -47,6 +47,7 @@ class Task(ABC):
     headline: ClassVar[tuple[str, ...]]  # the metrics a continual report leads with, the first ranking
     evaluate_merged: ClassVar[bool] = False  # evaluate on LoRA weights merged into the base (long decoding)
     options: ClassVar[dict[str, str]] = {}  # command-line options of this task only: flag → config key
+    continual_baselines: ClassVar[tuple[str, ...]] = ()  # non-LLM rows a continual run may add (ranked)
 
     data: PreparedData
     backbone: Any

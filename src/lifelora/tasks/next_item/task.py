@@ -68,6 +68,7 @@ class NextItemTask(Task):
     headline = ("ndcg@10", "hit@10", "ndcg@5", "hit@5")
     evaluate_merged = True
     options: ClassVar[dict[str, str]] = {"decoding": "eval.decoding"}
+    continual_baselines: ClassVar[tuple[str, ...]] = ("popularity", "sasrec")
 
     def __init__(
         self,
