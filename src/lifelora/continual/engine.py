@@ -222,11 +222,11 @@ def run_strategy(
             train = None
             if strategy.trains(period):
                 samples = strategy.training_samples(period, pool, seed)
-                later = stream.cfg.continual
+                settings = stream.cfg.continual
                 lr_scale = (
-                    later.later_lr
-                    if later.later_lr_for == "all"
-                    else strategy.lr_scale(period, later.later_lr)
+                    settings.later_lr
+                    if settings.later_lr_for == "all"
+                    else strategy.lr_scale(period, settings.later_lr)
                 )
                 before = adapter_weights(adapter)
                 train = _train(stream, adapter, samples, lr_scale, seed, period, here, strategy.hooks(ctx))
