@@ -13,7 +13,7 @@ import polars as pl
 
 from lifelora.continual.baselines import baseline_dir
 from lifelora.continual.config import ContinualConfig
-from lifelora.continual.engine import FIRST, eval_path
+from lifelora.continual.engine import eval_path, model_after
 from lifelora.io import read_json
 from lifelora.metrics.intervals import mean_interval, paired_mean_difference
 from lifelora.metrics.ranking import ndcg_gains
@@ -22,15 +22,10 @@ Z95 = 1.959963984540054
 BASELINE = "finetune"  # paired differences are taken against the single evolving adapter
 
 
-def _model_key(root: Path, title: str, period: int) -> str | None:
-    done = root / FIRST / "done.json" if period == 0 else root / title / f"period-{period}" / "done.json"
-    return None if not done.is_file() else (FIRST if period == 0 else read_json(done)["model"])
-
-
 def outcomes(root: Path, cfg: ContinualConfig, title: str, block: int) -> pl.DataFrame | None:
     """(user_idx, rank) of the model after period `block` on block `block`'s tested users (rank null:
     not in the beam); None until that model has been evaluated."""
-    key = _model_key(root, title, block)
+    key = model_after(root, title, block)
     if key is None:
         return None
     path = eval_path(root / "evals", cfg, key, block, block)

@@ -58,6 +58,15 @@ def blocks_after(n_periods: int, matrix: str, period: int) -> list[int]:
     return [j for j in (period, period + 1) if j < n_periods]
 
 
+def model_after(root: Path, title: str, period: int) -> str | None:
+    """The key of the model a strategy has after `period` (period 0: the shared D1 model; a strategy
+    that did not train keeps its last one), None until that period is done."""
+    if period == 0:
+        return FIRST if (root / FIRST / "done.json").is_file() else None
+    done = root / title / f"period-{period}" / "done.json"
+    return read_json(done)["model"] if done.is_file() else None
+
+
 def is_done(directory: Path) -> bool:
     return (directory / "done.json").is_file()
 

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from lifelora.continual import blocks
 from lifelora.continual.config import ContinualConfig
-from lifelora.continual.engine import FIRST, blocks_after, eval_path
+from lifelora.continual.engine import FIRST, blocks_after, eval_path, model_after
 from lifelora.io import atomic_path, read_json, write_json
 from lifelora.metrics.continual import transfer_summary
 from lifelora.report import plot_lines
@@ -24,13 +24,6 @@ from lifelora.tasks.registry import task_class
 def headline(task: str) -> tuple[str, ...]:
     """The metrics a report leads with (the first one ranks), the task's own."""
     return task_class(task).headline
-
-
-def _model_key(root: Path, title: str, period: int) -> str | None:
-    if period == 0:
-        return FIRST if (root / FIRST / "done.json").is_file() else None
-    done = root / title / f"period-{period}" / "done.json"
-    return read_json(done)["model"] if done.is_file() else None
 
 
 def _value(metrics: dict | None, metric: str, group: str | None = None) -> float:
@@ -49,7 +42,7 @@ def _matrix(
     n = cfg.continual.periods.n_periods
     matrix = np.full((n, n), np.nan)
     for period in range(n):
-        key = _model_key(root, title, period)
+        key = model_after(root, title, period)
         if key is None:
             continue
         for block in blocks_after(n, cfg.continual.matrix, period):
