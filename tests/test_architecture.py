@@ -18,7 +18,7 @@ LAYERS = {
     "lens": 3,
     "tasks": 4,
     "continual": 5,
-    "jobs": 6, "bench": 6,
+    "jobs": 6, "bench": 6, "serve": 6,
     "cli": 7,
 }  # fmt: skip
 ENTRY_POINTS = {"__init__", "__main__"}  # the package root re-exports errors; `python -m` calls the cli

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from lifelora import distributed
-from lifelora.cli import continual, ctr, data, jobs, lens, next_item, tasks
+from lifelora.cli import continual, ctr, data, jobs, lens, next_item, serve, tasks, versions
 from lifelora.cli.common import App, console, quiet_progress_bars
 from lifelora.errors import LifeloraError
 
@@ -21,9 +21,11 @@ app.add_typer(lens.app, name="lens")
 app.add_typer(next_item.items_app, name="items")
 app.add_typer(continual.app, name="continual")
 app.add_typer(jobs.experiment_app, name="experiment")
+app.add_typer(versions.app, name="versions")
 app.add_typer(tasks.app)
 app.add_typer(ctr.app)
 app.add_typer(jobs.app)
+app.add_typer(serve.app)
 
 
 def main() -> None:

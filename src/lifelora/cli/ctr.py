@@ -16,7 +16,7 @@ app = App()
 
 def _run_config(run: Path):
     """The resolved config of a trained click-through run directory (its adapter must be there)."""
-    from lifelora.cli.tasks import trained_config
+    from lifelora.tasks.runs import trained_config
 
     return trained_config("ctr", run)
 

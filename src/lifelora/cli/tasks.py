@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from lifelora.cli.common import App, load_data, log, print_metrics, run_directory
+from lifelora.cli.common import App, log, print_metrics, run_directory
 from lifelora.errors import LifeloraError
 
 app = App()
@@ -19,24 +19,20 @@ TASK_HELP = "ctr or next-item (default: the config's or run's task, else ctr)"
 def task_of(option: str | None, config: Path | None = None, run: Path | None = None) -> str:
     """The task a command runs: `--task`, else the run's or the config file's `task`, else ctr."""
     from lifelora.config import config_path
-    from lifelora.io import read_yaml
-    from lifelora.tasks.registry import DEFAULT_TASK, task_class
+    from lifelora.tasks.registry import task_class
+    from lifelora.tasks.runs import task_in
 
     if option is not None:
         task_class(option, "--task")
         return option
-    source = run / "config.yaml" if run is not None else config_path(config) if config is not None else None
-    if source is None or not source.is_file():
-        return DEFAULT_TASK
-    tree = read_yaml(source)
-    return tree.get("task", DEFAULT_TASK) if isinstance(tree, dict) else DEFAULT_TASK
+    return task_in(run / "config.yaml" if run is not None else config_path(config) if config else None)
 
 
 def _open(name: str, cfg, run: Path | None = None):
     """The task for a run config; with `run`, what that trained run saved beside its adapter."""
-    from lifelora.tasks.registry import task_class
+    from lifelora.tasks.runs import open_task
 
-    return task_class(name).open(cfg, load_data(cfg.dataset, cfg.preset, cfg.data_dir), log, run=run)
+    return open_task(name, cfg, log, run)
 
 
 def _config(name: str, config: Path | None, overrides: list[str], base: dict | None = None):
@@ -44,16 +40,6 @@ def _config(name: str, config: Path | None, overrides: list[str], base: dict | N
     from lifelora.tasks.registry import config_class
 
     return load_config(config_class(name), config, overrides, base=base)
-
-
-def trained_config(name: str, run: Path, overrides: list[str] | None = None):
-    """The resolved config of a trained run directory (its adapter must be there)."""
-    from lifelora.adapters import is_adapter_dir
-    from lifelora.io import read_yaml
-
-    if not is_adapter_dir(run / "adapter"):
-        raise LifeloraError(f"--run {run}: not a trained run (no adapter/ with an adapter config)")
-    return _config(name, None, overrides or [], read_yaml(run / "config.yaml"))
 
 
 def _run_name(name: str, cfg) -> str:
@@ -142,6 +128,7 @@ def evaluate(
     from lifelora.run import run_status
     from lifelora.tasks.jobs import evaluate_run
     from lifelora.tasks.registry import task_class, task_names
+    from lifelora.tasks.runs import trained_config
 
     name = task_of(task, config, run)
     overrides = list(overrides or [])
@@ -185,6 +172,7 @@ def recommend(
     once for all of them); next-item generates the top-K codes over the whole catalogue."""
     from lifelora.adapters import load
     from lifelora.report import make_console
+    from lifelora.tasks.runs import trained_config
 
     name = task_of(task, config, run)
     cfg = trained_config(name, run) if run else _config(name, config, [], {"adapter": None})

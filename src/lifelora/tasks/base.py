@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from lifelora.adapters import is_routed
 from lifelora.data.prepared import PreparedData
+from lifelora.errors import LifeloraError
 from lifelora.lens.periods import PeriodLenses
 from lifelora.tasks.subsets import subset_rows
 
@@ -136,6 +137,16 @@ class Task(ABC):
     @abstractmethod
     def recommend(self, model: torch.nn.Module, cfg: Any, user: str, k: int, options: dict) -> Recommendation:
         """The top-`k` items for one user (raw id); `options` are the command's task-specific ones."""
+
+    def recommend_many(
+        self, model: torch.nn.Module, cfg: Any, users: Sequence[str], k: int, options: dict
+    ) -> list[Recommendation]:
+        """`recommend` for a batch of users (a server's micro-batch): one at a time unless the task batches."""
+        return [self.recommend(model, cfg, user, k, options) for user in users]
+
+    def score_items(self, model: torch.nn.Module, cfg: Any, user: str, items: Sequence[str]) -> np.ndarray:
+        """Each item's probability that the user likes it (a task that only ranks has no such score)."""
+        raise LifeloraError(f"the {self.name} task ranks items for a user; it does not score given items")
 
     # --- periods (continual) ----------------------------------------------------------------------------
 

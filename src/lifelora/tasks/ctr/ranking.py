@@ -21,10 +21,10 @@ def sample_candidates(data: PreparedData, user: int, n: int, seed: int) -> np.nd
     return np.random.default_rng(seed).choice(unseen, size=min(n, len(unseen)), replace=False)
 
 
-def rank_candidates(
-    task: Task, model, cfg: CTRConfig, user: int, candidates: np.ndarray, k: int, batch_size: int = 32
-) -> pl.DataFrame:
-    """Top-k of `candidates` for a user, scored with the shared prefix computed once.
+def candidate_scores(
+    task: Task, model, cfg: CTRConfig, user: int, candidates: np.ndarray, batch_size: int = 32
+) -> np.ndarray:
+    """P(yes) of each candidate for a user, scored with the shared prefix computed once.
 
     The text history is the user's most recent K items (it must not depend on the candidate for the
     prefix to be shared)."""
@@ -42,7 +42,7 @@ def rank_candidates(
     prefix, continuations = builder.encode_candidates(
         user, seq["item_idx"].to_numpy(), seq["rating"].to_numpy(), candidates
     )
-    scores = score_candidates(
+    return score_candidates(
         model,
         prefix,
         continuations,
@@ -51,12 +51,20 @@ def rank_candidates(
         batch_size=batch_size,
         precision=cfg.scoring_precision,
     )
+
+
+def rank_candidates(
+    task: Task, model, cfg: CTRConfig, user: int, candidates: np.ndarray, k: int, batch_size: int = 32
+) -> pl.DataFrame:
+    """Top-k of `candidates` for a user (`candidate_scores`), with their titles."""
+    scores = candidate_scores(task, model, cfg, user, candidates, batch_size)
+    titles = task.builder(cfg.prompt.layout).titles
     top = np.argsort(-scores, kind="stable")[:k]
     return pl.DataFrame(
         {
             "rank": np.arange(1, len(top) + 1),
             "item_idx": candidates[top],
-            "title": [builder.titles[int(c)] for c in candidates[top]],
+            "title": [titles[int(c)] for c in candidates[top]],
             "score": scores[top],
         }
     )

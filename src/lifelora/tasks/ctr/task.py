@@ -6,6 +6,7 @@ task protocol asks of it. A run's settings (its `CTRConfig`) are passed to each 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from lifelora import distributed
 from lifelora.data.history import history_positions
 from lifelora.data.periods import sample_periods
 from lifelora.data.prepared import PreparedData
+from lifelora.errors import LifeloraError
 from lifelora.io import write_parquet
 from lifelora.lens import DINLens
 from lifelora.lens.periods import ClickLenses, PeriodLenses
@@ -29,7 +31,7 @@ from lifelora.tasks.base import Recommendation, SampleRows, Task
 from lifelora.tasks.ctr.config import CTRConfig, PromptSettings
 from lifelora.tasks.ctr.examples import CTRExamples
 from lifelora.tasks.ctr.prompts import PromptBuilder
-from lifelora.tasks.ctr.ranking import rank_candidates, sample_candidates
+from lifelora.tasks.ctr.ranking import candidate_scores, rank_candidates, sample_candidates
 from lifelora.tasks.ctr.scoring import score_prompts
 
 SPLIT_SHARES = (0.8, 0.1, 0.1)  # a period's samples in time order: train / valid / test
@@ -155,6 +157,17 @@ class CTRTask(SampleRows, Task):
             )
         top = rank_candidates(self, model, cfg, user_idx, pool, k)
         return Recommendation(top, f"top {k} of {len(pool)} for user {user} ({self.data.name})", "score")
+
+    def score_items(
+        self, model: torch.nn.Module, cfg: CTRConfig, user: str, items: Sequence[str]
+    ) -> np.ndarray:
+        """P(yes) of each of `items` (raw ids, in the given order) for one user."""
+        index = {item: i for i, item in enumerate(self.data.items["item"].to_list())}
+        unknown = [item for item in items if item not in index]
+        if unknown:
+            raise LifeloraError(f"items: {unknown[0]!r} is not an item of {self.data.name}")
+        pool = np.array([index[item] for item in items], dtype=np.int64)
+        return candidate_scores(self, model, cfg, self.data.user_index(user), pool)
 
     # --- periods ----------------------------------------------------------------------------------------
 

@@ -275,32 +275,43 @@ class NextItemTask(Task):
         self, model: torch.nn.Module, cfg: NextItemConfig, user: str, k: int, options: dict
     ) -> Recommendation:
         """The top-`k` next items for one user (raw id) from all of their history, by beam search."""
-        user_idx = self.data.user_index(user)
-        length = int(self.data.users["seq_len"][user_idx])
-        if length == 0:
-            raise LifeloraError(f"user {user!r} has no interactions in {self.data.name}")
-        samples = NextItemSamples("recommend", np.array([user_idx]), np.array([length]), np.array([-1]))
+        return self.recommend_many(model, cfg, [user], k, options)[0]
+
+    def recommend_many(
+        self, model: torch.nn.Module, cfg: NextItemConfig, users: Sequence[str], k: int, options: dict
+    ) -> list[Recommendation]:
+        """The top-`k` next items of each user, the users' beams searched together."""
+        user_idx = np.array([self.data.user_index(user) for user in users], dtype=np.int64)
+        lengths = self.data.users["seq_len"].to_numpy()[user_idx].astype(np.int64)
+        for user, length in zip(users, lengths, strict=True):
+            if length == 0:
+                raise LifeloraError(f"user {user!r} has no interactions in {self.data.name}")
+        samples = NextItemSamples("recommend", user_idx, lengths, np.full(len(users), -1))
         examples = self.examples_of(cfg, samples, self.lens(cfg))
         items, scores = beam_search(
             model,
-            examples.prompts([0]),
+            examples.prompts(list(range(len(users)))),
             self.decoding(cfg),
             beams=max(k, cfg.eval.beams),
             routing=examples.routing,
             token_routing=examples.token_routing,
         )
-        keep = items[0] >= 0
-        top = items[0][keep][:k].numpy()
-        table = pl.DataFrame(
-            {
-                "rank": np.arange(1, len(top) + 1),
-                "item": self.data.items["item"].to_numpy()[top],
-                "title": self.titles(top),
-                "log_prob": scores[0][keep][:k].numpy(),
-            }
-        )
-        title = f"next {k} items for user {user} ({self.data.name}, beam search over item codes)"
-        return Recommendation(table, title, "log_prob", "{:.3f}")
+        ids = self.data.items["item"].to_numpy()
+        found = []
+        for row, user in enumerate(users):
+            keep = items[row] >= 0
+            top = items[row][keep][:k].numpy()
+            table = pl.DataFrame(
+                {
+                    "rank": np.arange(1, len(top) + 1),
+                    "item": ids[top],
+                    "title": self.titles(top),
+                    "log_prob": scores[row][keep][:k].numpy(),
+                }
+            )
+            title = f"next {k} items for user {user} ({self.data.name}, beam search over item codes)"
+            found.append(Recommendation(table, title, "log_prob", "{:.3f}"))
+        return found
 
     # --- periods ----------------------------------------------------------------------------------------
 
