@@ -61,3 +61,38 @@ def serve(
         uvicorn.run(create_app(recommender, key), host=host, port=port, log_level="warning")
     finally:
         recommender.close()
+
+
+@app.command("update")
+def update(
+    run_dir: Path = typer.Argument(..., help="a served run directory"),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="YAML update settings (see configs/update/)"
+    ),
+    feedback: str | None = typer.Option(
+        None, help="feedback log: a SQLite file or a postgresql:// URL (default: RUN_DIR/feedback.sqlite)"
+    ),
+    overrides: list[str] | None = typer.Argument(
+        None, help="KEY=VALUE overrides (e.g. tolerance=0.01 strategy.weight=5 epochs=2)"
+    ),
+) -> None:
+    """Learn from the feedback since the active version: one continual step (PESO by default) from it,
+    both judged on held-out feedback, the new version published (and activated) only if it does at least
+    as well. Safe while `lifelora serve` runs: the server switches to a published version by itself."""
+    import json
+
+    from lifelora.config import load_config
+    from lifelora.serve.update import UpdateSettings
+    from lifelora.serve.update import update as run_update
+
+    if not (run_dir / "config.yaml").is_file():
+        raise LifeloraError(f"{run_dir}: not a run directory (no config.yaml)")
+    settings = load_config(UpdateSettings, config, overrides or [])
+    decision = run_update(run_dir, settings, feedback, log)
+    published = decision.get("published")
+    if published is None:
+        log(f"kept version {decision['active_version']}: {decision['reason']}")
+    else:
+        state = "active" if decision.get("activated") else "published, not activated"
+        log(f"version {published} is {state}: {decision['reason']}")
+    typer.echo(json.dumps(decision))

@@ -56,6 +56,12 @@ class PreparedData:
         return self.meta["dataset"]
 
     @property
+    def fingerprints(self) -> tuple[str, ...]:
+        """This data's fingerprint and those of the datasets it extends (the same users and items with
+        interactions appended, e.g. a served run's feedback): what was made for those fits this too."""
+        return (self.meta["fingerprint"], *self.meta.get("extends", ()))
+
+    @property
     def split_names(self) -> tuple[str, ...]:
         """The split values of the samples: an Enum column's categories (empty ones too), else those present."""
         column = self.samples["split"]

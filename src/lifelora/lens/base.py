@@ -64,7 +64,7 @@ class Lens(ABC):
         """The lens's own prediction for each sample (P(click), or every item's next-item score)."""
 
     def check_matches(self, data: PreparedData) -> None:
-        if data.meta["fingerprint"] != self.fingerprint:
+        if self.fingerprint not in data.fingerprints:
             raise LifeloraError(
                 f"{data.directory}: this {self.what} was trained on another dataset "
                 f"(fingerprint {self.fingerprint}, data {data.meta['fingerprint']})"

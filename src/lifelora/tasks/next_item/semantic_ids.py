@@ -137,7 +137,9 @@ class ItemCodes:
     def check_matches(self, data: PreparedData) -> None:
         """Codes index items by item_idx, so they only fit the item table they were made for."""
         theirs = items_fingerprint(data)
-        if theirs != self.fingerprint:
+        if self.fingerprint not in {
+            f"{fingerprint}-{data.items.height}items" for fingerprint in data.fingerprints
+        }:
             where = self.directory or "these semantic IDs"
             raise LifeloraError(
                 f"{where}: codes were made for another item table "
