@@ -51,7 +51,7 @@ def test_every_command_has_help(command):
 def test_readme_commands_match_ci():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    test_command = "bash scripts/setup.sh && .venv/bin/python -m pytest -q"
+    test_command = "bash scripts/setup.sh && bash scripts/test.sh"
     assert test_command in readme
     assert test_command in ci
     assert "bash scripts/setup.sh && .venv/bin/lifelora demo" in readme

@@ -24,6 +24,7 @@ from lifelora.errors import LifeloraError
 from lifelora.serve.feedback import KINDS, SCHEMA_VERSION, FeedbackEvent, FeedbackLog, open_log
 
 POSTGRES_URL = os.environ.get("LIFELORA_TEST_POSTGRES")
+REQUIRED = os.environ.get("LIFELORA_REQUIRE_POSTGRES") == "1"  # scripts/test.sh: fail, never skip
 DTYPES = {
     "seq": pl.Int64,
     "event_id": pl.Utf8,
@@ -48,7 +49,8 @@ def event(
         pytest.param(
             "postgres",
             marks=pytest.mark.skipif(
-                not POSTGRES_URL, reason="LIFELORA_TEST_POSTGRES names no scratch database"
+                not POSTGRES_URL and not REQUIRED,
+                reason="LIFELORA_TEST_POSTGRES names no scratch database (scripts/test-services.sh starts one)",
             ),
         ),
     ]
@@ -57,7 +59,10 @@ def target(request, tmp_path):
     """What `--feedback` would name: a fresh SQLite file, or the scratch PostgreSQL database emptied."""
     if request.param == "sqlite":
         return tmp_path / "logs" / "feedback.db"  # the folder does not exist yet
-    psycopg = pytest.importorskip("psycopg")
+    if not POSTGRES_URL:
+        pytest.fail("LIFELORA_REQUIRE_POSTGRES=1 but LIFELORA_TEST_POSTGRES names no database")
+    import psycopg
+
     with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
         connection.execute("DROP TABLE IF EXISTS feedback, meta")
     return POSTGRES_URL
