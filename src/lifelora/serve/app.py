@@ -28,7 +28,7 @@ from lifelora.errors import LifeloraError
 from lifelora.serve.feedback import FeedbackEvent
 from lifelora.serve.service import Busy, Recommender
 
-OPEN_PATHS = {"/health"}  # answered without the API key (load balancers probe it)
+OPEN_PATHS = {"/health", "/"}  # answered without the API key: probes, and the page (its requests carry it)
 API_KEY_HEADER = "X-API-Key"
 
 
@@ -156,16 +156,16 @@ def create_app(recommender: Recommender, api_key: str | None = None) -> FastAPI:
     @app.middleware("http")
     async def measure_and_guard(request: Request, call_next):
         start = time.perf_counter()
-        route = request.url.path
-        if api_key is not None and route not in OPEN_PATHS:
+        if api_key is not None and request.url.path not in OPEN_PATHS:
             given = request.headers.get(API_KEY_HEADER, "")
             if not hmac.compare_digest(given.encode(), api_key.encode()):
-                response = _problem(401, f"missing or wrong {API_KEY_HEADER} header")
-                metrics.requests.labels(route, "401").inc()
-                return response
+                metrics.requests.labels("refused", "401").inc()
+                return _problem(401, f"missing or wrong {API_KEY_HEADER} header")
         response = await call_next(request)
-        metrics.requests.labels(route, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - start)
+        matched = request.scope.get("route")  # the route's template: unknown paths make no new series
+        endpoint = getattr(matched, "path", "other")
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
         return response
 
     @app.exception_handler(LifeloraError)
@@ -234,6 +234,10 @@ def create_app(recommender: Recommender, api_key: str | None = None) -> FastAPI:
             return _problem(
                 422, f"events: item {unknown[0]!r} is not an item of {recommender.task.data.name}"
             )
+        low, high = recommender.rating_range
+        off_scale = [e.rating for e in request.events if e.rating is not None and not low <= e.rating <= high]
+        if off_scale:
+            return _problem(422, f"events: rating {off_scale[0]:g} is off the data's scale {low:g}–{high:g}")
         stored = await run_in_threadpool(recommender.feedback.record, [e.to_event() for e in request.events])
         new = sum(stored)
         metrics.events.labels("stored").inc(new)
@@ -260,7 +264,7 @@ def create_app(recommender: Recommender, api_key: str | None = None) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse(files("lifelora.serve").joinpath("page.html").read_text())
+        return HTMLResponse(files("lifelora.serve").joinpath("page.html").read_text(encoding="utf-8"))
 
     app.add_middleware(_BodyLimit, limit=limits.max_body_bytes)
     return app

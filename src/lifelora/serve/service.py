@@ -134,6 +134,8 @@ class Recommender:
         self.counts = np.bincount(data.sequences["item_idx"].to_numpy(), minlength=data.items.height)
         self.popular = np.argsort(-self.counts, kind="stable")
         self.like_rate = _like_rates(data)
+        ratings = data.sequences["rating"]
+        self.rating_range = (float(ratings.min()), float(ratings.max())) if ratings.len() else (0.0, 0.0)
         self.item_ids = data.items["item"].to_numpy().astype(str)
         self.item_index = {item: i for i, item in enumerate(self.item_ids)}
         self.known_users = set(data.users.filter(data.users["seq_len"] > 0)["user"].cast(str).to_list())
