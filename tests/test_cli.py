@@ -39,6 +39,13 @@ def lifelora(
         ["experiment", "reclora"],
         ["experiment", "next-item"],
         ["demo"],
+        ["serve"],
+        ["update"],
+        ["versions"],
+        ["versions", "list"],
+        ["versions", "activate"],
+        ["versions", "rollback"],
+        ["bench", "serve"],
     ],
     ids=lambda c: " ".join(c) or "lifelora",
 )

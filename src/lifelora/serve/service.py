@@ -76,9 +76,21 @@ def first_version_meta(run_dir: Path, task: Task, cfg: Any) -> dict:
         **model_identity(task, cfg),
         "period": 0,
         "data": {"dataset": task.data.name, "interactions": task.data.sequences.height},
-        "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
+        "metrics": metric_values(metrics),
         "metrics_split": split,
         "note": f"the trained run {run_dir.name}",
+    }
+
+
+BOOKKEEPING = ("block", "after_period", "seconds", "tokens_per_s", "users_per_s", "samples_per_s")
+
+
+def metric_values(metrics: dict) -> dict:
+    """The metrics of an evaluation (no timings or counters), NaN (undefined: gAUC with one label) as None."""
+    return {
+        k: (None if v != v else v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and k not in BOOKKEEPING
     }
 
 

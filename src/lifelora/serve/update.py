@@ -37,7 +37,7 @@ from lifelora.data.raw import RawDataset
 from lifelora.errors import LifeloraError
 from lifelora.io import read_json, write_json
 from lifelora.serve.feedback import open_log
-from lifelora.serve.service import FEEDBACK_FILE, first_version_meta, model_identity
+from lifelora.serve.service import FEEDBACK_FILE, first_version_meta, metric_values, model_identity
 from lifelora.serve.versions import VersionStore
 from lifelora.tasks.registry import task_class
 from lifelora.tasks.runs import task_in, trained_config
@@ -272,8 +272,8 @@ def update(
         active=before[metric],
         candidate=after[metric],
         tolerance=settings.tolerance,
-        candidate_metrics=_numbers(after),
-        active_metrics=_numbers(before),
+        candidate_metrics=metric_values(after),
+        active_metrics=metric_values(before),
         train=done.get("train"),
     )
     if publish:
@@ -284,9 +284,9 @@ def update(
             "parent": active,
             "feedback_upto": upto,
             "data": {"feedback_seq": [since + 1, upto], **decision["feedback"]},
-            "metrics": _numbers(after),
+            "metrics": metric_values(after),
             "metrics_split": f"held-out feedback of update {number}",
-            "compared_with": {"version": active, "metrics": _numbers(before)},
+            "compared_with": {"version": active, "metrics": metric_values(before)},
             "strategy": step_cfg.continual.strategies[0].model_dump(mode="json"),
             "decision": f"published: {metric} {after[metric]:.4f} vs {before[metric]:.4f}",
         }
@@ -315,7 +315,3 @@ def decide(active: dict, candidate: dict, metric: str, tolerance: float) -> tupl
         bound = old + tolerance if lower_is_better else old - tolerance
         return True, f"{metric} {new:.4f} {sign} {bound:.4f} (active {old:.4f}, tolerance {tolerance})"
     return False, f"{metric} {new:.4f} worse than active {old:.4f} beyond tolerance {tolerance}: kept"
-
-
-def _numbers(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
