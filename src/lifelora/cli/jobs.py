@@ -19,13 +19,19 @@ experiment_app = App(
 @app.command("bench")
 def bench(
     name: str = typer.Argument(
-        ..., help="prepare, lens, scoring, ranking, train-step, personalized, decoding or sasrec"
+        ..., help="prepare, lens, scoring, ranking, train-step, personalized, decoding, sasrec or serve"
     ),
-    quick: bool = typer.Option(False, help="a reduced run that finishes in under a minute"),
+    quick: bool = typer.Option(False, help="a reduced run (a minute or two)"),
     dataset: str | None = typer.Option(None, help="override the benchmark's dataset"),
     results_dir: Path = typer.Option(Path("benchmarks/results"), help="where NAME.json collects results"),
 ) -> None:
     """Run a named benchmark; its figures are the JSON object on the last line of stdout."""
+    if name == "serve":  # the HTTP server: it lives in lifelora.serve, which lifelora.bench must not import
+        from lifelora.serve.bench import run_serve_bench
+
+        figures = run_serve_bench(quick, results_dir / "serve.json", log, dataset=dataset)
+        typer.echo(json.dumps(figures))
+        return
     from lifelora.bench import run_benchmark
 
     figures = run_benchmark(name, quick=quick, dataset=dataset, results_dir=results_dir, log=log)

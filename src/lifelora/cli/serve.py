@@ -42,6 +42,7 @@ def serve(
     """Serve recommendations, scores and feedback; versions switched with `lifelora versions` or published
     by `lifelora update` are picked up without a restart. Open http://HOST:PORT/ for the page, /docs for
     the API."""
+    os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bar per batch in the server's log
     import uvicorn
 
     from lifelora.serve.app import create_app

@@ -95,7 +95,8 @@ class _Metrics:
 
 
 class _BodyLimit:
-    """Refuse a request body over `limit` bytes (413) before it is parsed, declared or streamed."""
+    """Refuse a request body over `limit` bytes (413) before the app parses it: a declared length at once,
+    a streamed (chunked) body as soon as it passes the limit; a body within it is handed on as read."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -106,24 +107,26 @@ class _BodyLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await _send_json(send, 413, f"request body over {self.limit} bytes")
-        seen = 0
-
-        async def limited():
-            nonlocal seen
+        chunks, size, more = [], 0, True
+        while more:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge
-            return message
+            if message["type"] != "http.request":  # the client left
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await _send_json(send, 413, f"request body over {self.limit} bytes")
+            more = message.get("more_body", False)
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _send_json(send, 413, f"request body over {self.limit} bytes")
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
-
-class _TooLarge(Exception):
-    pass
+        return await self.app(scope, replay, send)
 
 
 async def _send_json(send, status: int, detail: str) -> None:

@@ -2,12 +2,18 @@
 
 A served run (by default SmolLM2 on ML-100K, click-through, with a fresh untrained LoRA adapter: serving
 speed does not depend on the adapter's weights) is put behind the real app, in this process (uvicorn in a
-thread, on a free loopback port). Client threads (httpx) send `/recommend` requests of known users;
-halfway, a second version (the adapter with its weights perturbed) is published and activated, as
-`lifelora update` would, so the figures include a hot swap. The same requests are then answered offline:
-by the task directly on the same model, in the batches the worker forms (at most `max_batch` requests and
-never more than there are clients), without HTTP, queueing or threads. `served_vs_offline` is offline ÷
-served wall time: 1 means the server adds nothing to the model's own time; the target is ≥ 0.8.
+thread, on a free loopback port). Client threads (httpx) send `/recommend` requests of known users; in the
+middle, a second version (the adapter with its weights perturbed) is published and activated, as
+`lifelora update` does, and the server picks it up as it would from another process, so the figures
+include a hot swap.
+
+The same requests are also answered offline: by the task directly, on the same model, in the batches the
+worker forms (at most `max_batch` requests, never more than there are clients), without HTTP, queueing or
+threads. The requests are split into rounds, each answered offline and then served, so that load from
+other jobs, which comes and goes within seconds, falls on both sides alike (see `lifelora.bench.timing`:
+timed one after the other, a burst on one side swung this ratio sevenfold). `served_vs_offline` is the
+offline ÷ served time over all rounds (1: the server adds nothing to the model's own time; target ≥ 0.8),
+with the per-round median, min and max beside it.
 
 Results are appended to `benchmarks/results/serve.json` like every `lifelora bench NAME` (the benchmarks
 live in `lifelora.bench`, which must not import the serving layer: this one lives here).
@@ -18,10 +24,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, namedtuple
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,12 +45,13 @@ from lifelora.serve.versions import VersionStore
 DEFAULT_OUT = Path("benchmarks/results/serve.json")
 DATASET = "ml-100k"
 RUN_CONFIG = "llm/lora-ml100k-demo.yaml"  # SmolLM2, a LoRA on q/v, 5 history items
-# (requests, clients, click-through candidates per request): quick finishes in 1–3 minutes on 2 CPU cores
-QUICK = (24, 4, 20)
-FULL = (192, 8, 50)
+# (requests, clients, rounds, click-through candidates per request): quick takes 2–3 minutes on 2 CPU cores
+QUICK = (24, 4, 3, 20)
+FULL = (192, 8, 8, 50)
 K = 10
 TARGET = 0.8  # served_vs_offline at least this
 PERTURB_STD = 0.02
+SWAP_TIMEOUT_S = 600
 FRESH_NOTE = (
     "the adapter is a fresh, untrained LoRA (and version 2 that LoRA perturbed): serving speed does not "
     "depend on its weights, so the figures hold for a trained one"
@@ -67,10 +75,11 @@ def run_serve_bench(
     fresh run; `requests` and `clients` override the preset's."""
     if run_dir is not None and dataset is not None:
         raise LifeloraError("bench serve: --dataset applies to the fresh SmolLM2 run, not to a given run")
-    n_requests, n_clients, candidates = QUICK if quick else FULL
+    n_requests, n_clients, n_rounds, candidates = QUICK if quick else FULL
     n_requests, n_clients = requests or n_requests, clients or n_clients
     if n_requests < 2 or n_clients < 1:
-        raise LifeloraError("bench serve: at least 2 requests (the swap is halfway) and 1 client")
+        raise LifeloraError("bench serve: at least 2 requests and 1 client")
+    n_rounds = min(n_rounds, n_requests // 2)
     load_start = os.getloadavg()[0]
     limits = Limits(candidates=candidates)
     with tempfile.TemporaryDirectory(prefix="lifelora-bench-serve-") as tmp:
@@ -86,30 +95,35 @@ def run_serve_bench(
             batch = min(limits.max_batch, n_clients)
             log(
                 f"bench serve: {n_requests} /recommend requests (k={K}) from {n_clients} clients on "
-                f"{recommender.task.backbone.name} ({recommender.task_name}, {recommender.task.data.name})"
+                f"{recommender.task.backbone.name} ({recommender.task_name}, {recommender.task.data.name}), "
+                f"in {n_rounds} rounds of offline then served"
             )
-            offline_s = _offline_seconds(recommender, users, batch)
-            served_figures = _serve(recommender, users, n_clients, second, log)
+            rounds = _measure(recommender, users, n_clients, n_rounds, batch, second, log)
             precision = resolve(recommender.cfg.scoring_precision, "cpu")
-            model, task, data = (
-                recommender.task.backbone.name,
-                recommender.task_name,
-                recommender.task.data.name,
-            )
+            model, task = recommender.task.backbone.name, recommender.task_name
+            data = recommender.task.data.name
             batches = dict(sorted(recommender.batches.items()))
         finally:
             recommender.close()
-    wall = served_figures.pop("wall_s")
+    offline_s, served_s = sum(rounds["offline_s"]), sum(rounds["served_s"])
+    ratios = [o / s for o, s in zip(rounds["offline_s"], rounds["served_s"], strict=True)]
+    latencies = rounds["latencies_ms"]
     figures = {
         "quick": quick,
         "load_avg_1m": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
-        "p50_ms": served_figures.pop("p50_ms"),
-        "p99_ms": served_figures.pop("p99_ms"),
-        "requests_per_s": round(n_requests / wall, 3),
-        "failed": served_figures.pop("failed"),
-        "served_vs_offline": round(offline_s / wall, 3),
+        "p50_ms": round(float(np.percentile(latencies, 50)), 2),
+        "p99_ms": round(float(np.percentile(latencies, 99)), 2),
+        "requests_per_s": round(n_requests / served_s, 3),
+        "failed": rounds["failed"],
+        "served_vs_offline": round(offline_s / served_s, 3),
         "served_vs_offline_target": TARGET,
-        "served_s": round(wall, 3),
+        "served_vs_offline_rounds": {
+            "median": round(statistics.median(ratios), 3),
+            "min": round(min(ratios), 3),
+            "max": round(max(ratios), 3),
+            "rounds": len(ratios),
+        },
+        "served_s": round(served_s, 3),
         "offline_s": round(offline_s, 3),
         "requests": n_requests,
         "clients": n_clients,
@@ -123,7 +137,8 @@ def run_serve_bench(
         "offline_batch": batch,
         "batch_sizes": {str(size): n for size, n in batches.items()},
         **({"candidates": limits.candidates} if task == "ctr" else {}),
-        **served_figures,
+        **({"errors": rounds["errors"]} if rounds["errors"] else {}),
+        "swap": rounds["swap"],
         "torch_threads": torch.get_num_threads(),
         "note": note,
     }
@@ -192,46 +207,184 @@ def _users(recommender: Recommender, n: int) -> list[str]:
     return [known[int(i)] for i in picks]
 
 
-# --- offline: the task alone ----------------------------------------------------------------------------
+# --- offline and served, round by round ---------------------------------------------------------------
+
+
+def _measure(
+    recommender: Recommender,
+    users: list[str],
+    n_clients: int,
+    n_rounds: int,
+    batch: int,
+    second: Path,
+    log,
+) -> dict:
+    """Each round's requests answered offline, then served; during the middle round, once half of its
+    requests are answered, `second` is published and activated (the next round starts once it is active:
+    offline answers must not run while the worker swaps the adapter)."""
+    store = VersionStore(recommender.run_dir)
+    swap_round = n_rounds // 2
+    measured: dict = {"offline_s": [], "served_s": [], "latencies_ms": [], "failed": 0}
+    versions: Counter = Counter()
+    errors: Counter = Counter()
+    swap: dict = {}
+    after: list[_Result] = []  # answers to requests sent once the new version was active
+    _offline_seconds(recommender, users[:1], batch)  # warm-up
+    with _Server(recommender) as base, _Clients(base, n_clients) as clients:
+        clients.warm()
+        for index, part in enumerate(np.array_split(np.array(users, dtype=object), n_rounds)):
+            part = [str(u) for u in part]
+            measured["offline_s"].append(_offline_seconds(recommender, part, batch))
+            on_half = (lambda: _publish(recommender, store, second, swap)) if index == swap_round else None
+            served = clients.send(part, on_half)
+            measured["served_s"].append(served["wall_s"])
+            measured["latencies_ms"] += [r.ms for r in served["results"]]
+            measured["failed"] += sum(not r.ok for r in served["results"])
+            versions.update(r.version for r in served["results"] if r.version is not None)
+            errors.update(r.error for r in served["results"] if r.error)
+            if index == swap_round:
+                active_at = _wait_active(swap, log)
+                after += [r for r in served["results"] if r.start >= active_at]
+            elif index > swap_round:
+                after += served["results"]
+    measured["swap"] = {
+        "version": swap["version"],
+        "publish_to_active_s": round(swap["active_at"] - swap["published"], 3),
+        "answers_per_version": {str(v): n for v, n in sorted(versions.items())},
+        "sent_after_activation": len(after),
+        "old_version_after_activation": sum(r.ok and r.version != swap["version"] for r in after),
+    }
+    measured["errors"] = dict(errors)
+    return measured
+
+
+def _publish(recommender: Recommender, store: VersionStore, second: Path, swap: dict) -> None:
+    """Publish and activate `second`; a thread notes in `swap` when the server has made it active."""
+    swap["published"] = time.perf_counter()
+    swap["version"] = number = store.publish(
+        second, {"note": "bench serve: the adapter perturbed"}, activate=True
+    )
+
+    def watch() -> None:
+        deadline = time.monotonic() + SWAP_TIMEOUT_S
+        while recommender.active != number and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if recommender.active == number:
+            swap["active_at"] = time.perf_counter()
+
+    swap["watcher"] = threading.Thread(target=watch, name="bench-swap", daemon=True)
+    swap["watcher"].start()
+
+
+def _wait_active(swap: dict, log) -> float:
+    """When (perf_counter) the published version became active on the server."""
+    swap["watcher"].join()
+    number, active_at = swap["version"], swap.get("active_at")
+    if active_at is None:
+        raise LifeloraError(f"bench serve: version {number} was not active {SWAP_TIMEOUT_S} s after publish")
+    log(f"bench serve: version {number} active {active_at - swap['published']:.2f} s after its publish began")
+    return active_at
 
 
 @torch.inference_mode()
 def _offline_seconds(recommender: Recommender, users: list[str], batch: int) -> float:
-    """Seconds to answer every request by calling the task directly, `batch` requests at a time as the
+    """Seconds to answer the requests by calling the task directly, `batch` requests at a time as the
     worker batches them (click-through: one user after another over the same candidates as served;
-    next-item: `recommend_many` on the batch). One untimed warm-up request first."""
+    next-item: `recommend_many` on the batch). The worker must be idle: it shares the model."""
     task, cfg, model = recommender.task, recommender.cfg, recommender.adapter.model
     model.eval()
-
-    def answer(group: list[str]) -> None:
-        if recommender.task_name == "ctr":
-            for user in group:
-                task.recommend(model, cfg, user, K, {"items": recommender._candidates(user)})
-        else:
-            task.recommend_many(model, cfg, group, K, {})
-
-    answer(users[:1])
     start = time.perf_counter()
     for i in range(0, len(users), batch):
-        answer(users[i : i + batch])
+        group = users[i : i + batch]
+        if recommender.task_name == "ctr":
+            for user in group:
+                task.recommend(model, cfg, user, K, {"items": recommender.candidates(user)})
+        else:
+            task.recommend_many(model, cfg, group, K, {})
     return time.perf_counter() - start
 
 
-# --- served: HTTP clients against the app ---------------------------------------------------------------
+# one request: when it was sent (perf_counter), its latency, whether it succeeded, the version that answered
+_Result = namedtuple("_Result", "start ms ok version error")
+
+
+class _Clients:
+    """`n` httpx clients (connections kept between rounds) that send a list of requests in threads."""
+
+    def __init__(self, base: str, n: int):
+        import httpx
+
+        self.http = [httpx.Client(base_url=base, timeout=SWAP_TIMEOUT_S) for _ in range(n)]
+
+    def warm(self) -> None:
+        """Open every client's connection (GET /health) before the clock starts."""
+        for http in self.http:
+            http.get("/health").raise_for_status()
+
+    def __enter__(self) -> _Clients:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for http in self.http:
+            http.close()
+
+    def send(self, users: list[str], on_half: Callable[[], None] | None = None) -> dict:
+        """GET /recommend for each user; `on_half` is called (in this thread) once half are answered."""
+        import httpx
+
+        lock, todo, half = threading.Lock(), iter(range(len(users))), threading.Event()
+        results: list = [None] * len(users)
+        answered = 0
+
+        def client(http: httpx.Client) -> None:
+            nonlocal answered
+            while True:
+                with lock:
+                    i = next(todo, None)
+                if i is None:
+                    return
+                start, ok, version, error = time.perf_counter(), False, None, None
+                try:
+                    response = http.get("/recommend", params={"user": users[i], "k": K})
+                    ok = response.is_success
+                    version = response.json().get("version") if ok else None
+                    error = None if ok else f"HTTP {response.status_code}"
+                except (httpx.HTTPError, ValueError) as exc:
+                    error = type(exc).__name__
+                results[i] = _Result(start, (time.perf_counter() - start) * 1000, ok, version, error)
+                with lock:
+                    answered += 1
+                    if answered * 2 >= len(users):
+                        half.set()
+
+        threads = [threading.Thread(target=client, args=(http,), name="bench-client") for http in self.http]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        if on_half is not None:
+            while not half.wait(0.01) and any(t.is_alive() for t in threads):
+                pass
+            on_half()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - start
+        lost = _Result(start, 0.0, False, None, "no answer")
+        return {"wall_s": wall, "results": [r or lost for r in results]}
+
+
+# --- the server -----------------------------------------------------------------------------------------
 
 
 class _Server:
-    """The app under uvicorn in a daemon thread, on a free loopback port."""
+    """The app under uvicorn in a daemon thread, on a free loopback port; entering gives its URL."""
 
     def __init__(self, recommender: Recommender):
         import uvicorn
 
         from lifelora.serve.app import create_app
 
-        config = uvicorn.Config(
-            create_app(recommender), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
-        )
-        self.server = uvicorn.Server(config)
+        app = create_app(recommender)
+        self.server = uvicorn.Server(uvicorn.Config(app, port=0, log_level="warning", lifespan="off"))
         self.thread = threading.Thread(target=self.server.run, name="bench-uvicorn", daemon=True)
 
     def __enter__(self) -> str:
@@ -241,96 +394,11 @@ class _Server:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise LifeloraError("bench serve: the server did not start on 127.0.0.1")
             time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
+        return f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
 
     def __exit__(self, *exc_info: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
-
-
-def _serve(recommender: Recommender, users: list[str], n_clients: int, second: Path, log) -> dict:
-    """Latencies of the requests sent by `n_clients` threads, a new version published and activated after
-    half of them are answered; `wall_s` from the first request to the last answer."""
-    import httpx
-
-    n = len(users)
-    lock = threading.Lock()
-    todo = iter(range(n))
-    answered = 0
-    half = threading.Event()
-    ready = threading.Barrier(n_clients + 1)
-    # per request: (start, end, ok, version or None)
-    results: list[tuple[float, float, bool, int | None] | None] = [None] * n
-    errors: Counter = Counter()
-
-    def client(base: str) -> None:
-        nonlocal answered
-        with httpx.Client(base_url=base, timeout=600) as http:
-            try:
-                http.get("/health")  # the connection is open before the clock starts
-            finally:
-                ready.wait(timeout=600)
-            while True:
-                with lock:
-                    i = next(todo, None)
-                if i is None:
-                    return
-                start = time.perf_counter()
-                try:
-                    response = http.get("/recommend", params={"user": users[i], "k": K})
-                    ok = response.is_success
-                    version = response.json().get("version") if ok else None
-                    if not ok:
-                        errors[f"HTTP {response.status_code}"] += 1
-                except (httpx.HTTPError, ValueError) as exc:
-                    ok, version = False, None
-                    errors[type(exc).__name__] += 1
-                results[i] = (start, time.perf_counter(), ok, version)
-                with lock:
-                    answered += 1
-                    if answered >= n // 2:
-                        half.set()
-
-    store = VersionStore(recommender.run_dir)
-    with _Server(recommender) as base:
-        threads = [
-            threading.Thread(target=client, args=(base,), name=f"bench-client-{c}") for c in range(n_clients)
-        ]
-        for thread in threads:
-            thread.start()
-        ready.wait(timeout=600)
-        start = time.perf_counter()
-        while not half.wait(0.05) and any(t.is_alive() for t in threads):
-            pass
-        published = time.perf_counter()
-        number = store.publish(second, {"note": "bench serve: the adapter perturbed"}, activate=True)
-        while recommender.active != number and any(t.is_alive() for t in threads):
-            time.sleep(0.005)
-        active_at = time.perf_counter() if recommender.active == number else None
-        for thread in threads:
-            thread.join()
-        wall = time.perf_counter() - start
-    if active_at is not None:
-        log(f"bench serve: version {number} active {active_at - published:.2f} s after its publish began")
-    done = [r for r in results if r is not None]
-    latencies = np.array([(end - begin) * 1000 for begin, end, _, _ in done])
-    versions = Counter(v for *_, v in done if v is not None)
-    after = [r for r in done if active_at is not None and r[0] >= active_at]
-    return {
-        "wall_s": wall,
-        "p50_ms": round(float(np.percentile(latencies, 50)), 2),
-        "p99_ms": round(float(np.percentile(latencies, 99)), 2),
-        "failed": sum(not ok for _, _, ok, _ in done) + (n - len(done)),
-        **({"errors": dict(errors)} if errors else {}),
-        "swap": {
-            "version": number,
-            "publish_to_active_s": round(active_at - published, 3) if active_at is not None else None,
-            "answers_per_version": {str(v): c for v, c in sorted(versions.items())},
-            "sent_after_activation": len(after),
-            "old_version_after_activation": sum(v != number for *_, v in after),
-        },
-    }
 
 
 # --- results --------------------------------------------------------------------------------------------
@@ -354,7 +422,7 @@ def _print_table(figures: dict) -> None:
 
     from lifelora.report import print_table
 
-    swap = figures["swap"]
+    swap, rounds = figures["swap"], figures["served_vs_offline_rounds"]
     verdict = "meets" if figures["served_vs_offline"] >= TARGET else "below"
     table = Table(title=f"lifelora serve: {figures['model']}, {figures['task']} on {figures['dataset']}")
     table.add_column("figure")
@@ -365,11 +433,9 @@ def _print_table(figures: dict) -> None:
         ("requests per second", f"{figures['requests_per_s']:.2f}"),
         ("failed", str(figures["failed"])),
         ("served ÷ offline", f"{figures['served_vs_offline']:.2f} ({verdict} the {TARGET} target)"),
+        ("per round: median", f"{rounds['median']:.2f} ({rounds['min']:.2f}–{rounds['max']:.2f})"),
         ("served / offline time", f"{figures['served_s']:.1f} / {figures['offline_s']:.1f} s"),
-        (
-            "swap: publish → active",
-            f"{swap['publish_to_active_s']} s" if swap["publish_to_active_s"] is not None else "–",
-        ),
+        ("swap: publish → active", f"{swap['publish_to_active_s']:.2f} s"),
         ("answers per version", ", ".join(f"v{v}: {n}" for v, n in swap["answers_per_version"].items())),
         (
             "precision, batch",

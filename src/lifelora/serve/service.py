@@ -18,6 +18,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from lifelora.tasks.runs import open_task, task_in, trained_config
 
 FEEDBACK_FILE = "feedback.sqlite"
 POLL_S = 0.2  # how often the active version is looked up on disk (another process may switch it)
+CONTROL_POLL_S = 0.05  # how long an idle worker waits for a request before looking for a version to load
 
 
 class Limits(BaseModel):
@@ -162,6 +164,7 @@ class Recommender:
         self.served: Counter = Counter()  # requests answered per version
         self.batches: Counter = Counter()  # batch sizes
         self._queue: queue.Queue = queue.Queue(maxsize=self.limits.max_queue)
+        self._control: queue.Queue = queue.Queue()  # versions to load
         self._held: deque[Job] = deque()  # taken from the queue, waiting for a batch of their kind
         self._pending: Counter = Counter()  # requests per version not answered yet
         self._lock = threading.Lock()
@@ -211,10 +214,13 @@ class Recommender:
     # --- the worker -----------------------------------------------------------------------------------
 
     def _next_batch(self) -> list[Job]:
-        """Up to `max_batch` jobs of one kind and one version, waiting up to `max_wait_ms` for more."""
-        first = self._held.popleft() if self._held else self._queue.get(timeout=POLL_S)
-        if first.kind == "load":
-            return [first]
+        """A version to load (first: it never waits behind requests), else up to `max_batch` requests of
+        one kind and one version, waiting up to `max_wait_ms` for more."""
+        try:
+            return [self._control.get_nowait()]
+        except queue.Empty:
+            pass
+        first = self._held.popleft() if self._held else self._queue.get(timeout=CONTROL_POLL_S)
         batch, others = [first], deque()
         while self._held and len(batch) < self.limits.max_batch:
             job = self._held.popleft()
@@ -240,21 +246,31 @@ class Recommender:
                 self._load(batch[0])
                 continue
             self._use(batch[0].version)
-            try:
-                results = self._run(batch)
-            except Exception as exc:  # every waiting request gets the error, the worker goes on
-                results = [exc] * len(batch)
             self.batches[len(batch)] += 1
-            with self._lock:
+            if batch[0].kind == "recommend" and self.task_name != "ctr":
+                self._answer(batch, partial(self._recommend_together, batch))
+            else:  # the task scores one user at a time: each request is answered as soon as it is done
                 for job in batch:
-                    self._pending[job.version] -= 1
-                    self.served[job.version] += 1
-                self._forget_unused()
-            for job, result in zip(batch, results, strict=True):
-                if isinstance(result, BaseException):
-                    job.future.set_exception(result)
-                else:
-                    job.future.set_result((result, job.version))
+                    self._answer([job], partial(self._one, job))
+
+    def _answer(self, jobs: list[Job], compute: Callable[[], list[Any]]) -> None:
+        """Run `compute` for `jobs` and settle their futures (an error goes to every one of them)."""
+        try:
+            with torch.inference_mode():
+                self.adapter.model.eval()
+                results = compute()
+        except Exception as exc:  # the requests get the error, the worker goes on
+            results = [exc] * len(jobs)
+        with self._lock:
+            for job in jobs:
+                self._pending[job.version] -= 1
+                self.served[job.version] += 1
+            self._forget_unused()
+        for job, result in zip(jobs, results, strict=True):
+            if isinstance(result, BaseException):
+                job.future.set_exception(result)
+            else:
+                job.future.set_result((result, job.version))
 
     def _use(self, version: int) -> None:
         if version != self.live:
@@ -264,24 +280,21 @@ class Recommender:
                     live[name].copy_(value)
             self.live = version
 
-    @torch.inference_mode()
-    def _run(self, batch: list[Job]) -> list[Any]:
-        model, cfg, task = self.adapter.model, self.cfg, self.task
-        model.eval()
-        if batch[0].kind == "score":
-            return [
-                [float(p) for p in task.score_items(model, cfg, job.args["user"], job.args["items"])]
-                for job in batch
-            ]
+    def _recommend_together(self, batch: list[Job]) -> list[list[dict]]:
+        """One search over every user of the batch (next-item's beams), each cut to its own k."""
         k = max(job.args["k"] for job in batch)
         users = [job.args["user"] for job in batch]
-        if self.task_name == "ctr":
-            found = [task.recommend(model, cfg, user, k, {"items": self._candidates(user)}) for user in users]
-        else:
-            found = task.recommend_many(model, cfg, users, k, {})
+        found = self.task.recommend_many(self.adapter.model, self.cfg, users, k, {})
         return [self._rows(top, job.args["k"]) for top, job in zip(found, batch, strict=True)]
 
-    def _candidates(self, user: str) -> str:
+    def _one(self, job: Job) -> list[Any]:
+        model, cfg, user = self.adapter.model, self.cfg, job.args["user"]
+        if job.kind == "score":
+            return [[float(p) for p in self.task.score_items(model, cfg, user, job.args["items"])]]
+        options = {"items": self.candidates(user)} if self.task_name == "ctr" else {}
+        return [self._rows(self.task.recommend(model, cfg, user, job.args["k"], options), job.args["k"])]
+
+    def candidates(self, user: str) -> str:
         """Click-through: the most popular items the user has not interacted with, for the LLM to re-rank."""
         data = self.task.data
         unseen = set(data.unseen_items(data.user_index(user)).tolist())
@@ -332,9 +345,10 @@ class Recommender:
                 self.switch(number).result()
 
     def switch(self, number: int) -> Future:
-        """Load version `number` (in the worker, between batches) and make it active; a future of None."""
+        """Load version `number` (in the worker, before any waiting request) and make it active; a future
+        of None."""
         job = Job("load", number, {})
-        self._queue.put(job)
+        self._control.put(job)
         return job.future
 
     def _load(self, job: Job) -> None:
