@@ -45,6 +45,18 @@ def trained_run(task: str, model_dir: Path, data_dir: Path, run_dir: Path, **sec
     return run_dir
 
 
+def tiny_runs(root: Path, tasks: tuple[str, ...] = ("next-item",)) -> dict[str, Path]:
+    """Trained runs of `tasks` on one synthetic dataset and one tiny model under `root` (and "data":
+    the prepared data's directory)."""
+    from synthetic import synthetic_prepared
+    from tiny_llm import save_tiny
+
+    data_dir = root / "prepared"
+    synthetic_prepared(data_dir, name="ml-synthetic")
+    model_dir = save_tiny(root / "tiny")
+    return {"data": data_dir, **{task: trained_run(task, model_dir, data_dir, root / task) for task in tasks}}
+
+
 def perturbed_adapter(run_dir: Path, out: Path, scale: float = 3.0, seed: int = 7) -> Path:
     """The run's adapter with every LoRA B factor moved (another version, visibly different answers)."""
     from lifelora.tasks.runs import task_in, trained_config

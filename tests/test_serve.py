@@ -8,9 +8,7 @@ import threading
 
 import pytest
 from fastapi.testclient import TestClient
-from serving import perturbed_adapter, trained_run
-from synthetic import synthetic_prepared
-from tiny_llm import save_tiny
+from serving import perturbed_adapter, tiny_runs
 
 from lifelora.serve.app import create_app
 from lifelora.serve.service import Limits, Recommender
@@ -20,14 +18,7 @@ from lifelora.serve.versions import VersionStore
 @pytest.fixture(scope="module")
 def runs(home, tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
-    data_dir = root / "prepared"
-    synthetic_prepared(data_dir, name="ml-synthetic")
-    model_dir = save_tiny(root / "tiny")
-    return {
-        "next-item": trained_run("next-item", model_dir, data_dir, root / "next-item"),
-        "ctr": trained_run("ctr", model_dir, data_dir, root / "ctr"),
-        "root": root,
-    }
+    return {**tiny_runs(root, ("next-item", "ctr")), "root": root}
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from serving import perturbed_adapter, trained_run
-from synthetic import synthetic_prepared
-from tiny_llm import save_tiny
+from serving import perturbed_adapter, tiny_runs
 
 from lifelora.serve.feedback import FeedbackLog
 from lifelora.serve.versions import VersionStore
@@ -37,16 +35,8 @@ PHASE_CAP_S = 60
 @pytest.fixture(scope="module")
 def runs(home, tmp_path_factory):
     root = tmp_path_factory.mktemp("serve-load")
-    data_dir = root / "prepared"
-    synthetic_prepared(data_dir, name="ml-synthetic")
-    model_dir = save_tiny(root / "tiny")
-    run = trained_run("next-item", model_dir, data_dir, root / "next-item")
-    return {
-        "next-item": run,
-        "ctr": trained_run("ctr", model_dir, data_dir, root / "ctr"),
-        "v2": perturbed_adapter(run, root / "v2"),
-        "root": root,
-    }
+    runs = tiny_runs(root, ("next-item", "ctr"))
+    return {**runs, "v2": perturbed_adapter(runs["next-item"], root / "v2"), "root": root}
 
 
 def _event(**fields) -> dict:

@@ -18,9 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from serving import perturbed_adapter, trained_run
-from synthetic import synthetic_prepared
-from tiny_llm import save_tiny
+from serving import perturbed_adapter, tiny_runs
 
 from lifelora.serve.app import create_app
 from lifelora.serve.service import Limits, Recommender
@@ -64,9 +62,7 @@ def browser():
 def recommender(home, tmp_path_factory):
     """A tiny next-item run serving version 2 (a perturbed adapter with metrics) after version 1."""
     root = tmp_path_factory.mktemp("page")
-    data_dir = root / "prepared"
-    synthetic_prepared(data_dir, name="ml-synthetic")
-    run = trained_run("next-item", save_tiny(root / "tiny"), data_dir, root / "next-item")
+    run = tiny_runs(root)["next-item"]
     served = Recommender(run, Limits(max_batch=4, max_wait_ms=10), log=lambda _m: None)
     try:
         store = VersionStore(run)

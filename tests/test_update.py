@@ -7,9 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from serving import trained_run
-from synthetic import synthetic_prepared
-from tiny_llm import save_tiny
+from serving import tiny_runs
 
 from lifelora.config import load_config
 from lifelora.data.prepared import PreparedData
@@ -24,10 +22,8 @@ from lifelora.serve.versions import VersionStore
 @pytest.fixture(scope="module")
 def setup(home, tmp_path_factory):
     root = tmp_path_factory.mktemp("update")
-    data_dir = root / "prepared"
-    synthetic_prepared(data_dir, name="ml-synthetic")
-    model_dir = save_tiny(root / "tiny")
-    return trained_run("next-item", model_dir, data_dir, root / "run"), PreparedData.load(data_dir)
+    runs = tiny_runs(root)
+    return runs["next-item"], PreparedData.load(runs["data"])
 
 
 def _events(data: PreparedData, users: int, per_user: int, start: int = 0) -> list[FeedbackEvent]:
