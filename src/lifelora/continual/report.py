@@ -105,6 +105,8 @@ def seed_result(root: Path, title: str, cfg: ContinualConfig) -> dict:
         for t in range(1, n)
         if (root / title / f"period-{t}" / "done.json").is_file()
     ]
+    if len(seconds) + 1 < n:  # still running: its means would be over other blocks than the others'
+        result["summary"] = dict.fromkeys(result["summary"], math.nan)
     result["summary"]["seconds"] = float(sum(seconds))
     result["summary"]["periods_done"] = len(seconds) + 1
     result["summary"].update(_storage(root, title, n))
@@ -135,7 +137,7 @@ def summarize(run_dir: Path, cfg: ContinualConfig) -> dict:
 def table_columns(task: str) -> list[str]:
     first = headline(task)[0]
     return [*headline(task), f"{first} next", f"{first} returning", f"{first} new", "bwt", "forgetting",
-            "adapters", "adapter_mb", "seconds"]  # fmt: skip
+            "adapters", "adapter_mb", "seconds", "periods_done"]  # fmt: skip
 
 
 def _cell(mean: float, std: float, key: str) -> str:
