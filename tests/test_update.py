@@ -67,6 +67,8 @@ def test_an_update_trains_from_the_active_version_and_publishes_within_tolerance
     assert set(info["metrics"]) >= {"ndcg@10", "hit@10"}
     assert decision["held_out"] > 0 and decision["train"]["drift"]["distance"] > 0
     store.verify(2)
+    paired = decision["paired"]  # new − active on the same held-out users, with its interval
+    assert paired["low"] <= paired["difference"] <= paired["high"] and "p = " in decision["reason"]
     # the next update starts after what version 2 learnt from: nothing new yet
     again = update(run, settings, log=lambda _m: None)
     assert again["feedback"]["events"] == 0 and again["published"] is None
@@ -128,3 +130,28 @@ def test_the_cli_prints_the_decision_as_json(setup, run_cli):
     assert read_json(run / "versions" / "active.json")["active"] >= 1
     bad = run_cli("update", run, "no_such_setting=1")
     assert bad.code == 2 and len(bad.error_lines) == 1
+
+
+def test_paired_differences_read_each_tasks_own_predictions(tmp_path):
+    import polars as pl
+
+    from lifelora.tasks.ctr.task import CTRTask
+    from lifelora.tasks.next_item.task import NextItemTask
+
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.mkdir(), theirs.mkdir()
+    ranks = {"ours": [0, 1, None, 3], "theirs": [0, None, None, 12]}
+    for side, directory in (("ours", ours), ("theirs", theirs)):
+        pl.DataFrame({"user_idx": [1, 2, 3, 4], "rank": ranks[side]}).write_parquet(
+            directory / "ranked_block-1.parquet"
+        )
+        scores = [0.9, 0.2, 0.8, 0.3] if side == "ours" else [0.2, 0.9, 0.3, 0.8]
+        pl.DataFrame({"sample_id": [1, 2, 3, 4], "label": [1, 0, 1, 0], "score": scores}).write_parquet(
+            directory / "predictions_block-1.parquet"
+        )
+    hits = NextItemTask.paired_difference(None, ours, theirs, "block-1", "hit@10")
+    assert hits["difference"] == pytest.approx((3 - 1) / 4)
+    assert NextItemTask.paired_difference(None, ours, theirs, "block-1", "mrr") is None
+    auc = CTRTask.paired_difference(None, ours, theirs, "block-1", "AUC")
+    assert auc["difference"] == pytest.approx(1.0)
+    assert CTRTask.paired_difference(None, ours, theirs, "block-1", "LogLoss") is None

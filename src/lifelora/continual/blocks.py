@@ -16,7 +16,7 @@ from lifelora.continual.config import ContinualConfig
 from lifelora.continual.engine import eval_path, model_after
 from lifelora.io import read_json
 from lifelora.metrics.intervals import mean_interval, paired_mean_difference
-from lifelora.metrics.ranking import ndcg_gains
+from lifelora.metrics.ranking import NOT_FOUND, metric_gains
 
 Z95 = 1.959963984540054
 BASELINE = "finetune"  # paired differences are taken against the single evolving adapter
@@ -35,9 +35,7 @@ def outcomes(root: Path, cfg: ContinualConfig, title: str, block: int) -> pl.Dat
 
 def gains(ranks: pl.Series, metric: str) -> np.ndarray:
     """Per-user value of `metric` (hit@K or ndcg@K) from 0-based ranks (null: a miss)."""
-    name, k = metric.split("@")
-    ranks = ranks.fill_null(np.iinfo(np.int64).max // 2).to_numpy().astype(np.int64)
-    return (ranks < int(k)).astype(np.float64) if name == "hit" else ndcg_gains(ranks, int(k))
+    return metric_gains(ranks.fill_null(NOT_FOUND).to_numpy(), metric)
 
 
 def _interval(values: np.ndarray) -> dict:

@@ -106,6 +106,16 @@ def ranking_metrics(ranks: np.ndarray, ks: Sequence[int] = (5, 10), cutoff: int 
     return metrics
 
 
+def metric_gains(ranks: np.ndarray, metric: str) -> np.ndarray:
+    """Per-user value of `metric` (`hit@K` or `ndcg@K`) of a single target at 0-based `ranks` (a miss:
+    `NOT_FOUND` or any rank ≥ K)."""
+    name, _, k = metric.partition("@")
+    if name not in ("hit", "ndcg") or not k.isdigit():
+        raise LifeloraError(f"metric {metric!r}: per-user values exist for hit@K and ndcg@K only")
+    ranks = np.asarray(ranks, dtype=np.int64)
+    return (ranks < int(k)).astype(np.float64) if name == "hit" else ndcg_gains(ranks, int(k))
+
+
 def ndcg_gains(ranks: np.ndarray, k: int = 10) -> np.ndarray:
     """Per-user NDCG@k of a single target at 0-based `ranks` (`NOT_FOUND` or beyond k: 0): what paired
     comparisons of two models on the same users average."""

@@ -262,16 +262,23 @@ def update(
     finally:
         active_adapter.unload()
     done = read_json(seed_root / strategy.title / "period-1" / "done.json")
-    after = read_json(eval_path(seed_root / "evals", step_cfg, done["model"], 1, 1))
+    candidate_file = eval_path(seed_root / "evals", step_cfg, done["model"], 1, 1)
+    after = read_json(candidate_file)
+    active_file = eval_path(seed_root / "evals", step_cfg, FIRST, 1, 1)
 
     metric = settings.metric or task_type.headline[0]
     publish, reason = decide(before, after, metric, settings.tolerance)
+    paired = task.paired_difference(candidate_file.parent, active_file.parent, candidate_file.stem, metric)
+    if paired is not None:
+        reason += (f"; new − active {paired['difference']:+.4f} [{paired['low']:+.4f}, {paired['high']:+.4f}], "
+                   f"p = {paired['p_value']:.2f}, on {tested} held-out")  # fmt: skip
     decision.update(
         strategy=strategy.title,
         metric=metric,
         active=before[metric],
         candidate=after[metric],
         tolerance=settings.tolerance,
+        paired=paired,
         candidate_metrics=metric_values(after),
         active_metrics=metric_values(before),
         train=done.get("train"),

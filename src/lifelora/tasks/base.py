@@ -127,6 +127,12 @@ class Task(ABC):
     def group_metrics(self, cfg: Any, samples: Any, outcome: np.ndarray, mask: np.ndarray) -> dict | None:
         """The metrics of the rows in `mask` (None when they are undefined there)."""
 
+    def paired_difference(self, ours: Path, theirs: Path, name: str, metric: str) -> dict | None:
+        """`metric` of one model minus another's on the same rows, with its paired 95% interval and p-value,
+        from what `evaluate_examples` wrote under `name` into each directory (None: no paired test of
+        `metric` for this task)."""
+        return None
+
     def run_summary(self, cfg: Any) -> dict:
         """What a run's metrics.json records besides the generic fields."""
         return {}

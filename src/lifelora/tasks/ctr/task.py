@@ -26,6 +26,7 @@ from lifelora.llm.backbone import Backbone, load_backbone
 from lifelora.llm.item_embeddings import item_embeddings
 from lifelora.llm.logits import next_token_loss
 from lifelora.metrics.ctr import ctr_metrics
+from lifelora.metrics.intervals import paired_auc_difference
 from lifelora.report import METRIC_ORDER
 from lifelora.tasks.base import Recommendation, SampleRows, Task
 from lifelora.tasks.ctr.config import CTRConfig, PromptSettings
@@ -157,6 +158,19 @@ class CTRTask(SampleRows, Task):
             )
         top = rank_candidates(self, model, cfg, user_idx, pool, k)
         return Recommendation(top, f"top {k} of {len(pool)} for user {user} ({self.data.name})", "score")
+
+    def paired_difference(self, ours: Path, theirs: Path, name: str, metric: str) -> dict | None:
+        """AUC only: DeLong's paired test on the rows both scored."""
+        if metric != "AUC":
+            return None
+        file = f"predictions_{name}.parquet"
+        both = pl.read_parquet(ours / file).join(
+            pl.read_parquet(theirs / file).select("sample_id", "score"), on="sample_id", suffix="_theirs"
+        )
+        labels = both["label"].to_numpy()
+        if both.height < 2 or labels.min() == labels.max():
+            return None
+        return paired_auc_difference(labels, both["score"].to_numpy(), both["score_theirs"].to_numpy())
 
     def score_items(
         self, model: torch.nn.Module, cfg: CTRConfig, user: str, items: Sequence[str]

@@ -27,7 +27,8 @@ from lifelora.llm.backbone import Backbone, load_backbone
 from lifelora.llm.item_text import item_titles
 from lifelora.llm.logits import tail_logits, training_inputs
 from lifelora.llm.vocabulary import add_code_tokens
-from lifelora.metrics.ranking import NOT_FOUND, ranking_metrics, ranks_from_lists, target_ranks
+from lifelora.metrics.intervals import paired_mean_difference
+from lifelora.metrics.ranking import NOT_FOUND, metric_gains, ranking_metrics, ranks_from_lists, target_ranks
 from lifelora.report import NEXT_ITEM_COLUMNS
 from lifelora.tasks.base import Recommendation, Task
 from lifelora.tasks.next_item.config import NextItemConfig
@@ -236,6 +237,21 @@ class NextItemTask(Task):
                 out_dir / f"ranked_{name}.parquet", self.ranked_lists(examples, items, scores, ranks)
             )
         return metrics, ranks
+
+    def paired_difference(self, ours: Path, theirs: Path, name: str, metric: str) -> dict | None:
+        """hit@K / ndcg@K: the paired mean difference over the users both were tested on."""
+        if not metric.startswith(("hit@", "ndcg@")):
+            return None
+        file = f"ranked_{name}.parquet"
+        both = (
+            pl.read_parquet(ours / file)
+            .select("user_idx", "rank")
+            .join(pl.read_parquet(theirs / file).select("user_idx", "rank"), on="user_idx", suffix="_theirs")
+        )
+        if both.height < 2:
+            return None
+        ranks = [both[c].fill_null(NOT_FOUND).to_numpy() for c in ("rank", "rank_theirs")]
+        return paired_mean_difference(*(metric_gains(r, metric) for r in ranks))
 
     @staticmethod
     def _cutoff(cfg: NextItemConfig) -> int | None:
