@@ -9,6 +9,7 @@ from lifelora.data.prepare import Preset
 from lifelora.errors import LifeloraError
 from lifelora.lens.din.config import LensConfig
 from lifelora.lens.sasrec.config import SASRecConfig
+from lifelora.serve.update import UpdateSettings
 from lifelora.tasks.ctr.config import CTRConfig
 from lifelora.tasks.next_item.config import NextItemConfig
 
@@ -30,6 +31,7 @@ def test_every_shipped_config_parses(path):
         "next_item": NextItemConfig,
         "continual": ContinualNextItemConfig,
         "continual-ctr": ContinualCTRConfig,
+        "update": UpdateSettings,
     }[section]
     config = load_config(model, path)
     assert isinstance(config, model)

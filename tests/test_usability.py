@@ -87,6 +87,8 @@ def test_lens_and_llm_commands_default_to_the_demo_dataset():
 
     assert CTRConfig().dataset == LensConfig().dataset == "ml-100k"
     for path in SHIPPED_CONFIGS.rglob("*.yaml"):
+        if path.parent.name == "update":  # settings of `lifelora update`, applied to a run that has its data
+            continue
         assert "dataset" in yaml.safe_load(path.read_text()), f"{path.name} must name its dataset"
 
 

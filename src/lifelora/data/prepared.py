@@ -24,6 +24,12 @@ class History:
     mask: np.ndarray  # bool [n, K]
 
 
+def fingerprints(meta: dict) -> tuple[str, ...]:
+    """A prepared dataset's fingerprint and those of the datasets it extends (the same users and items
+    with interactions appended, e.g. a served run's feedback): what was made for those fits it too."""
+    return (meta["fingerprint"], *meta.get("extends", ()))
+
+
 @dataclass
 class PreparedData:
     """The prepared tables (time periods over them: `lifelora.data.periods`)."""
@@ -54,12 +60,6 @@ class PreparedData:
     @property
     def name(self) -> str:
         return self.meta["dataset"]
-
-    @property
-    def fingerprints(self) -> tuple[str, ...]:
-        """This data's fingerprint and those of the datasets it extends (the same users and items with
-        interactions appended, e.g. a served run's feedback): what was made for those fits this too."""
-        return (self.meta["fingerprint"], *self.meta.get("extends", ()))
 
     @property
     def split_names(self) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lifelora.data.prepared import PreparedData
+from lifelora.data.prepared import PreparedData, fingerprints
 from lifelora.data.sequential import seen_before
 from lifelora.errors import LifeloraError
 from lifelora.io import atomic_dir, read_json, write_json
@@ -64,7 +64,7 @@ class Lens(ABC):
         """The lens's own prediction for each sample (P(click), or every item's next-item score)."""
 
     def check_matches(self, data: PreparedData) -> None:
-        if self.fingerprint not in data.fingerprints:
+        if self.fingerprint not in fingerprints(data.meta):
             raise LifeloraError(
                 f"{data.directory}: this {self.what} was trained on another dataset "
                 f"(fingerprint {self.fingerprint}, data {data.meta['fingerprint']})"

@@ -32,7 +32,7 @@ from lifelora.continual.engine import FIRST, eval_path, evaluate_model, restore_
 from lifelora.continual.strategies import AnyStrategyConfig, PesoConfig, make_strategy
 from lifelora.continual.stream import Stream
 from lifelora.data.prepare import Preset, prepare, save_prepared
-from lifelora.data.prepared import PreparedData
+from lifelora.data.prepared import PreparedData, fingerprints
 from lifelora.data.raw import RawDataset
 from lifelora.errors import LifeloraError
 from lifelora.io import read_json, write_json
@@ -131,7 +131,7 @@ def with_feedback(
         data.name, pl.concat([base, extra]), items, users, f"{data.directory} + feedback", codes
     ).validate()
     prepared = prepare(raw, Preset.model_validate(data.meta["preset"]))
-    prepared["meta"]["extends"] = list(data.fingerprints)  # the served data's lens and codes still fit
+    prepared["meta"]["extends"] = list(fingerprints(data.meta))  # the served data's lens and codes still fit
     save_prepared(prepared, directory)
     counts = {
         "events_new": int((extra["period"] == 1).sum()),

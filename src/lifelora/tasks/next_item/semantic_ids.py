@@ -19,7 +19,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.numpy import load_file, save_file
 
-from lifelora.data.prepared import PreparedData
+from lifelora.data.prepared import PreparedData, fingerprints
 from lifelora.errors import LifeloraError
 from lifelora.io import atomic_dir, lifelora_home, read_json, write_json
 from lifelora.llm.backbone import model_key
@@ -138,7 +138,7 @@ class ItemCodes:
         """Codes index items by item_idx, so they only fit the item table they were made for."""
         theirs = items_fingerprint(data)
         if self.fingerprint not in {
-            f"{fingerprint}-{data.items.height}items" for fingerprint in data.fingerprints
+            f"{fingerprint}-{data.items.height}items" for fingerprint in fingerprints(data.meta)
         }:
             where = self.directory or "these semantic IDs"
             raise LifeloraError(
