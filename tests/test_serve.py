@@ -13,6 +13,12 @@ from serving import perturbed_adapter, tiny_runs
 from lifelora.serve.app import create_app
 from lifelora.serve.service import Limits, Recommender
 from lifelora.serve.versions import VersionStore
+from lifelora.tasks.ctr.ranking import popular_candidates
+
+
+def _span(data, user: str) -> tuple[int, int]:
+    row = data.users.row(data.user_index(user), named=True)
+    return int(row["seq_offset"]), int(row["seq_len"])
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +130,10 @@ def test_click_through_scores_are_the_tasks_probabilities(runs):
         assert all(0 <= s["p_yes"] <= 1 for s in body["scores"])
         top = client.get("/recommend", params={"user": "3", "k": 4}).json()
         assert top["path"] == "adapter" and len(top["items"]) == 4
+        data = recommender.task.data  # the LLM re-ranks the user's most popular unseen items
+        pool = popular_candidates(data, data.user_index("3"), recommender.limits.candidates)
+        assert {row["item"] for row in top["items"]} <= set(recommender.item_ids[pool])
+        assert not set(pool) & set(data.sequences["item_idx"].slice(*_span(data, "3")).to_list())
         cold = client.post("/score", json={"user": "new-user", "items": ["5"]}).json()
         assert cold["path"].startswith("cold-start")
     finally:

@@ -84,13 +84,13 @@ def test_the_new_period_holds_the_new_feedback_after_the_served_data(setup, tmp_
             (2, "e2", data.users["user"][0], data.items["item"][4], "click", 1.0, 6, 0.0),
             (3, "e3", "brand-new", data.items["item"][5], "click", 0.0, 7, 0.0)]  # fmt: skip
     events = pl.DataFrame(rows, schema=COLUMNS, orient="row")
-    interactions = feedback_interactions(events, "next-item", 5.0, 1.0)
+    interactions = feedback_interactions(events, False, 5.0, 1.0)
     assert interactions["rating"].to_list() == [4.0, 5.0]  # a skipped item is not a next item
     prepared, counts = with_feedback(data, interactions, since=1, directory=tmp_path / "with")
     assert counts["events_new"] == 1 and counts["events_before"] == 1
     periods = prepared.sequences["period"].to_numpy()
     assert periods.sum() == 1 and prepared.sequences.height == data.sequences.height + 2
-    ctr = feedback_interactions(events, "ctr", 5.0, 1.0)
+    ctr = feedback_interactions(events, True, 5.0, 1.0)
     assert ctr["rating"].to_list() == [4.0, 5.0, 1.0]
 
 

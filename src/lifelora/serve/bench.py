@@ -136,7 +136,7 @@ def run_serve_bench(
         "max_wait_ms": limits.max_wait_ms,
         "offline_batch": batch,
         "batch_sizes": {str(size): n for size, n in batches.items()},
-        **({"candidates": limits.candidates} if task == "ctr" else {}),
+        "recommend_options": recommender.recommend_options,
         **({"errors": rounds["errors"]} if rounds["errors"] else {}),
         "swap": rounds["swap"],
         "torch_threads": torch.get_num_threads(),
@@ -296,11 +296,12 @@ def _offline_seconds(recommender: Recommender, users: list[str], batch: int) -> 
     start = time.perf_counter()
     for i in range(0, len(users), batch):
         group = users[i : i + batch]
-        if recommender.task_name == "ctr":
-            for user in group:
-                task.recommend(model, cfg, user, K, {"items": recommender.candidates(user)})
+        options = recommender.recommend_options
+        if task.recommends_together:
+            task.recommend_many(model, cfg, group, K, options)
         else:
-            task.recommend_many(model, cfg, group, K, {})
+            for user in group:
+                task.recommend(model, cfg, user, K, options)
     return time.perf_counter() - start
 
 

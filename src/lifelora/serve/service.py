@@ -154,6 +154,8 @@ class Recommender:
         self.item_index = {item: i for i, item in enumerate(self.item_ids)}
         self.known_users = set(data.users.filter(data.users["seq_len"] > 0)["user"].cast(str).to_list())
         self.titles = self._titles()
+        # a task that ranks a candidate pool (click-through) re-ranks the user's most popular unseen items
+        self.recommend_options = {"pool": "popular", "candidates": self.limits.candidates}
 
         self.task.before_adapter(self.cfg)
         number = self.versions.active()
@@ -247,7 +249,7 @@ class Recommender:
                 continue
             self._use(batch[0].version)
             self.batches[len(batch)] += 1
-            if batch[0].kind == "recommend" and self.task_name != "ctr":
+            if batch[0].kind == "recommend" and self.task.recommends_together:
                 self._answer(batch, partial(self._recommend_together, batch))
             else:  # the task scores one user at a time: each request is answered as soon as it is done
                 for job in batch:
@@ -284,22 +286,15 @@ class Recommender:
         """One search over every user of the batch (next-item's beams), each cut to its own k."""
         k = max(job.args["k"] for job in batch)
         users = [job.args["user"] for job in batch]
-        found = self.task.recommend_many(self.adapter.model, self.cfg, users, k, {})
+        found = self.task.recommend_many(self.adapter.model, self.cfg, users, k, self.recommend_options)
         return [self._rows(top, job.args["k"]) for top, job in zip(found, batch, strict=True)]
 
     def _one(self, job: Job) -> list[Any]:
         model, cfg, user = self.adapter.model, self.cfg, job.args["user"]
         if job.kind == "score":
             return [[float(p) for p in self.task.score_items(model, cfg, user, job.args["items"])]]
-        options = {"items": self.candidates(user)} if self.task_name == "ctr" else {}
-        return [self._rows(self.task.recommend(model, cfg, user, job.args["k"], options), job.args["k"])]
-
-    def candidates(self, user: str) -> str:
-        """Click-through: the most popular items the user has not interacted with, for the LLM to re-rank."""
-        data = self.task.data
-        unseen = set(data.unseen_items(data.user_index(user)).tolist())
-        pool = [int(i) for i in self.popular if int(i) in unseen][: self.limits.candidates]
-        return ",".join(self.item_ids[pool])
+        top = self.task.recommend(model, cfg, user, job.args["k"], self.recommend_options)
+        return [self._rows(top, job.args["k"])]
 
     def _rows(self, top, k: int) -> list[dict]:
         table = top.table.head(k)

@@ -65,7 +65,10 @@ class UpdateSettings(BaseModel):
     )
     min_events: int = Field(20, ge=1, description="fewer new events than this: nothing to learn yet")
     min_user_events: int = Field(
-        3, ge=1, description="next-item: users with fewer new events neither train nor test in the step"
+        3,
+        ge=1,
+        description="users with fewer new events neither train nor test in the step (next-item: "
+        "the newest tests, the one before validates)",
     )
     metric: str | None = Field(None, description="the deciding metric (default: the task's first headline)")
     tolerance: float = Field(
@@ -74,16 +77,16 @@ class UpdateSettings(BaseModel):
     activate: bool = Field(True, description="make a published version active")
 
 
-def feedback_interactions(events: pl.DataFrame, task: str, top: float, low: float) -> pl.DataFrame:
+def feedback_interactions(events: pl.DataFrame, negatives: bool, top: float, low: float) -> pl.DataFrame:
     """Events as (user, item, rating, seq): clicks become the `top` rating, skipped items the `low` one;
-    next-item keeps what the user chose (ratings and clicks)."""
+    without `negatives` (a task that learns only what users chose, next-item) skipped items are left out."""
     rating = (
         pl.when(pl.col("kind") == "click")
         .then(pl.when(pl.col("value") > 0).then(pl.lit(top)).otherwise(pl.lit(low)))
         .otherwise(pl.col("value"))
     )
     frame = events.with_columns(rating=rating.cast(pl.Float64))
-    if task != "ctr":
+    if not negatives:
         frame = frame.filter((pl.col("kind") != "click") | (pl.col("value") > 0))
     return frame.select("user", "item", "rating", "seq")
 
@@ -156,7 +159,7 @@ def _step_config(cfg: Any, settings: UpdateSettings, data_dir: Path) -> Any:
         "strategies": [settings.strategy.model_dump(mode="json")],
         "later_lr": settings.lr_scale,
         "later_lr_for": "all",
-        "min_period_items": settings.min_user_events if cfg.task != "ctr" else 1,
+        "min_period_items": settings.min_user_events,
         "select": "last",
         "matrix": "same",
         "seeds": [cfg.train.seed],
@@ -233,7 +236,9 @@ def update(
     catalogue = served.items["item"].cast(pl.Utf8)
     unknown_items = everything.filter(~pl.col("item").is_in(catalogue.to_list())).height
     everything = everything.filter(pl.col("item").is_in(catalogue.to_list()))
-    interactions = feedback_interactions(everything, name, max(top, threshold + 1), min(low, threshold))
+    interactions = feedback_interactions(
+        everything, task_type.learns_from_negatives, max(top, threshold + 1), min(low, threshold)
+    )
     data, counts = with_feedback(served, interactions, since, root / "data")
     decision["feedback"].update(counts, events_of_unknown_items_left_out=unknown_items)
 

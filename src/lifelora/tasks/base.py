@@ -49,6 +49,8 @@ class Task(ABC):
     evaluate_merged: ClassVar[bool] = False  # evaluate on LoRA weights merged into the base (long decoding)
     options: ClassVar[dict[str, str]] = {}  # command-line options of this task only: flag → config key
     continual_baselines: ClassVar[tuple[str, ...]] = ()  # non-LLM rows a continual run may add (ranked)
+    recommends_together: ClassVar[bool] = False  # `recommend_many` runs a batch of users in one pass
+    learns_from_negatives: ClassVar[bool] = False  # a shown item the user skipped is a training example
 
     data: PreparedData
     backbone: Any

@@ -21,6 +21,13 @@ def sample_candidates(data: PreparedData, user: int, n: int, seed: int) -> np.nd
     return np.random.default_rng(seed).choice(unseen, size=min(n, len(unseen)), replace=False)
 
 
+def popular_candidates(data: PreparedData, user: int, n: int) -> np.ndarray:
+    """The `n` items with the most interactions that the user never interacted with, most popular first."""
+    counts = np.bincount(data.sequences["item_idx"].to_numpy(), minlength=data.items.height)
+    unseen = data.unseen_items(user)
+    return unseen[np.argsort(-counts[unseen], kind="stable")[:n]]
+
+
 def candidate_scores(
     task: Task, model, cfg: CTRConfig, user: int, candidates: np.ndarray, batch_size: int = 32
 ) -> np.ndarray:

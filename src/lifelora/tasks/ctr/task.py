@@ -32,7 +32,12 @@ from lifelora.tasks.base import Recommendation, SampleRows, Task
 from lifelora.tasks.ctr.config import CTRConfig, PromptSettings
 from lifelora.tasks.ctr.examples import CTRExamples
 from lifelora.tasks.ctr.prompts import PromptBuilder
-from lifelora.tasks.ctr.ranking import candidate_scores, rank_candidates, sample_candidates
+from lifelora.tasks.ctr.ranking import (
+    candidate_scores,
+    popular_candidates,
+    rank_candidates,
+    sample_candidates,
+)
 from lifelora.tasks.ctr.scoring import score_prompts
 
 SPLIT_SHARES = (0.8, 0.1, 0.1)  # a period's samples in time order: train / valid / test
@@ -47,6 +52,7 @@ class CTRTask(SampleRows, Task):
     loss_name = "answer CE"
     columns = METRIC_ORDER
     headline = ("AUC", "LogLoss")
+    learns_from_negatives = True  # labels come from ratings: a skipped item is a "no"
 
     def __init__(self, data: PreparedData, backbone: Backbone | str, log=print):
         self.data, self.log = data, log
@@ -145,13 +151,16 @@ class CTRTask(SampleRows, Task):
     def recommend(
         self, model: torch.nn.Module, cfg: CTRConfig, user: str, k: int, options: dict
     ) -> Recommendation:
-        """The top-`k` of `options["items"]` (raw ids, comma-separated) or of `options["candidates"]`
-        random items the user has not rated (seed `options["seed"]`)."""
+        """The top-`k` of `options["items"]` (raw ids, comma-separated) or of `options["candidates"]` items
+        the user has not rated: the most popular with `options["pool"] == "popular"` (the server), else
+        random ones (seed `options["seed"]`)."""
         user_idx = self.data.user_index(user)
         items = options.get("items")
         if items:
             keys = [key.strip() for key in items.split(",") if key.strip()]
             pool = self.data.item_indices(keys, "--items")
+        elif options.get("pool") == "popular":
+            pool = popular_candidates(self.data, user_idx, options.get("candidates", 100))
         else:
             pool = sample_candidates(
                 self.data, user_idx, options.get("candidates", 100), options.get("seed", 0)

@@ -67,6 +67,7 @@ class NextItemTask(Task):
     loss_name = "code CE"
     columns = NEXT_ITEM_COLUMNS
     headline = ("ndcg@10", "hit@10", "ndcg@5", "hit@5")
+    recommends_together = True  # one beam search over every user's prompt
     evaluate_merged = True
     options: ClassVar[dict[str, str]] = {"decoding": "eval.decoding"}
     continual_baselines: ClassVar[tuple[str, ...]] = ("popularity", "sasrec")
