@@ -95,6 +95,7 @@ def test_health_metrics_and_openapi(served):
     _, client = served
     assert client.get("/health").json()["active_version"] >= 1
     client.get("/recommend", params={"user": "3", "k": 2})
+    assert sum(client.get("/health").json()["answered"].values()) >= 1
     text = client.get("/metrics").text
     assert 'lifelora_requests_total{endpoint="/recommend",status="200"}' in text
     assert "lifelora_active_version" in text

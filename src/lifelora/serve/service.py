@@ -391,6 +391,7 @@ class Recommender:
                 "active_version": self.active,
                 "loaded_versions": sorted(self.weights),
                 "queued": self._queue.qsize() + len(self._held),
+                "answered": {str(version): n for version, n in sorted(self.served.items())},
                 "activation_error": self.activation_error,
             }
 
