@@ -197,7 +197,7 @@ def create_app(recommender: Recommender, api_key: str | None = None) -> FastAPI:
         start = time.perf_counter()
         if not recommender.is_known(user):
             items, version, path = (
-                recommender.cold_start(user, k),
+                recommender.cold_start(k),
                 recommender.active,
                 "cold-start: popularity",
             )

@@ -27,7 +27,9 @@ import torch
 from pydantic import BaseModel, Field
 
 from lifelora.adapters import Adapter, load
+from lifelora.data.embedded import EMBEDDED
 from lifelora.errors import LifeloraError
+from lifelora.io import read_json
 from lifelora.serve.feedback import FeedbackLog, open_log
 from lifelora.serve.versions import VersionStore
 from lifelora.tasks.base import Task
@@ -68,8 +70,6 @@ class Job:
 
 def first_version_meta(run_dir: Path, task: Task, cfg: Any) -> dict:
     """What version 1 (the trained run's own adapter) records: where it comes from and how it scored."""
-    from lifelora.io import read_json
-
     metrics_file = run_dir / "metrics.json"
     summary = read_json(metrics_file) if metrics_file.is_file() else {}
     split = cfg.eval.split
@@ -98,8 +98,6 @@ def metric_values(metrics: dict) -> dict:
 
 def model_identity(task: Task, cfg: Any) -> dict:
     """The base model, task and adapter kind a version belongs to (every version of a run shares them)."""
-    from lifelora.data.embedded import EMBEDDED
-
     asset = EMBEDDED.get(cfg.model)
     revision = f"{asset.requirement} sha256:{asset.sha256[:16]}" if asset else None
     return {
@@ -190,7 +188,7 @@ class Recommender:
         """A future of (P(yes) per item, version)."""
         return self._submit("score", {"user": user, "items": list(items)})
 
-    def cold_start(self, user: str, k: int) -> list[dict]:
+    def cold_start(self, k: int) -> list[dict]:
         """The most popular items (score: their interaction count): what a user the data has never seen gets."""
         return [self._row(rank + 1, int(i), float(self.counts[i])) for rank, i in enumerate(self.popular[:k])]
 

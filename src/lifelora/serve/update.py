@@ -16,6 +16,7 @@ next-item learns only from ratings and clicks.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -34,13 +35,14 @@ from lifelora.continual.stream import Stream
 from lifelora.data.prepare import Preset, prepare, save_prepared
 from lifelora.data.prepared import PreparedData, fingerprints
 from lifelora.data.raw import RawDataset
+from lifelora.data.store import open_prepared
 from lifelora.errors import LifeloraError
 from lifelora.io import read_json, write_json
 from lifelora.serve.feedback import open_log
 from lifelora.serve.service import FEEDBACK_FILE, first_version_meta, metric_values, model_identity
 from lifelora.serve.versions import VersionStore
 from lifelora.tasks.registry import task_class
-from lifelora.tasks.runs import task_in, trained_config
+from lifelora.tasks.runs import open_task, task_in, trained_config
 
 UPDATES = "updates"
 DECISIONS = "decisions.jsonl"
@@ -179,8 +181,6 @@ def _write_first_period(root: Path, adapter_dir: Path, version: int) -> None:
 
 def _log_decision(run_dir: Path, decision: dict) -> None:
     """One line per update in RUN_DIR/updates/decisions.jsonl (appended; the file is the audit trail)."""
-    import json
-
     path = run_dir / UPDATES / DECISIONS
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
@@ -202,8 +202,6 @@ def update(
     versions = VersionStore(run_dir)
     active = versions.active()
     if active is None:
-        from lifelora.tasks.runs import open_task
-
         meta = first_version_meta(run_dir, open_task(name, cfg, log, run_dir), cfg)
         active = versions.publish(run_dir / "adapter", meta, activate=True)
     info = versions.info(active)
@@ -227,8 +225,6 @@ def update(
     root = run_dir / UPDATES / f"{number:04d}"
     root.mkdir(parents=True, exist_ok=True)
     log(f"update {number}: {new.height} new events since version {active} (feedback seq {since}..{upto}]")
-    from lifelora.data.store import open_prepared
-
     served = open_prepared(cfg.dataset, cfg.preset, cfg.data_dir)
     threshold = float(served.meta["preset"]["label_threshold"])
     top = float(served.sequences["rating"].max())
