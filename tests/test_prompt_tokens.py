@@ -10,6 +10,7 @@ import pytest
 from tiny_llm import save_tiny, tiny_tokenizer
 
 from lifelora.data.history import recent_positions
+from lifelora.io import lifelora_home
 from lifelora.tasks.ctr.config import CTRConfig
 from lifelora.tasks.ctr.examples import CTRExamples
 from lifelora.tasks.ctr.prompts import LAYOUTS, PromptBuilder, common_prefix_length
@@ -19,6 +20,7 @@ from lifelora.tasks.ctr.task import CTRTask
 
 # Titles whose first or last characters a byte-level BPE joins to the text around them ("***'",
 # ")***.", "****"), besides plain ones.
+CACHE = lifelora_home()  # the real cache, read before the `home` fixture points elsewhere
 TRICKY = [
     "'Til There Was You",
     '"Great Performances" Cats',
@@ -162,16 +164,21 @@ def test_ranked_scores_equal_the_scores_of_whole_prompts(home, data, tmp_path):
 
 @pytest.fixture(scope="module")
 def smollm2():
+    """The embedded tokenizer from the real cache: under this module's `home` it would be converted again."""
     from lifelora.llm.backbone import load_backbone
 
-    return load_backbone("smollm2-135m").tokenizer
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LIFELORA_HOME", str(CACHE))
+        return load_backbone("smollm2-135m").tokenizer
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("dataset", ["ml-100k", "ml-1m"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_real_prompt_ids_are_the_tokenizers_ids_for_the_text(smollm2, dataset, layout):
+def test_real_prompt_ids_are_the_tokenizers_ids_for_the_text(smollm2, dataset, layout, monkeypatch):
     from lifelora.data.store import open_prepared
+
+    monkeypatch.setenv("LIFELORA_HOME", str(CACHE))  # the embedded data as prepared in the real cache
 
     data = open_prepared(dataset, prepare_missing=True)
     builder = PromptBuilder(smollm2, data.name, data.users, data.items, layout=layout)

@@ -71,7 +71,7 @@ def bench_continual(quick: bool, dataset: str | None, log, model: str | None = N
         )
         for name, hook_list in hooks.items()
     }
-    rounds = 3 if quick else 6
+    rounds = 2 if quick else 6
     log(f"timing next-item training steps of {backbone.name} ({precision}), batch {batch} × {length}: "
         f"single evolving LoRA vs PESO (softmax-KL, L2), {rounds} rounds")  # fmt: skip
     times = interleave({name: (lambda step=step: step(lm, ctx)) for name, step in steps.items()}, rounds)

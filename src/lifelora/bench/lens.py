@@ -53,7 +53,7 @@ def bench_lens(quick: bool, dataset: str | None, log) -> dict:
     in_bf16 = config.model_copy(update={"train": config.train.model_copy(update={"precision": "bf16"})})
     in_fp32 = config.model_copy(update={"train": config.train.model_copy(update={"precision": "fp32"})})
     ratio = alternate(
-        _train_step(in_bf16, data), _train_step(in_fp32, data), 4 if quick else 8, ("bf16", "fp32")
+        _train_step(in_bf16, data), _train_step(in_fp32, data), 2 if quick else 8, ("bf16", "fp32")
     )
     return {
         "dataset": dataset,

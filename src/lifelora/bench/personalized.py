@@ -177,7 +177,7 @@ def bench_personalized(quick: bool, dataset: str | None, log, model: str | None 
     backbone, _ = bench_backbone(model, log)
     q_proj = backbone.model.model.layers[0].self_attn.q_proj
     d_in, d_out = q_proj.in_features, q_proj.out_features
-    pairs, model_pairs = (3, 3) if quick else (7, 5)
+    pairs, model_pairs = (2, 2) if quick else (7, 5)
     precisions = measured_precisions()
 
     shared, personalized = _layers(d_in, d_out, config)

@@ -29,7 +29,7 @@ def bench_scoring(quick: bool, dataset: str | None, log, model: str | None = Non
     ids = torch.randint(
         100, lm.config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(0)
     )
-    rounds = 3 if quick else 5
+    rounds = 2 if quick else 5
 
     def naive():
         return lm(input_ids=ids, use_cache=False).logits[:, -1]

@@ -57,7 +57,7 @@ def bench_train_step(quick: bool, dataset: str | None, log, model: str | None = 
         ctx.batch = {"input_ids": tokens, "labels": labels[: len(tokens)]}
         steps[precision](lm, ctx)
 
-    pairs = 3 if quick else 5
+    pairs = 2 if quick else 5
     log(f"timing a LoRA training step of {backbone.name}, batch {batch} × {length} tokens, bf16 vs fp32")
     ratio = bf16_vs_fp32(step, ids, pairs)
     if native_bf16():

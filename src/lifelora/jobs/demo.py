@@ -32,7 +32,7 @@ LENSES = (
 SHARED_LORA_CONFIG = "llm/lora-ml100k-demo.yaml"
 RECLORA_CONFIG = "llm/reclora-ml100k-demo.yaml"
 QUICK_LENS = ["train.epochs=1", "train.max_train_samples=20000"]
-QUICK_LLM = ["subset.train=16", "subset.eval=48", "prompt.history=3"]
+QUICK_LLM = ["subset.train=8", "subset.eval=24", "prompt.history=3"]
 LLM_ROW_DIRS = ("zero-shot", "shared-lora", "reclora")
 INTERVAL = "AUC 95% CI"
 COLUMNS = ("samples", "AUC", INTERVAL, "gAUC", "LogLoss", "ACC")

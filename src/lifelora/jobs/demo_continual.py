@@ -26,8 +26,8 @@ from lifelora.run import new_run_dir, record_run
 
 CONFIG = "continual/peso-ml100k-demo.yaml"
 QUICK = [
-    "subset.train=16",
-    "subset.eval=16",
+    "subset.train=8",
+    "subset.eval=8",
     "prompt.history=5",
     "continual.periods.fractions=[0.6, 0.2, 0.2]",
 ]
