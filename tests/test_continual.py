@@ -3,6 +3,8 @@ computations and PESO's closed form, warm start, resume-after-a-period equality,
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -198,9 +200,17 @@ def test_a_killed_run_resumes_after_its_last_period_and_reaches_the_same_result(
     name = config.title
     (resumed / name / "period-2" / "done.json").unlink()  # killed during period 2
     run_strategy(stream, make_strategy(config), 5, resumed, log=lambda _m: None)
+    assert_same_adapter(stream, whole / name / "period-2", resumed / name / "period-2")
+    block = read_json(whole / name / "period-2" / "done.json")["model"]
+    path = f"evals/{block}/block-2.json"
+    assert read_json(whole / path)["ndcg@10"] == read_json(resumed / path)["ndcg@10"]
+
+
+def assert_same_adapter(stream, a: Path, b: Path) -> None:
+    """The adapters saved in two period directories are equal, branch by branch, bit for bit."""
     states = []
-    for root in (whole, resumed):
-        adapter = restore_period(root / name / "period-2", stream.task.backbone.model, None)
+    for directory in (a, b):
+        adapter = restore_period(directory, stream.task.backbone.model, None)
         states.append(
             {f"{b}/{k}": v.clone() for b in adapter.branches for k, v in adapter.branch_parameters(b).items()}
         )
@@ -208,9 +218,38 @@ def test_a_killed_run_resumes_after_its_last_period_and_reaches_the_same_result(
     assert states[0].keys() == states[1].keys()
     for key, value in states[0].items():
         torch.testing.assert_close(states[1][key], value, rtol=0, atol=0)
-    block = read_json(whole / name / "period-2" / "done.json")["model"]
-    path = f"evals/{block}/block-2.json"
-    assert read_json(whole / path)["ndcg@10"] == read_json(resumed / path)["ndcg@10"]
+
+
+def test_a_run_copied_without_its_adapters_trains_again_only_what_it_must(stream, tmp_path):
+    """Committed results carry no adapters: on a fresh clone a finished strategy needs nothing, an
+    unfinished one trains period 0 and its own periods again (seeded) to the same weights."""
+    import shutil
+
+    from pydantic import TypeAdapter
+
+    from lifelora.continual.strategies import AnyStrategyConfig
+
+    finished, unfinished = (
+        TypeAdapter(AnyStrategyConfig).validate_python({"name": name}) for name in ("finetune", "sdlora")
+    )
+    whole, copied = tmp_path / "whole", tmp_path / "copied"
+    for root in (whole, copied):
+        train_first_period(stream, 5, root)
+        for config in (finished, unfinished):
+            run_strategy(stream, make_strategy(config), 5, root, log=lambda _m: None)
+    for adapter in list(copied.rglob("adapter")):
+        shutil.rmtree(adapter)
+    for state in copied.rglob("strategy.safetensors"):
+        state.unlink()
+    (copied / "sdlora" / "period-2" / "done.json").unlink()
+    logs = []
+    train_first_period(stream, 5, copied, log=logs.append)
+    run_strategy(stream, make_strategy(finished), 5, copied, log=logs.append)
+    assert not (copied / FIRST / "adapter").exists() and not logs  # nothing needed the adapters
+    run_strategy(stream, make_strategy(unfinished), 5, copied, log=logs.append)
+    assert any("not on disk" in line for line in logs)
+    assert_same_adapter(stream, whole / "sdlora" / "period-2", copied / "sdlora" / "period-2")
+    assert (copied / "sdlora" / "period-1" / "strategy.safetensors").is_file()
 
 
 def test_run_writes_the_table_and_plot_and_pretrain_never_trains_after_period_0(stream, tmp_path):

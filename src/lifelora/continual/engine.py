@@ -71,6 +71,16 @@ def is_done(directory: Path) -> bool:
     return (directory / "done.json").is_file()
 
 
+def restorable(directory: Path) -> bool:
+    """A done period whose adapter (and strategy state, where it had one) is on disk: committed results
+    carry neither, so on another machine a period can be done without being restorable."""
+    if not (is_done(directory) and (directory / "branches.json").is_file()):
+        return False
+    saved = read_json(directory / "branches.json")
+    adapters = all((directory / "adapter" / branch).is_dir() for branch in saved["branches"])
+    return adapters and (not saved.get("state") or (directory / "strategy.safetensors").is_file())
+
+
 def save_period(directory: Path, adapter: Adapter, strategy: Strategy | None, summary: dict) -> None:
     """Every branch of the adapter, the strategy's state, then `done.json` (the period counts as done)."""
     for branch in adapter.branches:
@@ -78,8 +88,11 @@ def save_period(directory: Path, adapter: Adapter, strategy: Strategy | None, su
     trainable = {
         b: any(p.requires_grad for p in adapter.branch_parameters(b).values()) for b in adapter.branches
     }
-    write_json(directory / "branches.json", {"branches": adapter.branches, "trainable": trainable})
     state = {} if strategy is None else strategy.state_dict()
+    write_json(
+        directory / "branches.json",
+        {"branches": adapter.branches, "trainable": trainable, "state": bool(state)},
+    )
     if state:
         with atomic_path(directory / "strategy.safetensors") as tmp:
             save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
@@ -163,11 +176,18 @@ def _train(
     return {k: v for k, v in result.items() if k not in ("is_main_process", "model")}
 
 
-def train_first_period(stream: Stream, seed: int, root: Path) -> None:
-    """Period 0, shared by every strategy: a fresh adapter on D1 at D1's learning rate, evaluated."""
+def train_first_period(
+    stream: Stream, seed: int, root: Path, need_adapter: bool = False, log: Callable[[str], object] = print
+) -> None:
+    """Period 0, shared by every strategy: a fresh adapter on D1 at D1's learning rate, evaluated. Done
+    without its adapter on disk, it trains again (seeded) only when a strategy needs the adapter."""
     directory = root / FIRST
-    if is_done(directory):
+    if restorable(directory) or (is_done(directory) and not need_adapter):
         return
+    if is_done(directory):
+        log(
+            f"{directory}: done, but its adapter is not on disk (results travel without adapters): training it again"
+        )
     start = time.perf_counter()
     stream.use_period(0)
     adapter = stream.build(period_seed(seed, 0))
@@ -180,9 +200,8 @@ def train_first_period(stream: Stream, seed: int, root: Path) -> None:
         adapter.unload()
 
 
-def _last_done(directory: Path, n_periods: int) -> int:
-    done = [t for t in range(1, n_periods) if is_done(directory / f"period-{t}")]
-    return max(done, default=0)
+def _last(directory: Path, n_periods: int, finished: Callable[[Path], bool]) -> int:
+    return max((t for t in range(1, n_periods) if finished(directory / f"period-{t}")), default=0)
 
 
 def run_strategy(
@@ -191,9 +210,12 @@ def run_strategy(
     """Periods 1.. of one strategy from the shared period 0 (or from its last finished period)."""
     base = stream.task.backbone.model
     directory = root / strategy.title
-    last = _last_done(directory, stream.n_periods)
-    if last == stream.n_periods - 1:
+    done = _last(directory, stream.n_periods, is_done)
+    if done == stream.n_periods - 1:
         return
+    last = _last(directory, stream.n_periods, restorable)
+    if last < done:
+        log(f"{strategy.title}: period {done}'s adapter is not on disk: training again after period {last}")
     pool = stream.pool()
 
     def context(period: int, adapter: Adapter) -> PeriodContext:
@@ -213,6 +235,7 @@ def run_strategy(
 
     stream.use_period(last)
     if last == 0:
+        train_first_period(stream, seed, root, need_adapter=True, log=log)
         adapter = restore_period(root / FIRST, base, None)
         strategy.end_period(context(0, adapter))
         model_key = FIRST

@@ -55,7 +55,7 @@ def run_continual(
     for seed in cfg.continual.seeds:
         root = run_dir / f"seed-{seed}"
         log(f"seed {seed}: period 0 (shared by every strategy)")
-        train_first_period(stream, seed, root)
+        train_first_period(stream, seed, root, log=log)
         for strategy_cfg in cfg.continual.strategies:
             log(f"seed {seed}: {strategy_cfg.title}")
             run_strategy(stream, make_strategy(strategy_cfg), seed, root, log)
