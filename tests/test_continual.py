@@ -407,6 +407,10 @@ def test_cli_runs_resumes_reports_and_rejects_bad_input(run_cli, data, llama_dir
     recorded = yaml.safe_load((run / "config.yaml").read_text())["continual"]["strategies"]
     assert [s["name"] for s in recorded] == ["pretrain", "finetune", "peso"]  # the whole protocol
     assert not (run / "seed-42" / "pretrain").exists()
+    from lifelora.continual.report import summarize
+
+    two_seeds = continual_config(llama_dir, seeds=[42, 7])
+    assert summarize(run, two_seeds)["seeds"] == [42]  # the report names only the seeds that ran
     more = run_cli("continual", "run", "-c", path, "--strategies", "pretrain", "--run-dir", run)
     assert more.code == 0 and (run / "seed-42" / "pretrain" / "period-2" / "done.json").is_file()
     other = run_cli("continual", "run", "-c", path, "train.lr=0.5", "--run-dir", run)

@@ -116,12 +116,9 @@ def seed_result(root: Path, title: str, cfg: ContinualConfig) -> dict:
 def summarize(run_dir: Path, cfg: ContinualConfig) -> dict:
     """Every strategy over every seed: per-seed results, mean and std of each summary figure."""
     strategies = {}
+    ran = [seed for seed in cfg.continual.seeds if (run_dir / f"seed-{seed}").is_dir()]
     for strategy in cfg.continual.strategies:
-        seeds = {
-            str(seed): seed_result(run_dir / f"seed-{seed}", strategy.title, cfg)
-            for seed in cfg.continual.seeds
-            if (run_dir / f"seed-{seed}").is_dir()
-        }
+        seeds = {str(seed): seed_result(run_dir / f"seed-{seed}", strategy.title, cfg) for seed in ran}
         keys = next(iter(seeds.values()))["summary"].keys() if seeds else []
         mean, std = {}, {}
         for key in keys:
@@ -131,7 +128,7 @@ def summarize(run_dir: Path, cfg: ContinualConfig) -> dict:
             std[key] = float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
         strategies[strategy.title] = {"seeds": seeds, "mean": mean, "std": std}
     return {"task": cfg.task, "dataset": cfg.dataset, "model": cfg.model, "metric": headline(cfg.task)[0],
-            "periods": cfg.continual.periods.n_periods, "seeds": cfg.continual.seeds, "strategies": strategies}  # fmt: skip
+            "periods": cfg.continual.periods.n_periods, "seeds": ran, "strategies": strategies}  # fmt: skip
 
 
 def table_columns(task: str) -> list[str]:
