@@ -610,3 +610,27 @@ def test_the_released_kl_preserves_nothing_measurable_and_the_sized_kl_does_like
     assert moved["l2"] == pytest.approx(1 / (1 + lam), abs=1e-6)
     assert moved["softmax_kl"] > 0.999
     assert moved["softmax_kl_sized"] == pytest.approx(1 / (1 + lam), abs=0.01)
+
+
+def test_lambda_is_chosen_on_validation_loss_once_every_candidate_has_finished(llama_dir, tmp_path):
+    from lifelora.continual.selection import choices
+    from lifelora.io import write_json
+
+    strategies = [
+        {"name": "finetune"},
+        {"name": "peso", "label": "peso-0.5", "weight": 0.5},
+        {"name": "peso", "label": "peso-2", "weight": 2.0},
+        {"name": "peso", "label": "l2", "proximal": "l2", "weight": 2.0},
+    ]
+    cfg = continual_config(llama_dir, strategies, seeds=[1, 2])  # 3 periods; seed 2 never ran
+    losses = {"finetune": [4.0, 4.0], "peso-0.5": [5.0, 3.0], "peso-2": [4.5, 4.4], "l2": [1.0, 1.0]}
+    for title, (best, other) in losses.items():
+        for period in (1, 2):
+            train = {"best_epoch": 2, "valid_losses": [other + period, best + period]}  # epoch 2 kept
+            write_json(tmp_path / "seed-1" / title / f"period-{period}" / "done.json", {"train": train})
+    (found,) = choices(tmp_path, cfg)  # finetune and l2 have no alternatives: no choice to make
+    assert found["family"] == "peso softmax_kl" and found["seeds"] == [1]
+    assert found["validation_loss"] == {"peso-0.5": 6.5, "peso-2": 6.0} and found["chosen"] == "peso-2"
+    (tmp_path / "seed-1" / "peso-0.5" / "period-2" / "done.json").unlink()
+    (found,) = choices(tmp_path, cfg)
+    assert found["validation_loss"]["peso-0.5"] is None and found["chosen"] is None

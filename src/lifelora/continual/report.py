@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from lifelora.continual import blocks
+from lifelora.continual import blocks, selection
 from lifelora.continual.config import ContinualConfig
 from lifelora.continual.engine import FIRST, blocks_after, eval_path, model_after
 from lifelora.io import atomic_path, read_json, write_json
@@ -221,6 +221,9 @@ def write_report(run_dir: Path, cfg: ContinualConfig) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # means of all-NaN slices are NaN, as intended
         summary = summarize(run_dir, cfg)
+        found = selection.choices(run_dir, cfg)
+        if found:
+            summary["chosen_on_validation"] = found
         write_json(run_dir / "results.json", summary)
         ranked = tuple(m for m in headline(cfg.task) if m.split("@")[0] in ("hit", "ndcg"))
         intervals = blocks.block_intervals(run_dir, cfg, ranked) if ranked else {}
@@ -237,6 +240,8 @@ def write_report(run_dir: Path, cfg: ContinualConfig) -> dict:
                 "block t",
                 bands=shaded,
             )
+        if found:
+            text += "\n" + selection.choices_markdown(found, cfg.continual.periods.n_periods)
         force = blocks.proximal_force(run_dir, cfg)
         if force:
             write_json(run_dir / "force.json", force)

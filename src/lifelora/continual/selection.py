@@ -1,0 +1,74 @@
+"""Settings chosen on validation, never on the test blocks. Strategies of one family (the same method
+and settings but for λ, such as PESO's softmax-KL at λ 0.5, 2 and 8) are candidates; the chosen one has
+the lowest validation loss of its kept epochs, averaged over blocks 1.. and over the seeds that ran. The
+same rule holds for every family. A family is decided only once every candidate has finished every block
+in every seed that ran."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lifelora.continual.config import ContinualConfig
+from lifelora.io import read_json
+
+VARIED = {"label", "weight"}  # what may differ within a family
+
+
+def validation_loss(root: Path, title: str, n_periods: int) -> float | None:
+    """The mean over periods 1.. of the kept epoch's validation loss; None until every period has
+    trained with a validation loss recorded."""
+    losses = []
+    for period in range(1, n_periods):
+        done = root / title / f"period-{period}" / "done.json"
+        train = read_json(done)["train"] if done.is_file() else None
+        if not train or not train.get("valid_losses"):
+            return None
+        losses.append(train["valid_losses"][train["best_epoch"] - 1])
+    return float(np.mean(losses))
+
+
+def choices(run_dir: Path, cfg: ContinualConfig) -> list[dict]:
+    """One entry per family of two or more strategies: its name, each candidate's validation loss (None
+    while unfinished) and the chosen title (None until all have finished)."""
+    families: dict[str, list] = {}
+    for strategy in cfg.continual.strategies:
+        key = json.dumps(strategy.model_dump(mode="json", exclude=VARIED), sort_keys=True)
+        families.setdefault(key, []).append(strategy)
+    ran = [seed for seed in cfg.continual.seeds if (run_dir / f"seed-{seed}").is_dir()]
+    n_periods = cfg.continual.periods.n_periods
+    found = []
+    for members in (m for m in families.values() if len(m) > 1):
+        losses = {}
+        for strategy in members:
+            per_seed = [validation_loss(run_dir / f"seed-{seed}", strategy.title, n_periods) for seed in ran]
+            losses[strategy.title] = None if not ran or None in per_seed else float(np.mean(per_seed))
+        finished = None not in losses.values()
+        first = members[0]
+        found.append({
+            "family": " ".join(str(v) for k, v in first.model_dump().items() if k not in VARIED),
+            "validation_loss": losses,
+            "chosen": min(losses, key=losses.get) if finished else None,
+            "seeds": ran,
+        })  # fmt: skip
+    return found
+
+
+def choices_markdown(found: list[dict], n_periods: int) -> str:
+    lines = [
+        f"**Chosen on validation** (the kept epochs' validation loss, mean over blocks 1..{n_periods - 1} "
+        "and the seeds that ran; the test blocks are never consulted):",
+        "",
+        "| family | candidates: validation loss | chosen |",
+        "|---|---|---|",
+    ]
+    for family in found:
+        losses = ", ".join(
+            f"{title} {'–' if loss is None else f'{loss:.5f}'}"
+            for title, loss in family["validation_loss"].items()
+        )
+        chosen = family["chosen"] or "– (not every candidate has finished)"
+        lines.append(f"| {family['family']} | {losses} | {chosen} |")
+    return "\n".join(lines) + "\n"
