@@ -99,6 +99,42 @@ def test_beam_never_invalid_and_matches_exact_with_enough_beams(base_tokenizer, 
     assert torch.allclose(torch.logsumexp(exact, 1), torch.logsumexp(top_scores, 1), atol=1e-4)
 
 
+@pytest.mark.parametrize(("n_items", "sizes"), TRIES[1:4], ids=[str(s) for _, s in TRIES[1:4]])
+def test_excluded_items_never_come_back_and_the_rest_rank_as_exact_scoring_ranks_them(
+    base_tokenizer, n_items, sizes
+):
+    rng = np.random.default_rng(n_items)
+    codes = random_codes(rng, sizes, n_items)
+    trie = CodeTrie(codes, sizes)
+    model, tokenizer, table = coded_model(base_tokenizer, sizes, seed=n_items)
+    prompts = random_prompts(rng, 3)
+    decoding = CodeDecoding(trie, table, tokenizer.pad_token_id, batch_size=2, precision=FP32)
+    siblings = np.flatnonzero((codes[:, :-1] == codes[0, :-1]).all(1))  # a whole last-level subtree
+    exclude = [rng.choice(n_items, n_items // 2, replace=False), siblings, np.zeros(0, dtype=np.int64)]
+    exact = exact_scores(model, prompts, decoding, chunk_size=5)
+    for row, items in enumerate(exclude):
+        exact[row, items] = -torch.inf
+    for beams in (2, n_items):
+        items, scores = beam_search(model, prompts, decoding, beams=beams, exclude=exclude)
+        for row, excluded in enumerate(exclude):
+            kept = n_items - len(excluded)
+            found = items[row][items[row] >= 0]
+            assert len(found) == min(beams, kept) and not set(found.tolist()) & set(excluded.tolist())
+            assert torch.allclose(scores[row, : len(found)], exact[row, found], atol=1e-4)
+            if beams == n_items:  # a search wide enough to be exact: the others, best first
+                assert torch.equal(found, torch.argsort(exact[row], descending=True, stable=True)[:kept])
+
+
+def test_exhausted_nodes_are_those_whose_every_item_is_excluded():
+    codes = np.array([[0, 0], [0, 1], [1, 0], [1, 1], [1, 1]])  # items 3 and 4 share a code
+    trie = CodeTrie(codes, (2, 2), shared=True)
+    depth1, depth2 = trie.exhausted([np.array([0, 1, 3]), np.array([3, 4]), np.array([2])])
+    n1, n2 = trie.node_counts[1], trie.node_counts[2]
+    assert depth1.tolist() == [0 * n1 + 0]  # row 0 excluded both items under code 0
+    leaf = trie.node_of(torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]])).tolist()
+    assert sorted(depth2.tolist()) == sorted([leaf[0], leaf[1], n2 + leaf[3], 2 * n2 + leaf[2]])
+
+
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
 def test_exact_ranking_equals_scoring_every_code_from_scratch(base_tokenizer, kind):
     sizes = (4, 3, 3)

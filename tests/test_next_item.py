@@ -214,3 +214,18 @@ def test_cli_errors_are_one_line(run_cli, data, llama_dir, tmp_path, home):
     assert ctr_decoding.code == 2 and "--decoding: only for --task next-item" in ctr_decoding.stderr
     unknown_user = run_cli("recommend", "nobody", "-c", cfg_file, "--task", "next-item")
     assert unknown_user.code == 2 and "user 'nobody' is not in ml-synthetic" in unknown_user.stderr
+
+
+def test_seen_removed_evaluation_never_recommends_an_earlier_item_of_the_user(task, llama_dir):
+    cfg = config(llama_dir, eval={"batch_size": 6, "beams": 10, "seen": "remove"})
+    examples = task.examples(cfg, "test", 12)
+    seen = task.seen_items(examples.samples)
+    assert sum(len(s) for s in seen) > 0 and len(seen) == len(examples)
+    for row, items in enumerate(seen):  # a user's earlier items, less the target
+        position = examples.samples.position[row]
+        assert len(items) <= position and examples.samples.target[row] not in items
+    ranked, _, ranks = task.decode(task.backbone.model, cfg, examples)
+    for row, items in enumerate(seen):
+        assert not set(ranked[row].tolist()) & set(task.trie.representative[items].tolist())
+    metrics, _ = task.evaluate_examples(task.backbone.model, cfg, examples, None, "test")
+    assert metrics["seen"] == "remove" and metrics["hit@10"] == float(np.mean(ranks < 10))

@@ -54,6 +54,11 @@ class NextItemEval(BaseModel):
         "beam", description="beam: trie-constrained beam search; exact: every item's code log-probability"
     )
     beams: int = Field(10, ge=1)
+    seen: Literal["keep", "remove"] = Field(
+        "keep",
+        description="keep: every item can be recommended; remove: never the user's items before the "
+        "target (the target itself excepted), the seen-removed convention of the full-ranking baselines",
+    )
     top_k: int = Field(10, ge=1, description="length of the saved ranked lists (exact decoding)")
     ks: list[int] = Field([5, 10], min_length=1)
     batch_size: int = Field(16, ge=1, description="users per decoding batch")

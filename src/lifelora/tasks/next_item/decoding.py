@@ -222,10 +222,11 @@ def _extend(model, decoding: CodeDecoding, cache, mask, lengths, users, tokens, 
         )
 
 
-def _beam_batch(model, prompts, decoding: CodeDecoding, beams: int, routing, token_routing):
+def _beam_batch(model, prompts, decoding: CodeDecoding, beams: int, routing, token_routing, exclude):
     """(items [n, beams], scores [n, beams]) for one batch of prompts; see `beam_search`."""
     trie, table = decoding.trie, decoding.token_table
     device = table.device
+    exhausted = None if exclude is None else trie.exhausted(exclude)
     first = routing if token_routing is None else token_routing
     logits, cache, mask, lengths = _prefill(model, prompts, decoding, device, first)
     n = len(prompts)
@@ -235,6 +236,8 @@ def _beam_batch(model, prompts, decoding: CodeDecoding, beams: int, routing, tok
         width = score.shape[1]
         log_probs = decoding.level_log_probs(logits, depth)
         allowed = trie.children(node.reshape(-1), depth)
+        if exhausted is not None:
+            allowed &= ~_skipped(trie, node.reshape(-1), depth, exhausted[depth], width)
         total = (score.reshape(-1, 1) + log_probs).masked_fill(~allowed, -torch.inf)
         score, flat = total.reshape(n, width * size).topk(min(beams, width * size), dim=1)
         parent, code = flat // size, flat % size
@@ -251,16 +254,30 @@ def _beam_batch(model, prompts, decoding: CodeDecoding, beams: int, routing, tok
     return items, torch.nn.functional.pad(score, (0, missing), value=-torch.inf)
 
 
-def _batched(model, prompts, decoding: CodeDecoding, routing, token_routing, desc: str, batch_fn):
-    """`batch_fn(model, prompts, decoding, routing, token_routing)` → [rows, k] array over batches of
-    similar length, each process decoding its share; the rows back in the prompts' order."""
+def _skipped(trie: CodeTrie, node: torch.Tensor, depth: int, exhausted: torch.Tensor, width: int):
+    """BoolTensor [rows, level size]: the children of each row's `node` that are exhausted for its prompt
+    (rows are prompts × `width` beams)."""
+    size = trie.level_sizes[depth]
+    codes = torch.arange(size, device=node.device).expand(len(node), size)
+    child = trie.child(node[:, None].expand(-1, size), depth, codes)
+    prompt = torch.arange(len(node), device=node.device) // width
+    keys = prompt[:, None] * trie.node_counts[depth + 1] + child
+    return (child >= 0) & torch.isin(keys, exhausted)
+
+
+def _batched(
+    model, prompts, decoding: CodeDecoding, routing, token_routing, desc: str, batch_fn, exclude=None
+):
+    """`batch_fn(model, prompts, decoding, routing, token_routing, exclude)` → [rows, k] array over
+    batches of similar length, each process decoding its share; the rows back in the prompts' order."""
     device = next(model.parameters()).device
     decoding = decoding.to(device)
 
     def run(rows: np.ndarray) -> np.ndarray:
         picked = None if routing is None else routing[torch.from_numpy(rows)].to(device)
         tokens = None if token_routing is None else [token_routing[r].to(device) for r in rows]
-        out = batch_fn(model, [prompts[r] for r in rows], decoding, picked, tokens)
+        skipped = None if exclude is None else [exclude[r] for r in rows]
+        out = batch_fn(model, [prompts[r] for r in rows], decoding, picked, tokens, skipped)
         bar.update()
         return out
 
@@ -279,6 +296,7 @@ def beam_search(
     beams: int = 10,
     routing: torch.Tensor | None = None,
     token_routing: Sequence[torch.Tensor] | None = None,
+    exclude: Sequence[np.ndarray] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(item_idx LongTensor [n, beams], log-prob FloatTensor [n, beams]) per prompt, best first, by a
     `beams`-wide search over exactly L code tokens, every step constrained to the trie.
@@ -286,20 +304,23 @@ def beam_search(
     Never an invalid item: where fewer than `beams` codes can be reached (a small catalogue or level),
     the missing ranks hold item -1 with score -inf. `routing` ([n, d], one row per prompt) is handed to
     the model's forward (a personalized adapter), repeated per beam; `token_routing` ([len(prompt), d]
-    per prompt) routes the prompt's tokens one by one instead, `routing` then the code's. Prompts are
-    left-padded and batched by length; under several processes each decodes its share
-    (`lifelora.distributed`)."""
+    per prompt) routes the prompt's tokens one by one instead, `routing` then the code's. `exclude` (item
+    ids per prompt, e.g. the user's seen items) are never returned: the search skips every code whose
+    items are all excluded, so the beams fill with the others. Prompts are left-padded and batched by
+    length; under several processes each decodes its share (`lifelora.distributed`)."""
     _check_inputs(prompts, routing, token_routing)
     if beams < 1:
         raise LifeloraError(f"beams must be ≥ 1, got {beams}")
     if not prompts:
         return torch.zeros(0, beams, dtype=torch.long), torch.zeros(0, beams)
 
-    def batch(model, prompts, decoding, routing, token_routing) -> np.ndarray:
-        items, scores = _beam_batch(model, prompts, decoding, beams, routing, token_routing)
+    def batch(model, prompts, decoding, routing, token_routing, exclude) -> np.ndarray:
+        items, scores = _beam_batch(model, prompts, decoding, beams, routing, token_routing, exclude)
         return torch.cat([items.double(), scores.double()], 1).cpu().numpy()  # exact for ids < 2**53
 
-    packed = _batched(model, prompts, decoding, routing, token_routing, "beam search", batch)
+    if exclude is not None and len(exclude) != len(prompts):
+        raise LifeloraError(f"exclude has {len(exclude)} rows for {len(prompts)} prompts")
+    packed = _batched(model, prompts, decoding, routing, token_routing, "beam search", batch, exclude)
     return packed[:, :beams].long(), packed[:, beams:].float()
 
 
@@ -356,7 +377,7 @@ def exact_scores(
     if not prompts:
         return torch.zeros(0, decoding.trie.n_items)
 
-    def batch(model, prompts, decoding, routing, token_routing) -> np.ndarray:
+    def batch(model, prompts, decoding, routing, token_routing, _exclude) -> np.ndarray:
         return _exact_batch(model, prompts, decoding, chunk_size, routing, token_routing).cpu().numpy()
 
     return _batched(model, prompts, decoding, routing, token_routing, "exact ranking", batch)

@@ -18,7 +18,7 @@ import torch
 from lifelora import distributed
 from lifelora.adapters import is_routed
 from lifelora.data.prepared import PreparedData
-from lifelora.data.sequential import NextItemSamples, block_leave_one_out, leave_one_out
+from lifelora.data.sequential import NextItemSamples, block_leave_one_out, leave_one_out, seen_before
 from lifelora.errors import LifeloraError
 from lifelora.io import write_parquet
 from lifelora.lens.periods import PeriodLenses, SequenceLenses
@@ -209,14 +209,26 @@ class NextItemTask(Task):
         decoding = self.decoding(cfg)
         routing = dict(routing=examples.routing, token_routing=examples.token_routing)
         targets = self.trie.representative[examples.targets]  # an item sharing a code is that code's
+        seen = self.seen_items(examples.samples) if cfg.eval.seen == "remove" else None
         if cfg.eval.decoding == "beam":
-            items, scores = beam_search(model, prompts, decoding, beams=cfg.eval.beams, **routing)
+            items, scores = beam_search(
+                model, prompts, decoding, beams=cfg.eval.beams, exclude=seen, **routing
+            )
             items, scores = items.numpy(), scores.numpy()
             return items, scores, ranks_from_lists(items, targets)
         full = exact_scores(model, prompts, decoding, **routing).numpy()
+        for row, items in enumerate(seen or []):
+            full[row, items] = -np.inf
         full[:, self.trie.representative != np.arange(self.trie.n_items)] = -np.inf
         top = np.argsort(-full, axis=1, kind="stable")[:, : cfg.eval.top_k]
         return top, np.take_along_axis(full, top, axis=1), target_ranks(full, targets)
+
+    def seen_items(self, samples: NextItemSamples) -> list[np.ndarray]:
+        """Each sample's user's items before its target, less the target (as full ranking removes them)."""
+        rows, items = seen_before(self.data, samples)
+        keep = items != samples.target[rows]
+        rows, items = rows[keep], items[keep]
+        return np.split(items, np.searchsorted(rows, np.arange(1, len(samples))))
 
     def evaluate_examples(
         self, model: torch.nn.Module, cfg: NextItemConfig, examples: NextItemExamples, out_dir: Path | None,
@@ -229,7 +241,7 @@ class NextItemTask(Task):
         items, scores, ranks = self.decode(model, cfg, examples)
         seconds = time.perf_counter() - start
         metrics = ranking_metrics(ranks, ks=tuple(cfg.eval.ks), cutoff=self._cutoff(cfg))
-        metrics.update(decoding=cfg.eval.decoding, seconds=round(seconds, 2))
+        metrics.update(decoding=cfg.eval.decoding, seen=cfg.eval.seen, seconds=round(seconds, 2))
         metrics["users_per_s"] = round(len(examples) / seconds, 2)
         if cfg.eval.decoding == "beam":
             metrics["beams"] = cfg.eval.beams

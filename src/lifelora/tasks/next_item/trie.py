@@ -133,6 +133,22 @@ class CodeTrie:
         _, first = np.unique(self._item_nodes[depth].cpu().numpy(), return_index=True)
         return self.codes[torch.from_numpy(first).to(self.device), :depth]
 
+    def exhausted(self, exclude: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """For each depth d = 1..L, the sorted keys `row * node_counts[d] + node` of the nodes all of whose
+        items are in `exclude[row]` (item ids per row): a search that skips them never reaches those items
+        and never follows a prefix that only leads to them."""
+        rows = np.repeat(np.arange(len(exclude)), [len(e) for e in exclude]).astype(np.int64)
+        items = np.concatenate([np.asarray(e, dtype=np.int64) for e in exclude]) if len(rows) else rows
+        pairs = np.unique(rows * self.n_items + items)
+        rows, items = pairs // self.n_items, pairs % self.n_items
+        keys = []
+        for depth in range(1, self.depth + 1):
+            nodes, width = self._item_nodes[depth].cpu().numpy(), self.node_counts[depth]
+            found, counts = np.unique(rows * width + nodes[items], return_counts=True)
+            whole = counts == np.bincount(nodes, minlength=width)[found % width]
+            keys.append(torch.from_numpy(found[whole]).to(self.device))
+        return keys
+
     def item_nodes(self, depth: int) -> torch.Tensor:
         """LongTensor [n_items]: the node id of every item's prefix at `depth`."""
         return self._item_nodes[depth]
