@@ -125,6 +125,15 @@ def test_excluded_items_never_come_back_and_the_rest_rank_as_exact_scoring_ranks
                 assert torch.equal(found, torch.argsort(exact[row], descending=True, stable=True)[:kept])
 
 
+def test_exclusions_for_another_number_of_prompts_are_a_clear_error(base_tokenizer):
+    codes = random_codes(np.random.default_rng(0), (3, 4), 6)
+    model, tokenizer, table = coded_model(base_tokenizer, (3, 4))
+    decoding = CodeDecoding(CodeTrie(codes, (3, 4)), table, tokenizer.pad_token_id, precision=FP32)
+    prompts = random_prompts(np.random.default_rng(1), 2)
+    with pytest.raises(LifeloraError, match="exclude has 1 rows for 2 prompts"):
+        beam_search(model, prompts, decoding, beams=2, exclude=[np.array([0])])
+
+
 def test_exhausted_nodes_are_those_whose_every_item_is_excluded():
     codes = np.array([[0, 0], [0, 1], [1, 0], [1, 1], [1, 1]])  # items 3 and 4 share a code
     trie = CodeTrie(codes, (2, 2), shared=True)
