@@ -116,7 +116,7 @@ def seed_result(root: Path, title: str, cfg: ContinualConfig) -> dict:
 def summarize(run_dir: Path, cfg: ContinualConfig) -> dict:
     """Every strategy over every seed: per-seed results, mean and std of each summary figure."""
     strategies = {}
-    ran = [seed for seed in cfg.continual.seeds if (run_dir / f"seed-{seed}").is_dir()]
+    ran = selection.seeds_that_ran(run_dir, cfg)
     for strategy in cfg.continual.strategies:
         seeds = {str(seed): seed_result(run_dir / f"seed-{seed}", strategy.title, cfg) for seed in ran}
         keys = next(iter(seeds.values()))["summary"].keys() if seeds else []

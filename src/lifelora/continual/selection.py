@@ -17,6 +17,10 @@ from lifelora.io import read_json
 VARIED = {"label", "weight"}  # what may differ within a family
 
 
+def seeds_that_ran(run_dir: Path, cfg: ContinualConfig) -> list[int]:
+    return [seed for seed in cfg.continual.seeds if (run_dir / f"seed-{seed}").is_dir()]
+
+
 def validation_loss(root: Path, title: str, n_periods: int) -> float | None:
     """The mean over periods 1.. of the kept epoch's validation loss; None until every period has
     trained with a validation loss recorded."""
@@ -37,7 +41,7 @@ def choices(run_dir: Path, cfg: ContinualConfig) -> list[dict]:
     for strategy in cfg.continual.strategies:
         key = json.dumps(strategy.model_dump(mode="json", exclude=VARIED), sort_keys=True)
         families.setdefault(key, []).append(strategy)
-    ran = [seed for seed in cfg.continual.seeds if (run_dir / f"seed-{seed}").is_dir()]
+    ran = seeds_that_ran(run_dir, cfg)
     n_periods = cfg.continual.periods.n_periods
     found = []
     for members in (m for m in families.values() if len(m) > 1):
