@@ -99,6 +99,27 @@ def test_beam_never_invalid_and_matches_exact_with_enough_beams(base_tokenizer, 
     assert torch.allclose(torch.logsumexp(exact, 1), torch.logsumexp(top_scores, 1), atol=1e-4)
 
 
+@pytest.mark.parametrize("normalise", ["codes", "trie"])
+def test_code_normalised_beams_match_exact_and_trie_scores_are_one_distribution(base_tokenizer, normalise):
+    n_items, sizes = 11, (4, 2, 3)
+    rng = np.random.default_rng(5)
+    codes = random_codes(rng, sizes, n_items)
+    model, tokenizer, table = coded_model(base_tokenizer, sizes, seed=5)
+    prompts = random_prompts(rng, 3)
+    decoding = CodeDecoding(
+        CodeTrie(codes, sizes), table, tokenizer.pad_token_id, normalise=normalise, precision=FP32
+    )
+    exact = exact_scores(model, prompts, decoding, chunk_size=4)
+    items, scores = beam_search(model, prompts, decoding, beams=n_items)
+    assert torch.equal(items, torch.argsort(exact, dim=1, descending=True, stable=True))
+    assert torch.allclose(scores, exact.gather(1, items), atol=1e-4)
+    total = torch.logsumexp(exact, 1)  # log of the probability mass on the catalogue's items
+    if normalise == "trie":
+        assert torch.allclose(total, torch.zeros(3), atol=1e-5)
+    else:  # a level's softmax also gives mass to codes no item has
+        assert (total < -1e-3).all()
+
+
 @pytest.mark.parametrize(("n_items", "sizes"), TRIES[1:4], ids=[str(s) for _, s in TRIES[1:4]])
 def test_excluded_items_never_come_back_and_the_rest_rank_as_exact_scoring_ranks_them(
     base_tokenizer, n_items, sizes

@@ -9,9 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from lifelora.errors import LifeloraError
 from lifelora.io import lifelora_home
+from lifelora.lens.sasrec import SASRecLens
+from lifelora.lens.sasrec.config import SASRecConfig
 from lifelora.llm.item_embeddings import METHOD
 from lifelora.llm.item_text import item_descriptions, item_titles
 from lifelora.tasks.next_item import semantic_ids
@@ -184,6 +187,28 @@ def test_item_codes_are_learned_once_and_cached(home, data, monkeypatch):
     np.testing.assert_array_equal(first.codes, again.codes)
     assert again.directory.parent == home / "semantic_ids" / "org--tiny-model"
     again.check_matches(data)
+
+
+def test_collaborative_codes_quantize_a_lens_item_embeddings(home, data, tmp_path):
+    torch.manual_seed(0)
+    lens = SASRecLens.create(SASRecConfig.model_validate({"model": {"hidden": 8, "max_len": 8}}), data)
+    lens.save(tmp_path / "sasrec" / "lens")
+    backbone = SimpleNamespace(name="org/never-loaded")  # no text vectors are needed
+    codes = item_codes(backbone, data, config(lens=tmp_path / "sasrec"), log=lambda _: None)
+    vectors = lens.model.item_emb.weight[1:].detach().numpy()
+    expected = build_codes(vectors, config(lens=tmp_path / "sasrec"), items_fingerprint(data), log=print)
+    np.testing.assert_array_equal(codes.codes, expected.codes)
+    assert len(codes) == data.items.height and codes.centroids()[0].shape == (8, 8)
+    assert codes.centroids()[-1] is None  # the dedup level stands for no vector
+    other = SimpleNamespace(**{**vars(data), "meta": {**data.meta, "fingerprint": "another"}})
+    with pytest.raises(LifeloraError, match="another"):
+        item_codes(backbone, other, config(lens=tmp_path / "sasrec"), log=lambda _: None)
+
+
+@pytest.mark.parametrize("setting", [{"lens": "runs/sasrec"}, {"token_init": "codebook"}])
+def test_given_codes_refuse_settings_that_need_vectors(setting):
+    with pytest.raises(ValueError, match="quantizer given uses the data's codes"):
+        SemanticIdConfig(quantizer="given", **setting)
 
 
 def test_items_without_a_title_get_a_fallback_description():

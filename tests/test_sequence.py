@@ -139,15 +139,22 @@ def _trained_looking(task, cfg, lens):
     return adapter
 
 
-@pytest.mark.parametrize("kind", ["lora", "personalized"])
+@pytest.mark.parametrize(
+    ("kind", "normalise"), [("lora", "level"), ("personalized", "level"), ("lora", "trie")]
+)
 def test_a_windows_item_log_probability_is_its_decoding_score_after_the_same_history(
-    data, task, llama_dir, tmp_path, kind
+    data, task, llama_dir, tmp_path, kind, normalise
 ):
     lens = _lens(data) if kind == "personalized" else None
     lens_dir = tmp_path / "lens"
     if lens is not None:
         lens.save(lens_dir)
-    cfg = config(llama_dir, adapter=ADAPTERS[kind], lens=str(lens_dir) if lens else None)
+    cfg = config(
+        llama_dir,
+        adapter=ADAPTERS[kind],
+        lens=str(lens_dir) if lens else None,
+        prompt={"normalise": normalise},
+    )
     adapter = _trained_looking(task, cfg, lens)
     model = adapter.model.eval()
     examples = task.examples_of(cfg, task.samples(cfg, "train", 3), lens)
@@ -209,14 +216,20 @@ def test_a_later_item_never_changes_an_earlier_items_log_probability(data, task,
     adapter.unload()
 
 
-def test_sequence_runs_train_evaluate_and_evaluate_again_identically(data, llama_dir, tmp_path, home):
-    cfg = config(llama_dir)
+@pytest.mark.parametrize("token_init", ["mean", "codebook"])
+def test_sequence_runs_train_evaluate_and_evaluate_again_identically(
+    data, llama_dir, tmp_path, home, token_init
+):
+    cfg = config(llama_dir, semantic_ids={"token_init": token_init})
     run = tmp_path / "run"
     run.mkdir()
     task = NextItemTask(data, str(llama_dir), cfg.semantic_ids, log=lambda _m: None)
+    first_level = task.backbone.model.get_input_embeddings().weight[task.vocabulary.token_table[0]]
+    spread = first_level.std(0).mean() / task.backbone.model.get_input_embeddings().weight.std(0).mean()
+    assert (spread > 0.5) == (token_init == "codebook")  # codebook rows spread like the model's own
     summary = train_and_evaluate(task, cfg, run)
     assert summary["metrics"]["test"]["users"] == 12
-    again = NextItemTask(data, str(llama_dir), cfg.semantic_ids, log=lambda _m: None)
+    again = NextItemTask.open(cfg, data, log=lambda _m: None, run=run)
     out = tmp_path / "eval"
     out.mkdir()
     evaluated = evaluate_run(again, cfg, out, adapter_dir=run / "adapter")["metrics"]["test"]
@@ -231,6 +244,10 @@ def test_sequence_runs_train_evaluate_and_evaluate_again_identically(data, llama
     [
         ({"prompt": {"history": 9, "window": 9}}, "must be longer than prompt.history"),
         ({"adapter": {**ADAPTERS["personalized"], "mixing": "factors"}, "lens": "x"}, "use mixing: products"),
+        (
+            {"layout": "prompt", "prompt": {"normalise": "trie"}},
+            "prompt.normalise applies to layout sequence",
+        ),
     ],
 )
 def test_a_sequence_config_that_cannot_work_is_refused(llama_dir, sections, message):

@@ -157,6 +157,43 @@ def test_new_rows_start_apart_near_the_mean_and_old_rows_stay():
     )
 
 
+def test_rows_can_start_at_the_codes_vectors_and_rebuild_only_with_them():
+    tok, model = tokenizer(), backbone("qwen2", tie=False)
+    old = [
+        w.detach().clone()
+        for w in (model.get_input_embeddings().weight, model.get_output_embeddings().weight)
+    ]
+    first = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
+    first[1] = first[0] + 0.01  # codes a_0 and a_1 stand for nearly the same vector
+    vocabulary = add_code_tokens(tok, model, LEVELS, centroids=[first, None])
+    weights = (model.get_input_embeddings().weight, model.get_output_embeddings().weight)
+    plain_tok, plain = tokenizer(), backbone("qwen2", tie=False)
+    add_code_tokens(plain_tok, plain, LEVELS)
+    plain_weights = (plain.get_input_embeddings().weight, plain.get_output_embeddings().weight)
+    for weight, before, plain_weight in zip(weights, old, plain_weights, strict=True):
+        assert torch.equal(weight[:400], before)
+        rows = weight[vocabulary.token_table[0, :4]]
+        distance = torch.cdist(rows, rows)
+        assert distance[0, 1] < 0.05 * distance[0, 2:].min()  # close codes start close
+        torch.testing.assert_close(rows.mean(0), before.mean(0))  # standardised to the old rows
+        torch.testing.assert_close(rows.std(0), before.std(0))
+        second = vocabulary.token_table[1, :3]
+        assert torch.equal(weight[second], plain_weight[second])  # a level without vectors: the mean
+        assert not torch.allclose(rows, plain_weight[vocabulary.token_table[0, :4]])
+
+    data = json.loads(json.dumps(vocabulary.to_dict()))
+    other = backbone("qwen2", tie=False)
+    CodeVocabulary.from_dict(data, tokenizer(), other, centroids=[first, None])
+    assert torch.equal(other.get_input_embeddings().weight, weights[0])
+    assert torch.equal(other.get_output_embeddings().weight, weights[1])
+    with pytest.raises(LifeloraError, match="pass the same centroids"):
+        CodeVocabulary.from_dict(data, tokenizer(), backbone("qwen2", tie=False))
+    with pytest.raises(LifeloraError, match="level 0's centroids must be 4 finite vectors"):
+        add_code_tokens(tokenizer(), backbone(), LEVELS, centroids=[first[:3], None])
+    with pytest.raises(LifeloraError, match="centroids for 1 levels, but the codes have 2"):
+        add_code_tokens(tokenizer(), backbone(), LEVELS, centroids=[first])
+
+
 def test_codes_tokens_and_text_round_trip():
     tok, _, vocabulary = coded()
     codes = np.array([[3, 2], [0, 0]])

@@ -2,12 +2,13 @@
 ML-100K and SmolLM2, on a CPU.
 
 Leave-one-out samples; most-popular and SASRec (full cross-entropy) rank every item for every user; the
-items get semantic-ID codes; SmolLM2 decodes each evaluated user's next item by 10-beam trie-constrained
-search with no training (only the code tokens added), with a shared LoRA, and with the personalized
-meta-LoRA bank routed per token by the frozen SASRec. Both adapters train in the sequence layout (windows
-of a user's items, a loss on every target) for the same fixed minutes. Every row is scored on the same
-fixed subset of users, all items ranked (the LLM's beams cannot leave out seen items, so neither do the
-baselines in that table).
+items get collaborative semantic-ID codes (SASRec's item embeddings quantized, the code tokens' rows
+starting at the codebook's vectors); SmolLM2 decodes each evaluated user's next item by 10-beam
+trie-constrained search with no training (only the code tokens added), with a shared LoRA, and with the
+personalized meta-LoRA bank routed per token by the frozen SASRec. Both adapters train in the sequence
+layout (windows of a user's items, a loss on every target) for the same fixed minutes. Every row is
+scored on the same fixed subset of users, every item ranked but the user's earlier ones (the beams
+skip them).
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ COLUMNS = ("users", "hit@5", "ndcg@5", "hit@10", "ndcg@10", INTERVAL)
 FULL_COLUMNS = ("users", "hit@10", "ndcg@10", "hit@10 seen removed", "ndcg@10 seen removed")
 
 
-def _ranks(run_dir: Path, users: pl.DataFrame) -> np.ndarray:
-    """The test target's rank (all items) of `users`, in their order, from a row's ranked lists."""
-    ranked = pl.read_parquet(run_dir / "ranked_test.parquet").select("user_idx", "rank")
+def _ranks(run_dir: Path, users: pl.DataFrame, column: str = "rank") -> np.ndarray:
+    """The test target's rank of `users`, in their order, from a row's ranked lists (a baseline's
+    `rank_seen_removed`; an LLM row's `rank`, seen items removed by its `eval.seen`)."""
+    ranked = pl.read_parquet(run_dir / "ranked_test.parquet").select("user_idx", pl.col(column).alias("rank"))
     ranks = users.join(ranked, on="user_idx", how="left", maintain_order="left")["rank"]
     return ranks.fill_null(NOT_FOUND).to_numpy().astype(np.int64)
 
@@ -85,11 +87,12 @@ def _llm_rows(data, run_dir: Path, quick: bool, command: str, log) -> list[str]:
     from lifelora.tasks.next_item.config import NextItemConfig
     from lifelora.tasks.next_item.task import NextItemTask
 
-    quick_overrides = QUICK_LLM if quick else []
-    lora_cfg = load_config(NextItemConfig, shipped_config(LORA_CONFIG), quick_overrides)
+    sasrec = run_dir / "sasrec"
+    overrides = [*(QUICK_LLM if quick else []), f"semantic_ids.lens={sasrec}"]
+    lora_cfg = load_config(NextItemConfig, shipped_config(LORA_CONFIG), overrides)
     bare_cfg = lora_cfg.model_copy(update={"adapter": None})
     personal_cfg = load_config(
-        NextItemConfig, shipped_config(PERSONALIZED_CONFIG), [*quick_overrides, f"lens={run_dir / 'sasrec'}"]
+        NextItemConfig, shipped_config(PERSONALIZED_CONFIG), [*overrides, f"lens={sasrec}"]
     )
     task = NextItemTask(data, lora_cfg.model, lora_cfg.semantic_ids, log=log)
     dirs = [run_dir / name for name in LLM_ROW_DIRS]
@@ -137,8 +140,8 @@ def run_next_item_demo(quick: bool = False, run_dir: Path | None = None, log=pri
     names = _llm_rows(data, run_dir, quick, command, log)
     users = pl.read_parquet(run_dir / LLM_ROW_DIRS[0] / "ranked_test.parquet").select("user_idx")
     ranks = {
-        "most popular": _ranks(run_dir / "popularity", users),
-        "SASRec (CE)": _ranks(run_dir / "sasrec", users),
+        "most popular": _ranks(run_dir / "popularity", users, "rank_seen_removed"),
+        "SASRec (CE)": _ranks(run_dir / "sasrec", users, "rank_seen_removed"),
     }
     ranks |= {
         name: _ranks(run_dir / row_dir, users) for name, row_dir in zip(names, LLM_ROW_DIRS, strict=True)
@@ -150,7 +153,7 @@ def run_next_item_demo(quick: bool = False, run_dir: Path | None = None, log=pri
             full_rows,
             FULL_COLUMNS,
         ),
-        f"{DATASET}: the same {users.height} users (seed 42), all items ranked, LLM by 10-beam search": (
+        f"{DATASET}: the same {users.height} users (seed 42), seen items removed, LLM by 10-beam search": (
             same_rows,
             COLUMNS,
         ),

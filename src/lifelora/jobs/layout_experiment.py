@@ -3,8 +3,9 @@ user: popularity and SASRec beside the LLM with a shared LoRA and with the SASRe
 LoRA in the `sequence` layout, and the shared LoRA in the `prompt` layout.
 
 Each LLM row trains for the same wall time, in segments (`--every` minutes): after each it is checkpointed
-and evaluated (all test users, 10-beam search, all items ranked), which gives a curve of NDCG@10 against
-training time. The job is resumable at any point: a finished evaluation is never redone, a segment goes on
+and evaluated (all test users, 10-beam search, the user's earlier items never recommended, as for the
+baselines), which gives a curve of NDCG@10 against training time. Items are coded from the experiment's
+own SASRec (collaborative semantic IDs, as in the demo). The job is resumable at any point: a finished evaluation is never redone, a segment goes on
 from its checkpoint, so a run cut short by a session's end continues where it stopped.
 """
 
@@ -62,21 +63,26 @@ def budget_overrides(lr: float) -> list[str]:
             "train.epochs=20", "train.checkpoint_every=1000000"]  # fmt: skip
 
 
+def lens_overrides(out: Path) -> list[str]:
+    """Every row's item codes: the experiment's own SASRec's item embeddings quantized."""
+    return [f"semantic_ids.lens={out / 'sasrec'}"]
+
+
 def _row_metrics(ranks: np.ndarray) -> dict:
     metrics = ranking_metrics(ranks, ks=(5, 10), cutoff=10)
     _, low, high = mean_interval(ndcg_gains(ranks))
     return {**metrics, "ndcg@10_low": low, "ndcg@10_high": high, "NDCG@10 95% CI": f"{low:.4f}–{high:.4f}"}
 
 
-def _ranks(path: Path, users: np.ndarray) -> np.ndarray:
+def _ranks(path: Path, users: np.ndarray, column: str = "rank") -> np.ndarray:
     """Each of `users`' test-target rank from a run's ranked lists (NOT_FOUND past a beam's list)."""
-    ranked = pl.read_parquet(path).select("user_idx", "rank")
+    ranked = pl.read_parquet(path).select("user_idx", pl.col(column).alias("rank"))
     joined = pl.DataFrame({"user_idx": users}).join(ranked, on="user_idx", how="left", maintain_order="left")
     return joined["rank"].fill_null(NOT_FOUND).to_numpy().astype(np.int64)
 
 
 def _baselines(data, out: Path, command: str, log) -> dict[str, Path]:
-    """Popularity and SASRec (full ranking, every test user, all items); their ranked-list files."""
+    """Popularity and SASRec (full ranking, every test user, seen items removed); their ranked lists."""
     popularity = out / "popularity"
     if not (popularity / "ranked_test.parquet").is_file():
         popularity.mkdir(parents=True, exist_ok=True)
@@ -97,7 +103,7 @@ def _train_row(task, row: LLMRow, out: Path, points: list[float], lr: float, com
     from lifelora.tasks.next_item.config import NextItemConfig
 
     directory = out / row.name
-    overrides = [*row.overrides, *budget_overrides(lr), f"lens={out / 'sasrec'}"]
+    overrides = [*row.overrides, *budget_overrides(lr), *lens_overrides(out), f"lens={out / 'sasrec'}"]
     base = load_config(NextItemConfig, shipped_config(row.config), overrides)
     done = {p["minutes"] for p in _results(out).get(row.name, [])}
     todo = [m for m in points if m not in done]
@@ -139,7 +145,7 @@ def _record(out: Path, name: str, point: dict) -> None:
 def report(data, out: Path, baselines: dict[str, Path], log) -> dict:
     """The table at the last budget every LLM row reached, the curve and the paired test."""
     users = np.flatnonzero(data.users["seq_len"].to_numpy() >= 2)
-    ranks = {name: _ranks(path, users) for name, path in baselines.items()}
+    ranks = {name: _ranks(path, users, "rank_seen_removed") for name, path in baselines.items()}
     rows = [(name, {"minutes": "", **_row_metrics(r)}) for name, r in ranks.items()]
     results, curves = _results(out), {}
     for row in ROWS:
@@ -150,7 +156,7 @@ def report(data, out: Path, baselines: dict[str, Path], log) -> dict:
         ranks[row.title] = _ranks(out / last["ranked"], users)
         rows.append((row.title, {"minutes": f"{last['minutes']:g}", **_row_metrics(ranks[row.title])}))
         curves[row.title] = [{"minutes": p["minutes"], "ndcg@10": p["metrics"]["ndcg@10"]} for p in points]
-    title = f"{data.name} next item, all {len(users)} test users, all items ranked, LLM by 10-beam search"
+    title = f"{data.name} next item, all {len(users)} test users, seen items removed, LLM by 10-beam search"
     print_table(metrics_table(title, rows, COLUMNS))
     summary = {"users": len(users), "rows": dict(rows), "curves": curves}
     shared, personal = ROWS[0].title, ROWS[1].title
@@ -190,7 +196,7 @@ def run_layout_experiment(
     baselines = _baselines(data, out, command, log)
     points = [round(every * k, 6) for k in range(1, int(np.ceil(minutes / every)) + 1)]
     points[-1] = minutes
-    base = load_config(NextItemConfig, shipped_config(LORA_CONFIG))
+    base = load_config(NextItemConfig, shipped_config(LORA_CONFIG), lens_overrides(out))
     task = NextItemTask(data, base.model, base.semantic_ids, log=log)
     for row in ROWS:
         if only is None or any(part in row.name for part in only):

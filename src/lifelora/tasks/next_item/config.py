@@ -27,6 +27,13 @@ class NextItemPrompt(BaseModel):
         20, ge=1, description="items of the user's history shown, most recent last (PESO: 20)"
     )
     temperature: float = Field(0.8, gt=0, description="logits are divided by it in the loss and in decoding")
+    normalise: Literal["level", "trie"] = Field(
+        "level",
+        description="layout sequence: each code token's softmax is over its level's codes (level) or only "
+        "over the codes the trie allows after the item's earlier tokens (trie: an item's score is then its "
+        "probability among the catalogue's items, and no training goes into learning which codes exist); "
+        "decoding normalises the same way",
+    )
     window: int = Field(
         50,
         ge=2,
@@ -99,6 +106,11 @@ class NextItemConfig(RunConfig):
     @model_validator(mode="after")
     def _sequence_layout_fits(self) -> NextItemConfig:
         if self.layout != "sequence":
+            if self.prompt.normalise != "level":
+                raise ValueError(
+                    "prompt.normalise applies to layout sequence (the prompt layout normalises over the "
+                    "whole vocabulary, as PESO does)"
+                )
             return self
         if self.prompt.window <= self.prompt.history:
             raise ValueError(

@@ -76,7 +76,7 @@ class CodeDecoding:
     token_table: torch.Tensor  # [L, max level size] vocab id of each (level, code); -1 where none
     pad_id: int
     temperature: float = 0.8
-    normalise: Literal["vocabulary", "codes"] = "vocabulary"
+    normalise: Literal["vocabulary", "codes", "trie"] = "vocabulary"
     batch_size: int = 16
     precision: str = "auto"
 
@@ -86,8 +86,8 @@ class CodeDecoding:
             raise LifeloraError(
                 f"batch_size must be ≥ 1 and temperature > 0, got {self.batch_size}, {self.temperature}"
             )
-        if self.normalise not in ("vocabulary", "codes"):
-            raise LifeloraError(f"normalise must be vocabulary or codes, got {self.normalise!r}")
+        if self.normalise not in ("vocabulary", "codes", "trie"):
+            raise LifeloraError(f"normalise must be vocabulary, codes or trie, got {self.normalise!r}")
 
     def to(self, device) -> CodeDecoding:
         return replace(self, trie=self.trie.to(device), token_table=self.token_table.to(device))
@@ -117,13 +117,43 @@ class CodeDecoding:
     def level_tokens(self, depth: int) -> torch.Tensor:
         return self.token_table[depth, : self.trie.level_sizes[depth]]
 
-    def level_log_probs(self, logits: torch.Tensor, depth: int) -> torch.Tensor:
-        """[rows, level size] log-probabilities of level `depth`'s codes from logits on `rows`."""
+    def level_log_probs(self, logits: torch.Tensor, depth: int, node: torch.Tensor) -> torch.Tensor:
+        """[rows, level size] log-probabilities of level `depth`'s codes from logits on `rows`, after the
+        prefix `node` (trie node ids at `depth`, one per row): `trie` normalises over the codes the
+        trie allows there (-inf elsewhere), so an item's summed score is its probability among the
+        catalogue's items; `codes` over the level's codes, `vocabulary` over every token."""
         if self.normalise == "vocabulary":
             return _level_log_probs(logits, self.level_tokens(depth), self.temperature)
         start = sum(self.trie.level_sizes[:depth])
-        level = logits[:, start : start + self.trie.level_sizes[depth]]
-        return torch.log_softmax(level / self.temperature, dim=-1)
+        level = logits[:, start : start + self.trie.level_sizes[depth]] / self.temperature
+        if self.normalise == "trie":
+            level = level.masked_fill(~self.trie.children(node, depth), -torch.inf)
+        return torch.log_softmax(level, dim=-1)
+
+    def allowed_columns(self, columns: torch.Tensor) -> torch.Tensor:
+        """BoolTensor [len(columns), len(rows)]: for whole items' code tokens in order (each item's L
+        columns of `rows` in a row), the columns a token is normalised over: its level's codes, and
+        with `trie` only those the trie allows after the item's earlier tokens."""
+        depth, sizes = self.trie.depth, self.trie.level_sizes
+        levels = self.row_levels.to(columns.device)
+        same = levels[None, :] == levels[columns][:, None]
+        if self.normalise != "trie":
+            return same
+        if (
+            len(columns) % depth
+            or (levels[columns].reshape(-1, depth) != torch.arange(depth, device=columns.device)).any()
+        ):
+            raise LifeloraError(
+                f"supervised code tokens must come {depth} at a time, one item's codes in order"
+            )
+        offsets = torch.as_tensor([sum(sizes[:d]) for d in range(depth)], device=columns.device)
+        codes = columns.reshape(-1, depth) - offsets
+        allowed = torch.zeros(len(codes), depth, len(levels), dtype=torch.bool, device=columns.device)
+        node = torch.zeros(len(codes), dtype=torch.long, device=columns.device)
+        for d in range(depth):
+            allowed[:, d, offsets[d] : offsets[d] + sizes[d]] = self.trie.children(node, d)
+            node = self.trie.child(node, d, codes[:, d])
+        return allowed.reshape(len(columns), len(levels))
 
 
 class TrieLogitsProcessor(LogitsProcessor):
@@ -234,7 +264,7 @@ def _beam_batch(model, prompts, decoding: CodeDecoding, beams: int, routing, tok
     score = torch.zeros(n, 1, device=device)
     for depth, size in enumerate(trie.level_sizes):
         width = score.shape[1]
-        log_probs = decoding.level_log_probs(logits, depth)
+        log_probs = decoding.level_log_probs(logits, depth, node.reshape(-1))
         allowed = trie.children(node.reshape(-1), depth)
         if exhausted is not None:
             allowed &= ~_skipped(trie, node.reshape(-1), depth, exhausted[depth], width)
@@ -339,7 +369,8 @@ def _exact_batch(model, prompts, decoding: CodeDecoding, chunk_size: int, routin
     first = routing if token_routing is None else token_routing
     logits, cache, mask, lengths = _prefill(model, prompts, decoding, device, first)
     n, codes = len(prompts), trie.codes
-    scores = decoding.level_log_probs(logits, 0)[:, codes[:, 0]]
+    root = torch.zeros(n, dtype=torch.long, device=device)
+    scores = decoding.level_log_probs(logits, 0, root)[:, codes[:, 0]]
     for depth in range(1, trie.depth):
         size = trie.level_sizes[depth]
         paths = table[torch.arange(depth, device=device), trie.nodes(depth)]  # [nodes, depth] token ids
@@ -350,7 +381,7 @@ def _exact_batch(model, prompts, decoding: CodeDecoding, chunk_size: int, routin
             past = _rows_of(cache, users)
             tokens = paths[rows % len(paths)]
             logits = _extend(model, decoding, past, mask, lengths, users, tokens, 0, routing)
-            level[rows] = decoding.level_log_probs(logits, depth)
+            level[rows] = decoding.level_log_probs(logits, depth, rows % len(paths))
         scores += level.reshape(n, len(paths), size)[:, trie.item_nodes(depth), codes[:, depth]]
     return scores
 

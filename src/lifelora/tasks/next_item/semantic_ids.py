@@ -1,5 +1,6 @@
-"""Semantic IDs: every item gets a short unique code of integers, learned from its text-embedding vector,
-that a generative recommender decodes level by level (TIGER, LC-Rec, GRID).
+"""Semantic IDs: every item gets a short unique code of integers, learned from its text-embedding vector
+(or its collaborative vector: a SASRec lens's item embedding), that a generative recommender decodes level
+by level (TIGER, LC-Rec, GRID).
 
 The quantizer gives `levels` integers per item; a final dedup level numbers the items that share those
 (in item_idx order), so every full code of `levels + 1` integers names exactly one item.
@@ -16,12 +17,13 @@ from typing import Annotated, Literal
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.numpy import load_file, save_file
 
 from lifelora.data.prepared import PreparedData, fingerprints
 from lifelora.errors import LifeloraError
 from lifelora.io import atomic_dir, lifelora_home, read_json, write_json
+from lifelora.lens.sasrec.lens import SASRecLens
 from lifelora.llm.backbone import model_key
 from lifelora.llm.item_embeddings import item_embeddings
 from lifelora.tasks.next_item.quantizers import Quantized, RqvaeConfig, rkmeans, rqvae
@@ -55,8 +57,28 @@ class SemanticIdConfig(BaseModel):
         None, ge=1, description="most items allowed to share a quantized code (None: no cap)"
     )
     pca_dim: int = Field(512, ge=1, description="item vectors: the backbone's, PCA-reduced to this")
+    lens: Path | None = Field(
+        None,
+        description="a SASRec lens run: quantize its item embeddings (collaborative semantic IDs: items "
+        "bought together share codes) instead of the backbone's text vectors; train the lens on the "
+        "training split only",
+    )
+    token_init: Literal["mean", "codebook"] = Field(
+        "mean",
+        description="where the code tokens' rows start: mean, the average token plus a little noise; "
+        "codebook, the quantizer's codebook vectors of each level mapped into the embedding (the dedup "
+        "level at the mean)",
+    )
     rqvae: RqvaeConfig = Field(default_factory=RqvaeConfig)
     seed: int = 42
+
+    @model_validator(mode="after")
+    def _given_codes_have_no_vectors(self) -> SemanticIdConfig:
+        if self.quantizer == "given" and (self.lens is not None or self.token_init == "codebook"):
+            raise ValueError(
+                "quantizer given uses the data's codes: lens and token_init codebook do not apply"
+            )
+        return self
 
     def key(self) -> str:
         """A short hash of the settings: the cache directory of codes made with them."""
@@ -133,6 +155,19 @@ class ItemCodes:
         if codes.ndim != 2 or codes.shape[1] != len(level_sizes) or (codes >= level_sizes).any():
             raise LifeloraError(f"{directory}: codes of shape {codes.shape} do not fit {level_sizes}")
         return cls(codes, level_sizes, fingerprint, config, stats, tensors, directory)
+
+    def centroids(self) -> list[np.ndarray | None]:
+        """Per level, the vectors its codes stand for (the quantizer's codebook; None for the dedup level),
+        where `token_init: codebook` starts the code tokens' rows."""
+        books = []
+        for level in range(len(self.level_sizes) - 1):
+            book = self.tensors.get(f"codebook.{level}", self.tensors.get(f"rqvae.codebooks.{level}.weight"))
+            if book is None:
+                raise LifeloraError(
+                    f"these codes have no codebook for level {level} (quantizer {self.config.quantizer})"
+                )
+            books.append(np.asarray(book, dtype=np.float32))
+        return [*books, None]
 
     def check_matches(self, data: PreparedData) -> None:
         """Codes index items by item_idx, so they only fit the item table they were made for."""
@@ -275,8 +310,25 @@ def given_codes(data: PreparedData, config: SemanticIdConfig) -> ItemCodes:
     return ItemCodes(codes, level_sizes, items_fingerprint(data), config, stats, directory=data.directory)
 
 
+def lens_item_vectors(data: PreparedData, lens_dir: Path) -> np.ndarray:
+    """[n_items, dim] the item embeddings of a SASRec lens trained on `data` (row = item_idx)."""
+    lens = SASRecLens.load(lens_dir)
+    lens.check_matches(data)
+    return lens.model.item_emb.weight[1:].detach().float().cpu().numpy()
+
+
 def item_codes(backbone, data: PreparedData, config: SemanticIdConfig, log=print) -> ItemCodes:
-    """The items' codes from the backbone's item vectors, learned once and cached (or given)."""
+    """The items' codes from the backbone's item vectors, learned once and cached (or given, or from a
+    lens's item embeddings: quantizing them takes a moment, so those are not cached)."""
+    if config.lens is not None:
+        codes = build_codes(lens_item_vectors(data, config.lens), config, items_fingerprint(data), log=log)
+        stats = codes.stats
+        log(
+            f"collaborative semantic IDs for {len(codes):,} items from {config.lens} ({config.quantizer}, "
+            f"{config.levels}×{stats['codebook_size']} + dedup {stats['largest_group']}): collision rate "
+            f"{stats['collision_rate']:.1%}, relative error {stats['reconstruction_relative']:.3f}"
+        )
+        return codes
     if config.quantizer == "given":
         codes = given_codes(data, config)
         log(

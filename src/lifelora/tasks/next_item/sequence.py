@@ -214,7 +214,8 @@ class WindowExamples(torch.utils.data.Dataset):
 def supervised_log_probs(model: torch.nn.Module, batch: dict, decoding: CodeDecoding) -> torch.Tensor:
     """[supervised tokens] log-probability of every supervised code token (row-major over the batch),
     from the final hidden state at the position before it projected in fp32 onto the code rows only,
-    normalised over its own level's codes (/ T): exactly how `decoding` scores a code's tokens.
+    normalised over its own level's codes, or those the trie allows after the item's earlier tokens
+    (`prompt.normalise`), / T: exactly how `decoding` scores a code's tokens.
 
     `labels` is [B, T] (a window's: the token each position predicts) or [B, L] (a prompt + response
     batch, as validation collates it: the response is the last L tokens)."""
@@ -230,8 +231,7 @@ def supervised_log_probs(model: torch.nn.Module, batch: dict, decoding: CodeDeco
     rows = torch.as_tensor(decoding.rows, device=device)
     logits = row_logits(model, hidden[supervised], rows) / decoding.temperature
     column = decoding.row_of.to(device)[labels[supervised]]
-    levels = decoding.row_levels.to(device)
-    logits = logits.masked_fill(levels[None, :] != levels[column][:, None], -torch.inf)
+    logits = logits.masked_fill(~decoding.allowed_columns(column), -torch.inf)
     return torch.log_softmax(logits, dim=-1).gather(1, column[:, None]).squeeze(1)
 
 

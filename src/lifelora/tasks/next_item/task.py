@@ -45,6 +45,7 @@ from lifelora.tasks.next_item.sequence import (
 from lifelora.tasks.next_item.trie import CodeTrie
 from lifelora.tasks.subsets import subset_rows
 
+_NORMALISE = {"level": "codes", "trie": "trie"}  # prompt.normalise → CodeDecoding.normalise
 CODES_DIR = "semantic_ids"  # where a run keeps the item codes its adapter was trained with
 
 
@@ -87,8 +88,9 @@ class NextItemTask(Task):
             self.codes = semantic_ids
         else:
             self.codes = item_codes(self.backbone, data, semantic_ids or SemanticIdConfig(), log=log)
+        centroids = self.codes.centroids() if self.codes.config.token_init == "codebook" else None
         self.vocabulary = add_code_tokens(
-            self.backbone.tokenizer, self.backbone.model, self.codes.level_sizes
+            self.backbone.tokenizer, self.backbone.model, self.codes.level_sizes, centroids=centroids
         )
         self.trie = CodeTrie(
             self.codes.codes, self.codes.level_sizes, shared=self.codes.config.quantizer == "given"
@@ -185,7 +187,7 @@ class NextItemTask(Task):
             self.vocabulary.token_table,
             self.backbone.tokenizer.pad_token_id,
             temperature=cfg.prompt.temperature,
-            normalise="codes" if cfg.layout == "sequence" else "vocabulary",
+            normalise=_NORMALISE[cfg.prompt.normalise] if cfg.layout == "sequence" else "vocabulary",
             batch_size=cfg.eval.batch_size,
             precision=cfg.scoring_precision,
         )
