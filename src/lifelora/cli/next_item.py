@@ -27,8 +27,9 @@ def tokenize(
         None, help="KEY=VALUE overrides, e.g. semantic_ids.quantizer=rqvae semantic_ids.levels=4"
     ),
 ) -> None:
-    """Give every item a unique semantic-ID code (quantized text embeddings + a dedup level); print the
-    collision rate, codebook use and reconstruction error."""
+    """Give every item a unique semantic-ID code (quantized text embeddings, or a SASRec run's item
+    embeddings with semantic_ids.lens=RUN, + a dedup level); print the collision rate, codebook use and
+    reconstruction error."""
     from lifelora.config import load_config
     from lifelora.llm.backbone import load_backbone
     from lifelora.report import make_console
