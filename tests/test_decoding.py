@@ -14,7 +14,8 @@ from transformers import LogitsProcessorList
 
 from lifelora.errors import LifeloraError
 from lifelora.llm.batching import left_pad
-from lifelora.tasks.next_item.decoding import CodeDecoding, TrieLogitsProcessor, beam_search, exact_scores
+from lifelora.tasks.next_item.code_scores import CodeDecoding, TrieLogitsProcessor
+from lifelora.tasks.next_item.decoding import beam_search, exact_scores
 from lifelora.tasks.next_item.trie import CodeTrie
 
 FP32 = "fp32"  # HF `generate` and the references run without autocast; `auto` is bf16 on some CPUs

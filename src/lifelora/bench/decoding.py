@@ -23,13 +23,8 @@ from lifelora.bench.timing import compare, interleave
 from lifelora.llm.batching import left_pad
 from lifelora.precision import autocast, resolve
 from lifelora.run import environment
-from lifelora.tasks.next_item.decoding import (
-    CodeDecoding,
-    TrieLogitsProcessor,
-    beam_search,
-    code_lookup,
-    exact_scores,
-)
+from lifelora.tasks.next_item.code_scores import CodeDecoding, TrieLogitsProcessor, code_lookup
+from lifelora.tasks.next_item.decoding import beam_search, exact_scores
 from lifelora.tasks.next_item.trie import CodeTrie
 
 BEAMS = 10

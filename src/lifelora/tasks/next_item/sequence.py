@@ -29,7 +29,7 @@ from lifelora.errors import LifeloraError
 from lifelora.llm.batching import left_pad, positions_of
 from lifelora.llm.chat import chat_wrapper, leading_bos
 from lifelora.llm.logits import final_hidden, row_logits, training_inputs
-from lifelora.tasks.next_item.decoding import CodeDecoding
+from lifelora.tasks.next_item.code_scores import CodeDecoding
 
 HEADER = "The user has interacted with the following items in chronological order:"
 IGNORE = -100  # label of a position without a loss

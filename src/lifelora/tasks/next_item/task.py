@@ -31,8 +31,9 @@ from lifelora.metrics.intervals import paired_mean_difference
 from lifelora.metrics.ranking import NOT_FOUND, metric_gains, ranking_metrics, ranks_from_lists, target_ranks
 from lifelora.report import NEXT_ITEM_COLUMNS
 from lifelora.tasks.base import Recommendation, Task
+from lifelora.tasks.next_item.code_scores import CodeDecoding
 from lifelora.tasks.next_item.config import NextItemConfig
-from lifelora.tasks.next_item.decoding import CodeDecoding, beam_search, exact_scores
+from lifelora.tasks.next_item.decoding import beam_search, exact_scores
 from lifelora.tasks.next_item.examples import NextItemExamples, PromptBuilder
 from lifelora.tasks.next_item.semantic_ids import ItemCodes, SemanticIdConfig, item_codes
 from lifelora.tasks.next_item.sequence import (
