@@ -26,6 +26,10 @@ from lifelora.tasks.next_item.task import NextItemTask
 from lifelora.training import TrainContext, TrainStep
 
 CONFIG = "next_item/lora-ml100k-demo.yaml"
+# the layouts are timed on the text codes of four tokens per item (needs no SASRec run; the figures in
+# BENCHMARKS.md were measured so)
+TEXT_CODES = ["semantic_ids.lens=null", "semantic_ids.levels=3", "semantic_ids.codebook_size=auto",
+              "semantic_ids.token_init=mean"]  # fmt: skip
 
 
 def _tiny_backbone(log) -> Backbone:
@@ -42,7 +46,7 @@ def _tiny_backbone(log) -> Backbone:
 def bench_train_layout(quick: bool, dataset: str | None, log) -> dict:
     data = open_prepared(dataset or "ml-100k", prepare_missing=True)
     backbone = _tiny_backbone(log) if quick else load_backbone(DEFAULT_MODEL, log=log)
-    base = load_config(NextItemConfig, shipped_config(CONFIG))
+    base = load_config(NextItemConfig, shipped_config(CONFIG), TEXT_CODES)
     task = NextItemTask(data, backbone, base.semantic_ids, log=log)
     precision = resolve(base.train.precision)
     prompt_batch, window_batch, rounds = (8, 2, 3) if quick else (8, 4, 5)
