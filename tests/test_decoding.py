@@ -121,6 +121,27 @@ def test_code_normalised_beams_match_exact_and_trie_scores_are_one_distribution(
         assert (total < -1e-3).all()
 
 
+def test_allowed_columns_follow_the_trie_and_refuse_tokens_that_are_not_whole_items(base_tokenizer):
+    sizes = (3, 2)
+    codes = np.array([[0, 0], [0, 1], [2, 1]])
+    _, tokenizer, table = coded_model(base_tokenizer, sizes)
+    trie = CodeTrie(codes, sizes)
+    level = CodeDecoding(trie, table, tokenizer.pad_token_id, normalise="codes")
+    by_trie = CodeDecoding(trie, table, tokenizer.pad_token_id, normalise="trie")
+    assert by_trie.level_offsets == [0, 3]
+    columns = torch.tensor([0, 3, 2, 4])  # item 0 = (0, 0), then item 2 = (2, 1)
+    assert level.allowed_columns(columns).tolist() == [[True] * 3 + [False] * 2, [False] * 3 + [True] * 2] * 2
+    assert by_trie.allowed_columns(columns).tolist() == [
+        [True, False, True, False, False],  # first level: codes 0 and 2 begin items
+        [False, False, False, True, True],  # after 0: both second codes
+        [True, False, True, False, False],
+        [False, False, False, False, True],  # after 2: only 1
+    ]
+    for partial in (torch.tensor([0, 3, 2]), torch.tensor([3, 0])):
+        with pytest.raises(LifeloraError, match="2 at a time"):
+            by_trie.allowed_columns(partial)
+
+
 @pytest.mark.parametrize(("n_items", "sizes"), TRIES[1:4], ids=[str(s) for _, s in TRIES[1:4]])
 def test_excluded_items_never_come_back_and_the_rest_rank_as_exact_scoring_ranks_them(
     base_tokenizer, n_items, sizes

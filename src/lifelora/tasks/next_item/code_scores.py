@@ -102,6 +102,12 @@ class CodeDecoding:
         sizes = torch.as_tensor(self.trie.level_sizes)
         return torch.repeat_interleave(torch.arange(len(sizes)), sizes)
 
+    @cached_property
+    def level_offsets(self) -> list[int]:
+        """Each level's first column in `rows`."""
+        sizes = self.trie.level_sizes
+        return [sum(sizes[:d]) for d in range(self.trie.depth)]
+
     def level_tokens(self, depth: int) -> torch.Tensor:
         return self.token_table[depth, : self.trie.level_sizes[depth]]
 
@@ -112,7 +118,7 @@ class CodeDecoding:
         catalogue's items; `codes` over the level's codes, `vocabulary` over every token."""
         if self.normalise == "vocabulary":
             return _level_log_probs(logits, self.level_tokens(depth), self.temperature)
-        start = sum(self.trie.level_sizes[:depth])
+        start = self.level_offsets[depth]
         level = logits[:, start : start + self.trie.level_sizes[depth]] / self.temperature
         if self.normalise == "trie":
             level = level.masked_fill(~self.trie.children(node, depth), -torch.inf)
@@ -134,8 +140,8 @@ class CodeDecoding:
             raise LifeloraError(
                 f"supervised code tokens must come {depth} at a time, one item's codes in order"
             )
-        offsets = torch.as_tensor([sum(sizes[:d]) for d in range(depth)], device=columns.device)
-        codes = columns.reshape(-1, depth) - offsets
+        offsets = self.level_offsets
+        codes = columns.reshape(-1, depth) - torch.as_tensor(offsets, device=columns.device)
         allowed = torch.zeros(len(codes), depth, len(levels), dtype=torch.bool, device=columns.device)
         node = torch.zeros(len(codes), dtype=torch.long, device=columns.device)
         for d in range(depth):

@@ -317,17 +317,23 @@ def lens_item_vectors(data: PreparedData, lens_dir: Path) -> np.ndarray:
     return lens.model.item_emb.weight[1:].detach().float().cpu().numpy()
 
 
+def describe_codes(codes: ItemCodes, config: SemanticIdConfig) -> str:
+    """One line on learned codes: the share of items whose clusters another item also has (the dedup
+    level then tells them apart; with one level of fewer clusters than items that is every item)."""
+    stats = codes.stats
+    return (
+        f"semantic IDs for {len(codes):,} items ({config.quantizer}, {config.levels}×"
+        f"{stats['codebook_size']} + dedup {stats['largest_group']}): {stats['collision_rate']:.1%} of items "
+        f"share their clusters before the dedup level, relative error {stats['reconstruction_relative']:.3f}"
+    )
+
+
 def item_codes(backbone, data: PreparedData, config: SemanticIdConfig, log=print) -> ItemCodes:
     """The items' codes from the backbone's item vectors, learned once and cached (or given, or from a
     lens's item embeddings: quantizing them takes a moment, so those are not cached)."""
     if config.lens is not None:
         codes = build_codes(lens_item_vectors(data, config.lens), config, items_fingerprint(data), log=log)
-        stats = codes.stats
-        log(
-            f"collaborative semantic IDs for {len(codes):,} items from {config.lens} ({config.quantizer}, "
-            f"{config.levels}×{stats['codebook_size']} + dedup {stats['largest_group']}): collision rate "
-            f"{stats['collision_rate']:.1%}, relative error {stats['reconstruction_relative']:.3f}"
-        )
+        log(f"collaborative {describe_codes(codes, config)} from {config.lens}")
         return codes
     if config.quantizer == "given":
         codes = given_codes(data, config)
@@ -350,11 +356,6 @@ def item_codes(backbone, data: PreparedData, config: SemanticIdConfig, log=print
             f"{len(vectors)} item vectors for {data.items.height} items; delete the stale embedding cache"
         )
     codes = build_codes(vectors, config, items_fingerprint(data), log=log)
-    stats = codes.stats
-    log(
-        f"semantic IDs for {len(codes):,} items ({config.quantizer}, {config.levels}×{stats['codebook_size']}"
-        f" + dedup {stats['largest_group']}): collision rate {stats['collision_rate']:.1%}, "
-        f"relative error {stats['reconstruction_relative']:.3f}, {stats['seconds']:.1f}s"
-    )
+    log(f"{describe_codes(codes, config)}, {codes.stats['seconds']:.1f}s")
     codes.save(directory)
     return codes
