@@ -31,7 +31,7 @@ SASREC_CONFIG = "lens/sasrec-ml100k.yaml"
 LORA_CONFIG = "next_item/lora-ml100k-demo.yaml"
 PERSONALIZED_CONFIG = "next_item/personalized-ml100k-demo.yaml"
 SASREC_EPOCHS = ["train.epochs=60"]
-COLUMNS = ("minutes", "users", "hit@5", "ndcg@5", "hit@10", "ndcg@10", "NDCG@10 95% CI")
+COLUMNS = ("minutes", "steps", "users", "hit@5", "ndcg@5", "hit@10", "ndcg@10", "NDCG@10 95% CI")
 RESULTS = "results.json"
 
 
@@ -142,11 +142,23 @@ def _record(out: Path, name: str, point: dict) -> None:
     write_json(out / RESULTS, results)
 
 
+def _paired(ranks: dict[str, np.ndarray]) -> dict[str, dict]:
+    """NDCG@10 differences on the same users: each LLM row against popularity, the personalized against
+    the shared adapter, and the two layouts of the shared adapter."""
+    shared, personal, prompt = (row.title for row in ROWS)
+    pairs = [(row.title, "most popular") for row in ROWS] + [(personal, shared), (shared, prompt)]
+    return {
+        f"{a} − {b}": paired_mean_difference(ndcg_gains(ranks[a]), ndcg_gains(ranks[b]))
+        for a, b in pairs
+        if a in ranks and b in ranks
+    }
+
+
 def report(data, out: Path, baselines: dict[str, Path], log) -> dict:
     """The table at the last budget every LLM row reached, the curve and the paired test."""
     users = np.flatnonzero(data.users["seq_len"].to_numpy() >= 2)
     ranks = {name: _ranks(path, users, "rank_seen_removed") for name, path in baselines.items()}
-    rows = [(name, {"minutes": "", **_row_metrics(r)}) for name, r in ranks.items()]
+    rows = [(name, {"minutes": "", "steps": "", **_row_metrics(r)}) for name, r in ranks.items()]
     results, curves = _results(out), {}
     for row in ROWS:
         points = results.get(row.name, [])
@@ -154,16 +166,21 @@ def report(data, out: Path, baselines: dict[str, Path], log) -> dict:
             continue
         last = points[-1]
         ranks[row.title] = _ranks(out / last["ranked"], users)
-        rows.append((row.title, {"minutes": f"{last['minutes']:g}", **_row_metrics(ranks[row.title])}))
+        budget = {"minutes": f"{last['minutes']:g}", "steps": last["steps"]}
+        rows.append((row.title, {**budget, **_row_metrics(ranks[row.title])}))
         curves[row.title] = [{"minutes": p["minutes"], "ndcg@10": p["metrics"]["ndcg@10"]} for p in points]
     title = f"{data.name} next item, all {len(users)} test users, seen items removed, LLM by 10-beam search"
     print_table(metrics_table(title, rows, COLUMNS))
-    summary = {"users": len(users), "rows": dict(rows), "curves": curves}
-    shared, personal = ROWS[0].title, ROWS[1].title
-    if shared in ranks and personal in ranks:
-        test = paired_mean_difference(ndcg_gains(ranks[personal]), ndcg_gains(ranks[shared]))
-        summary["personalized - shared"] = test
+    paired = _paired(ranks)
+    summary = {"users": len(users), "rows": dict(rows), "curves": curves, "paired": paired}
     markdown = f"## {title}\n\n{markdown_table(rows, COLUMNS)}\n"
+    if paired:
+        lines = [f"| {name} | {t['difference']:+.4f} | {t['low']:+.4f} to {t['high']:+.4f} | {t['p_value']:.3g} |"
+                 for name, t in paired.items()]  # fmt: skip
+        markdown += (
+            "\nPaired differences of NDCG@10 on the same users (95% interval, two-sided p):\n\n"
+            "| comparison | difference | 95% CI | p |\n|---|---|---|---|\n" + "\n".join(lines) + "\n"
+        )
     if curves:
         chart = _curve_chart(curves, rows, out / "curve.png", data.name)
         markdown += f"\n![NDCG@10 against training minutes]({chart.name})\n"
