@@ -229,3 +229,14 @@ def test_seen_removed_evaluation_never_recommends_an_earlier_item_of_the_user(ta
         assert not set(ranked[row].tolist()) & set(task.trie.representative[items].tolist())
     metrics, _ = task.evaluate_examples(task.backbone.model, cfg, examples, None, "test")
     assert metrics["seen"] == "remove" and metrics["hit@10"] == float(np.mean(ranks < 10))
+
+    users = task.data.users["user"].to_list()[:4]  # recommending: never an item of the whole history
+    recommendations = task.recommend_many(task.backbone.model, cfg, users, 5, {})
+    all_items, table = task.data.sequences["item_idx"].to_numpy(), task.data.users
+    for user, recommendation in zip(users, recommendations, strict=True):
+        row = table.row(task.data.user_index(user), named=True)
+        had = all_items[row["seq_offset"] : row["seq_offset"] + row["seq_len"]]
+        representatives = task.trie.representative[had]
+        raw = task.data.items["item"].to_numpy()[representatives]
+        assert recommendation.table.height == 5
+        assert not set(recommendation.table["item"].to_list()) & set(raw.tolist())

@@ -312,7 +312,8 @@ class NextItemTask(Task):
     def recommend_many(
         self, model: torch.nn.Module, cfg: NextItemConfig, users: Sequence[str], k: int, options: dict
     ) -> list[Recommendation]:
-        """The top-`k` next items of each user, the users' beams searched together."""
+        """The top-`k` next items of each user, the users' beams searched together (with `eval.seen:
+        remove`, never an item the user already has)."""
         user_idx = np.array([self.data.user_index(user) for user in users], dtype=np.int64)
         lengths = self.data.users["seq_len"].to_numpy()[user_idx].astype(np.int64)
         for user, length in zip(users, lengths, strict=True):
@@ -327,6 +328,7 @@ class NextItemTask(Task):
             beams=max(k, cfg.eval.beams),
             routing=examples.routing,
             token_routing=examples.token_routing,
+            exclude=self.seen_items(samples) if cfg.eval.seen == "remove" else None,
         )
         ids = self.data.items["item"].to_numpy()
         found = []
