@@ -155,7 +155,7 @@ def _paired(ranks: dict[str, np.ndarray]) -> dict[str, dict]:
 
 
 def report(data, out: Path, baselines: dict[str, Path], log) -> dict:
-    """The table at the last budget every LLM row reached, the curve and the paired test."""
+    """The table at the last budget every LLM row reached, the curve and the paired differences."""
     users = np.flatnonzero(data.users["seq_len"].to_numpy() >= 2)
     ranks = {name: _ranks(path, users, "rank_seen_removed") for name, path in baselines.items()}
     rows = [(name, {"minutes": "", "steps": "", **_row_metrics(r)}) for name, r in ranks.items()]
