@@ -634,3 +634,19 @@ def test_lambda_is_chosen_on_validation_loss_once_every_candidate_has_finished(l
     (tmp_path / "seed-1" / "peso-0.5" / "period-2" / "done.json").unlink()
     (found,) = choices(tmp_path, cfg)
     assert found["validation_loss"]["peso-0.5"] is None and found["chosen"] is None
+
+
+def test_the_band_plot_leaves_out_a_strategy_that_has_only_the_shared_block_0():
+    from lifelora.continual.blocks import bands
+
+    def figure(mean):
+        return {"mean": mean, "low": mean - 1, "high": mean + 1}
+
+    intervals = {"1": {"strategies": {
+        "finetune": {"ndcg@10": {"blocks": {0: figure(2.0), 1: figure(1.0)}}},
+        "replay": {"ndcg@10": {"blocks": {0: figure(2.0)}}},
+        "sumlora": {"ndcg@10": {"blocks": {}}},
+    }}}  # fmt: skip
+    lines, shaded = bands(intervals, "ndcg@10", 3)
+    assert list(lines) == ["finetune"] and lines["finetune"][:2] == [2.0, 1.0]
+    assert np.isnan(lines["finetune"][2]) and shaded["finetune"][0][:2] == [1.0, 0.0]

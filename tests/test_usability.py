@@ -251,6 +251,31 @@ def test_plot_curve_without_best_has_no_mark(tmp_path, monkeypatch):
     assert [t.get_text() for t in figures[1].axes[1].get_legend().texts] == ["best epoch 2"]
 
 
+def test_plot_lines_leaves_out_empty_series_and_panels_and_keeps_each_name_in_its_colour(
+    tmp_path, monkeypatch
+):
+    import lifelora.report
+
+    figures = []
+    monkeypatch.setattr(lifelora.report, "_save_png", lambda figure, path: figures.append(figure) or path)
+    nan = float("nan")
+    many = {f"s{i}": [0.1 * i, 0.2] for i in range(11)}  # more names than tab10 has colours
+    panels = [
+        ("same", {**many, "none yet": [nan, nan]}),
+        ("next", {"none": [nan, nan]}),
+        ("late", {"s3": [1, 2]}),
+    ]
+    lifelora.report.plot_lines(panels, tmp_path / "p.png", "t", "period", dashed=("s0",))
+    axes = figures[0].axes
+    assert [a.get_ylabel() for a in axes] == ["same", "late"]
+    first = {line.get_label(): line for line in axes[0].get_lines()}
+    assert set(first) == set(many)
+    assert len({line.get_color() for line in first.values()}) == 11
+    assert axes[1].get_lines()[0].get_color() == first["s3"].get_color()
+    assert first["s0"].get_linestyle() == "--" and first["s1"].get_linestyle() == "-"
+    assert [t.get_text() for t in axes[1].get_legend().texts] == list(many)  # one legend, beside the last
+
+
 # --- 10. the setup script says what it does -------------------------------------------------------------------
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -126,21 +127,38 @@ def plot_lines(
     x_label: str,
     x: Sequence[float] | None = None,
     bands: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+    dashed: Collection[str] = (),
 ) -> Path:
     """One panel per (y label, {series name: values}), each series a line over `x` (default 0, 1, …:
-    integer ticks; NaN = gap); `bands` shades a series' (low, high) interval in every panel."""
+    integer ticks; NaN = gap); `bands` shades a series' (low, high) interval in every panel; `dashed`
+    names reference series (baselines). A series without a value and a panel without a series are left
+    out, and a name keeps its colour in every panel, so that many strategies stay told apart."""
     plt = _pyplot()
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
-    for axis, (label, series) in zip(axes[0], panels, strict=True):
+    kept = [(label, {n: v for n, v in series.items() if not np.isnan(np.asarray(v, float)).all()})
+            for label, series in panels]  # fmt: skip
+    kept = [panel for panel in kept if panel[1]] or kept[:1]
+    names = list(dict.fromkeys(name for _, series in kept for name in series))
+    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors
+    colours = {name: palette[i % len(palette)] for i, name in enumerate(names)}
+    outside = len(names) > 6
+    figure, axes = plt.subplots(1, len(kept), figsize=(5 * len(kept) + 1.5 * outside, 3.8), squeeze=False)
+    handles = {}
+    for axis, (label, series) in zip(axes[0], kept, strict=True):
         for name, values in series.items():
             where = range(len(values)) if x is None else x
-            (line,) = axis.plot(where, values, marker="o", label=name)
+            style = "--" if name in dashed else "-"
+            (handles[name],) = axis.plot(where, values, style, marker="o", color=colours[name], label=name)
             if bands and name in bands:
-                axis.fill_between(where, *bands[name], color=line.get_color(), alpha=0.15, linewidth=0)
+                axis.fill_between(where, *bands[name], color=colours[name], alpha=0.1, linewidth=0)
         axis.set(xlabel=x_label, ylabel=label)
         if x is None:
             axis.xaxis.get_major_locator().set_params(integer=True)
-        axis.legend(loc="best", fontsize=8)
+        if not outside:
+            axis.legend(loc="best", fontsize=8)
+    if outside:  # one legend for every panel, beside the last
+        axes[0][-1].legend(
+            handles.values(), handles.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8
+        )
     figure.suptitle(title)
     return _save_png(figure, path)
 

@@ -224,14 +224,15 @@ def markdown(intervals: dict, metrics: tuple[str, ...], n_periods: int) -> str:
 
 
 def bands(intervals: dict, metric: str, n_periods: int) -> tuple[dict, dict]:
-    """The first seed's per-block means and (low, high) bands of `metric`, per strategy, for a plot."""
+    """The first seed's per-block means and (low, high) bands of `metric`, per strategy, for a plot;
+    a strategy with no block but the shared block 0 yet is left out (it would only repeat D1's point)."""
     if not intervals:
         return {}, {}
     per_seed = next(iter(intervals.values()))
     lines, shaded = {}, {}
     for title, figures in per_seed["strategies"].items():
         blocks = figures[metric]["blocks"]
-        if blocks:
+        if any(j > 0 for j in blocks) or (blocks and n_periods == 1):
             lines[title] = _series(blocks, "mean", n_periods)
             shaded[title] = (_series(blocks, "low", n_periods), _series(blocks, "high", n_periods))
     return lines, shaded

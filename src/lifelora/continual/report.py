@@ -199,15 +199,16 @@ def markdown(summary: dict) -> str:
 
 
 def plot(summary: dict, path: Path) -> Path:
-    """The headline metric per period, same block and next block, one line per strategy (seed mean)."""
+    """The headline metric per period, same block and next block, one line per strategy (seed mean); a
+    strategy that has run nothing after the shared period 0 is left out until it has."""
     metric = summary["metric"]
     panels = []
     for which, label in (("same_block", f"{metric}, block t"), ("next_block", f"{metric}, block t+1")):
         series = {}
         for title, s in summary["strategies"].items():
             rows = np.array([seed["per_period"][metric][which] for seed in s["seeds"].values()], dtype=float)
-            if len(rows):
-                series[title] = np.nanmean(rows, axis=0) if not np.isnan(rows).all() else rows[0]
+            if len(rows) and (rows.shape[1] == 1 or not np.isnan(rows[:, 1:]).all()):
+                series[title] = np.nanmean(rows, axis=0)
         panels.append((label, series))
     title = f"{summary['task']} on {summary['dataset']}, {summary['model']}: model after period t"
     return plot_lines(panels, path, title, "period t")
@@ -239,6 +240,7 @@ def write_report(run_dir: Path, cfg: ContinualConfig) -> dict:
                 title,
                 "block t",
                 bands=shaded,
+                dashed=cfg.continual.baselines,
             )
         if found:
             text += "\n" + selection.choices_markdown(found, cfg.continual.periods.n_periods)
