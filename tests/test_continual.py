@@ -16,7 +16,7 @@ from tiny_llm import save_tiny
 from lifelora.continual.config import ContinualNextItemConfig
 from lifelora.continual.engine import FIRST, restore_period, run_strategy, train_first_period
 from lifelora.continual.runner import run_continual
-from lifelora.continual.strategies import make_strategy
+from lifelora.continual.strategies import FinetuneConfig, make_strategy
 from lifelora.continual.strategies.proximal import ProximalHook, module_of
 from lifelora.continual.stream import Stream
 from lifelora.data.periods import PeriodSpec, interaction_periods
@@ -250,6 +250,49 @@ def test_a_run_copied_without_its_adapters_trains_again_only_what_it_must(stream
     assert any("not on disk" in line for line in logs)
     assert_same_adapter(stream, whole / "sdlora" / "period-2", copied / "sdlora" / "period-2")
     assert (copied / "sdlora" / "period-1" / "strategy.safetensors").is_file()
+
+
+def test_a_period_first_trained_on_another_kind_of_machine_is_not_trained_again_silently(stream, tmp_path):
+    """Seeded retraining repeats weights only on the same kind of machine: a missing adapter recorded
+    elsewhere is refused in one line before any work, or retrained and marked when accepted."""
+    import shutil
+
+    from lifelora.errors import LifeloraError
+    from lifelora.io import write_json
+    from lifelora.run import machine_kind
+
+    finetune = make_strategy(FinetuneConfig())
+    train_first_period(stream, 5, tmp_path)
+    run_strategy(stream, finetune, 5, tmp_path, log=lambda _m: None)
+    here = machine_kind(stream.cfg.train.precision)
+    assert read_json(tmp_path / FIRST / "done.json")["machine"] == here
+    assert read_json(tmp_path / "finetune" / "period-1" / "done.json")["machine"] == here
+    for adapter in list(tmp_path.rglob("adapter")):
+        shutil.rmtree(adapter)
+    (tmp_path / "finetune" / "period-2" / "done.json").unlink()
+    elsewhere = {**here, "cpu": "Another CPU", "cpu_flags": ["avx2"]}
+    for directory in (tmp_path / FIRST, tmp_path / "finetune" / "period-1"):
+        write_json(directory / "done.json", {**read_json(directory / "done.json"), "machine": elsewhere})
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.json")}
+    with pytest.raises(
+        LifeloraError, match=r"finetune/period-1: trained on Another CPU \[avx2\].*this machine is"
+    ) as raised:
+        run_strategy(stream, finetune, 5, tmp_path, log=lambda _m: None)
+    assert "\n" not in str(raised.value) and "continual.retrain_elsewhere=true" in str(raised.value)
+    with pytest.raises(LifeloraError, match=r"period-0: trained on Another CPU"):
+        train_first_period(stream, 5, tmp_path, need_adapter=True)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.json")} == before and not list(
+        tmp_path.rglob("adapter")
+    )
+
+    settings = stream.cfg.continual.model_copy(update={"retrain_elsewhere": True})
+    stream.cfg = stream.cfg.model_copy(update={"continual": settings})
+    logs = []
+    run_strategy(stream, finetune, 5, tmp_path, log=logs.append)
+    for directory in (tmp_path / FIRST, tmp_path / "finetune" / "period-1"):
+        done = read_json(directory / "done.json")
+        assert done["machine"] == here and done["first_trained_on"] == elsewhere
+    assert "first_trained_on" not in read_json(tmp_path / "finetune" / "period-2" / "done.json")
 
 
 def test_run_writes_the_table_and_plot_and_pretrain_never_trains_after_period_0(stream, tmp_path):

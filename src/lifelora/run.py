@@ -87,6 +87,28 @@ def environment() -> dict:
     }
 
 
+def machine_kind(precision: str) -> dict:
+    """What decides whether seeded training repeats its weights bit for bit: the CPU and its kernels'
+    instruction sets, the GPU, torch, its threads and the precision it trains at (`auto` resolved)."""
+    from lifelora.precision import resolve
+
+    cpu, flags = _cpu()
+    return {
+        "cpu": cpu,
+        "cpu_flags": flags,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "precision": resolve(precision, _device()),
+    }
+
+
+def describe_machine(kind: dict) -> str:
+    """`machine_kind` in a few words, for one-line messages."""
+    where = kind["cuda"] or f"{kind['cpu']} [{', '.join(kind['cpu_flags']) or 'no avx2'}]"
+    return f"{where}, {kind['precision']}, torch {kind['torch']}, {kind['threads']} threads"
+
+
 def record_run(run_dir: Path, config: BaseModel, command: str) -> None:
     """config.yaml and run.json; run.json also gets the precision the run trains and scores at here
     (`auto` resolved: bf16 where it is native on the device the run uses, else fp32)."""

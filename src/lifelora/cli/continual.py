@@ -96,7 +96,7 @@ def _check_same_run(run_dir: Path, cfg) -> None:
         return
     before, now = read_yaml(run_dir / "config.yaml"), cfg.model_dump(mode="json")
     for tree in (before, now):
-        for key in ("strategies", "seeds", "baselines", "baseline_sasrec"):
+        for key in ("strategies", "seeds", "baselines", "baseline_sasrec", "retrain_elsewhere"):
             tree.get("continual", {}).pop(key, None)
     if before != now:
         changed = sorted(_changed(before, now))

@@ -61,6 +61,12 @@ class ContinualSettings(BaseModel):
         "(retrain) or from the last period's lens on the new period (finetune)",
     )
     seeds: list[int] = Field([42], min_length=1, description="training seeds (adapter init, dropout, order)")
+    retrain_elsewhere: bool = Field(
+        False,
+        description="a finished period whose adapter is not on disk (results travel without adapters) is "
+        "trained again, seeded, to the same weights on the same kind of machine only; true: also on "
+        "another kind, accepting a different model beside the earlier periods' results",
+    )
     baselines: list[Literal["popularity", "sasrec"]] = Field(
         [],
         description="next-item: non-LLM rows on the same tested users (popularity: the most popular items "

@@ -29,7 +29,9 @@ from lifelora.continual.config import ContinualConfig
 from lifelora.continual.strategies import PeriodContext, Strategy
 from lifelora.continual.strategies.proximal import regularized
 from lifelora.continual.stream import Stream
+from lifelora.errors import LifeloraError
 from lifelora.io import atomic_path, read_json, write_json
+from lifelora.run import describe_machine, machine_kind
 from lifelora.training import BestEpoch
 
 FIRST = "period-0"
@@ -79,6 +81,30 @@ def restorable(directory: Path) -> bool:
     saved = read_json(directory / "branches.json")
     adapters = all((directory / "adapter" / branch).is_dir() for branch in saved["branches"])
     return adapters and (not saved.get("state") or (directory / "strategy.safetensors").is_file())
+
+
+def retrain_here(stream: Stream, directory: Path) -> dict:
+    """Before a finished period is trained again for its missing adapter: what its `done.json` gains.
+    Seeded training repeats its weights only on the same kind of machine (fp32 kernels sum in another
+    order on another CPU: D1 of the Video Games preset, trained again on another CPU, validated at 5.187
+    against the recorded 5.210), so elsewhere it is refused, one seed's rows never mixing two models,
+    unless `continual.retrain_elsewhere` accepts it; the retrained period then names where it was first
+    trained."""
+    recorded = read_json(directory / "done.json").get("machine")
+    here = machine_kind(stream.cfg.train.precision)
+    if recorded is None or recorded == here:  # recorded before machines were: nothing to compare
+        return {}
+    message = (
+        f"{directory}: trained on {describe_machine(recorded)}, this machine is {describe_machine(here)}: "
+        "seeded training repeats its weights only on the same kind of machine"
+    )
+    if not stream.cfg.continual.retrain_elsewhere:
+        raise LifeloraError(
+            f"{message}, so retraining its missing adapter here would give another model than its results "
+            "came from; resume on that kind of machine, run another seed, or set continual.retrain_elsewhere=true"
+        )
+    stream.log(f"{message}; training it again here anyway (continual.retrain_elsewhere)")
+    return {"first_trained_on": recorded}
 
 
 def save_period(directory: Path, adapter: Adapter, strategy: Strategy | None, summary: dict) -> None:
@@ -184,7 +210,9 @@ def train_first_period(
     directory = root / FIRST
     if restorable(directory) or (is_done(directory) and not need_adapter):
         return
+    retrained = {}
     if is_done(directory):
+        retrained = retrain_here(stream, directory)
         log(
             f"{directory}: done, but its adapter is not on disk (results travel without adapters): training it again"
         )
@@ -194,8 +222,14 @@ def train_first_period(
     try:
         train = _train(stream, adapter, stream.subset(0, "train"), 1.0, seed, 0, directory, [])
         evaluate_model(stream, adapter, FIRST, 0, root / "evals")
-        save_period(directory, adapter, None, {"model": FIRST, "train": train,
-                                              "seconds": round(time.perf_counter() - start, 2)})  # fmt: skip
+        seconds = round(time.perf_counter() - start, 2)
+        summary = {
+            "model": FIRST,
+            "train": train,
+            "seconds": seconds,
+            "machine": machine_kind(stream.cfg.train.precision),
+        }
+        save_period(directory, adapter, None, {**summary, **retrained})
     finally:
         adapter.unload()
 
@@ -214,6 +248,7 @@ def run_strategy(
     if done == stream.n_periods - 1:
         return
     last = _last(directory, stream.n_periods, restorable)
+    retrained = {t: retrain_here(stream, directory / f"period-{t}") for t in range(last + 1, done + 1)}
     if last < done:
         log(f"{strategy.title}: period {done}'s adapter is not on disk: training again after period {last}")
     pool = stream.pool()
@@ -266,7 +301,13 @@ def run_strategy(
                 model_key = f"{strategy.title}/period-{period}"
             strategy.end_period(ctx)
             evaluate_model(stream, adapter, model_key, period, root / "evals")
-            summary = {"model": model_key, "train": train, "seconds": round(time.perf_counter() - start, 2)}
-            save_period(here, adapter, strategy, summary)
+            seconds = round(time.perf_counter() - start, 2)
+            summary = {
+                "model": model_key,
+                "train": train,
+                "seconds": seconds,
+                "machine": machine_kind(stream.cfg.train.precision),
+            }
+            save_period(here, adapter, strategy, {**summary, **retrained.get(period, {})})
     finally:
         adapter.unload()
