@@ -655,8 +655,8 @@ def test_the_released_kl_preserves_nothing_measurable_and_the_sized_kl_does_like
     assert moved["softmax_kl_sized"] == pytest.approx(1 / (1 + lam), abs=0.01)
 
 
-def test_lambda_is_chosen_on_validation_loss_once_every_candidate_has_finished(llama_dir, tmp_path):
-    from lifelora.continual.selection import choices
+def test_lambda_is_chosen_on_validation_loss_over_the_seeds_every_candidate_has_finished(llama_dir, tmp_path):
+    from lifelora.continual.selection import choices, choices_markdown
     from lifelora.io import write_json
 
     strategies = [
@@ -677,6 +677,16 @@ def test_lambda_is_chosen_on_validation_loss_once_every_candidate_has_finished(l
     (tmp_path / "seed-1" / "peso-0.5" / "period-2" / "done.json").unlink()
     (found,) = choices(tmp_path, cfg)
     assert found["validation_loss"]["peso-0.5"] is None and found["chosen"] is None
+    assert found["seeds"] == [] and found["unfinished_seeds"] == [1]
+    for title, loss in (("peso-0.5", 2.0), ("peso-2", 3.0)):  # seed 2: both finish; seed 1 still waits
+        for period in (1, 2):
+            train = {"best_epoch": 1, "valid_losses": [loss + period]}
+            write_json(tmp_path / "seed-2" / title / f"period-{period}" / "done.json", {"train": train})
+    (found,) = choices(tmp_path, cfg)
+    assert found["seeds"] == [2] and found["unfinished_seeds"] == [1]
+    assert found["validation_loss"] == {"peso-0.5": 3.5, "peso-2": 4.5} and found["chosen"] == "peso-0.5"
+    text = choices_markdown([found], 3)
+    assert "| peso softmax_kl | peso-0.5 3.50000, peso-2 4.50000 | 2 | 1 | peso-0.5 |" in text
 
 
 def test_the_band_plot_leaves_out_a_strategy_that_has_only_the_shared_block_0():

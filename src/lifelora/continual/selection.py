@@ -1,8 +1,8 @@
 """Settings chosen on validation, never on the test blocks. Strategies of one family (the same method
 and settings but for λ, such as PESO's softmax-KL at λ 0.5, 2 and 8) are candidates; the chosen one has
-the lowest validation loss of its kept epochs, averaged over blocks 1.. and over the seeds that ran. The
-same rule holds for every family. A family is decided only once every candidate has finished every block
-in every seed that ran."""
+the lowest validation loss of its kept epochs, averaged over blocks 1.. and over the seeds in which every
+candidate has finished every block (the same seeds for all: each seed has its own D1 model). The same rule
+holds for every family; a seed where some candidate is unfinished is named, not used, until it finishes."""
 
 from __future__ import annotations
 
@@ -35,8 +35,9 @@ def validation_loss(root: Path, title: str, n_periods: int) -> float | None:
 
 
 def choices(run_dir: Path, cfg: ContinualConfig) -> list[dict]:
-    """One entry per family of two or more strategies: its name, each candidate's validation loss (None
-    while unfinished) and the chosen title (None until all have finished)."""
+    """One entry per family of two or more strategies: its name, each candidate's validation loss over
+    the seeds every candidate has finished (None while there is none), the chosen title (None until
+    then), those seeds and the seeds still waiting on a candidate."""
     families: dict[str, list] = {}
     for strategy in cfg.continual.strategies:
         key = json.dumps(strategy.model_dump(mode="json", exclude=VARIED), sort_keys=True)
@@ -45,17 +46,22 @@ def choices(run_dir: Path, cfg: ContinualConfig) -> list[dict]:
     n_periods = cfg.continual.periods.n_periods
     found = []
     for members in (m for m in families.values() if len(m) > 1):
-        losses = {}
-        for strategy in members:
-            per_seed = [validation_loss(run_dir / f"seed-{seed}", strategy.title, n_periods) for seed in ran]
-            losses[strategy.title] = None if not ran or None in per_seed else float(np.mean(per_seed))
-        finished = None not in losses.values()
+        per_seed = {
+            s.title: {seed: validation_loss(run_dir / f"seed-{seed}", s.title, n_periods) for seed in ran}
+            for s in members
+        }
+        complete = [seed for seed in ran if all(per_seed[title][seed] is not None for title in per_seed)]
+        losses = {
+            title: float(np.mean([loss[seed] for seed in complete])) if complete else None
+            for title, loss in per_seed.items()
+        }
         first = members[0]
         found.append({
             "family": " ".join(str(v) for k, v in first.model_dump().items() if k not in VARIED),
             "validation_loss": losses,
-            "chosen": min(losses, key=losses.get) if finished else None,
-            "seeds": ran,
+            "chosen": min(losses, key=losses.get) if complete else None,
+            "seeds": complete,
+            "unfinished_seeds": [seed for seed in ran if seed not in complete],
         })  # fmt: skip
     return found
 
@@ -63,16 +69,18 @@ def choices(run_dir: Path, cfg: ContinualConfig) -> list[dict]:
 def choices_markdown(found: list[dict], n_periods: int) -> str:
     lines = [
         f"**Chosen on validation** (the kept epochs' validation loss, mean over blocks 1..{n_periods - 1} "
-        "and the seeds that ran; the test blocks are never consulted):",
+        "and the seeds in which every candidate has finished; the test blocks are never consulted):",
         "",
-        "| family | candidates: validation loss | chosen |",
-        "|---|---|---|",
+        "| family | candidates: validation loss | seeds compared | seeds waiting on a candidate | chosen |",
+        "|---|---|---|---|---|",
     ]
     for family in found:
         losses = ", ".join(
             f"{title} {'–' if loss is None else f'{loss:.5f}'}"
             for title, loss in family["validation_loss"].items()
         )
-        chosen = family["chosen"] or "– (not every candidate has finished)"
-        lines.append(f"| {family['family']} | {losses} | {chosen} |")
+        chosen = family["chosen"] or "– (no seed where every candidate has finished)"
+        compared = ", ".join(map(str, family["seeds"])) or "–"
+        waiting = ", ".join(map(str, family.get("unfinished_seeds", []))) or "–"
+        lines.append(f"| {family['family']} | {losses} | {compared} | {waiting} | {chosen} |")
     return "\n".join(lines) + "\n"
