@@ -107,6 +107,13 @@ def retrain_here(stream: Stream, directory: Path) -> dict:
     return {"first_trained_on": recorded}
 
 
+def _summary(stream: Stream, model_key: str, train: dict | None, start: float, retrained: dict) -> dict:
+    """A period's `done.json`: the model it leaves, its training, seconds and the machine kind it ran on."""
+    seconds = round(time.perf_counter() - start, 2)
+    machine = machine_kind(stream.cfg.train.precision)
+    return {"model": model_key, "train": train, "seconds": seconds, "machine": machine, **retrained}
+
+
 def save_period(directory: Path, adapter: Adapter, strategy: Strategy | None, summary: dict) -> None:
     """Every branch of the adapter, the strategy's state, then `done.json` (the period counts as done)."""
     for branch in adapter.branches:
@@ -222,14 +229,7 @@ def train_first_period(
     try:
         train = _train(stream, adapter, stream.subset(0, "train"), 1.0, seed, 0, directory, [])
         evaluate_model(stream, adapter, FIRST, 0, root / "evals")
-        seconds = round(time.perf_counter() - start, 2)
-        summary = {
-            "model": FIRST,
-            "train": train,
-            "seconds": seconds,
-            "machine": machine_kind(stream.cfg.train.precision),
-        }
-        save_period(directory, adapter, None, {**summary, **retrained})
+        save_period(directory, adapter, None, _summary(stream, FIRST, train, start, retrained))
     finally:
         adapter.unload()
 
@@ -301,13 +301,7 @@ def run_strategy(
                 model_key = f"{strategy.title}/period-{period}"
             strategy.end_period(ctx)
             evaluate_model(stream, adapter, model_key, period, root / "evals")
-            seconds = round(time.perf_counter() - start, 2)
-            summary = {
-                "model": model_key,
-                "train": train,
-                "seconds": seconds,
-                "machine": machine_kind(stream.cfg.train.precision),
-            }
-            save_period(here, adapter, strategy, {**summary, **retrained.get(period, {})})
+            summary = _summary(stream, model_key, train, start, retrained.get(period, {}))
+            save_period(here, adapter, strategy, summary)
     finally:
         adapter.unload()
