@@ -603,6 +603,10 @@ def test_the_release_protocol_settings(data, llama_dir, home, tmp_path):
     assert set(intervals["paired"]["peso"]["hit@10"]) == {"1", "2"}
     text = (tmp_path / "results.md").read_text()
     assert "**peso − finetune (points of %), seed 42**" in text
+    table = text.split("**The table, per seed**")[1].split("\n\n")[1].splitlines()
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:3]) for line in table[2:]}
+    ran = {(title, "42") for title in ("finetune", "sumlora", "peso")}
+    assert rows == ran | {("popularity", "–"), ("sasrec", "–")}
     assert (tmp_path / "blocks.png").stat().st_size > 0
     force = read_json(tmp_path / "force.json")["42"]
     assert force["peso"]["2"]["ratio"] > 0 and "ratio" not in force["finetune"]["2"]

@@ -145,7 +145,7 @@ def force_markdown(force: dict, n_periods: int) -> str:
     lines: list[str] = []
     blocks = list(range(1, n_periods))
     for seed, per_seed in force.items():
-        lines += _head(
+        lines += table_head(
             f"**The proximal force, seed {seed}**: per block, mean ‖∇ proximal‖ / ‖∇ task‖ over its steps "
             "(– without a proximal term), and ‖Δ‖ of the LoRA factors over the block's training "
             "(relative to where it started).",
@@ -167,12 +167,12 @@ def force_markdown(force: dict, n_periods: int) -> str:
     return "\n".join(lines)
 
 
-def _head(caption: str, first: str, columns: list[str]) -> list[str]:
+def table_head(caption: str, first: str, columns: list[str]) -> list[str]:
     """A caption, then a Markdown table's header and rule."""
     return [caption, "", f"| {first} | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
 
 
-def _cell(figure: dict | None, scale: float = 100.0) -> str:
+def cell(figure: dict | None, scale: float = 100.0) -> str:
     if figure is None:
         return "–"
     return f"{scale * figure['mean']:.2f} [{scale * figure['low']:.2f}, {scale * figure['high']:.2f}]"
@@ -185,7 +185,7 @@ def markdown(intervals: dict, metrics: tuple[str, ...], n_periods: int) -> str:
     blocks = list(range(1, n_periods))
     for seed, per_seed in intervals.items():
         for metric in metrics:
-            lines += _head(
+            lines += table_head(
                 f"**{metric} (%), seed {seed}**: the model after block t on block t's tested users, 95% "
                 "intervals over users; the mean over blocks 1.. with the interval of independent blocks "
                 "(block 0: the D1 model every strategy starts from).",
@@ -196,13 +196,13 @@ def markdown(intervals: dict, metrics: tuple[str, ...], n_periods: int) -> str:
                 row = figures[metric]
                 if not any(j in row["blocks"] for j in blocks):
                     continue
-                cells = [_cell(row["blocks"].get(j)) for j in range(n_periods)]
-                lines.append(f"| {title} | " + " | ".join(cells) + f" | {_cell(row['mean'])} |")
+                cells = [cell(row["blocks"].get(j)) for j in range(n_periods)]
+                lines.append(f"| {title} | " + " | ".join(cells) + f" | {cell(row['mean'])} |")
             lines.append("")
         for title, paired in per_seed["paired"].items():
             if not any(paired.values()):
                 continue
-            lines += _head(
+            lines += table_head(
                 f"**{title} − {per_seed['baseline']} (points of %), seed {seed}**, paired over the same "
                 "users (95% interval, p):",
                 "metric",

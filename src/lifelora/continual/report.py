@@ -198,6 +198,37 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rows_markdown(summary: dict, intervals: dict, run_dir: Path, metrics: tuple[str, ...]) -> str:
+    """The results table a paper would print: one row per strategy and seed (the seed-independent
+    baselines once), each ranked metric's mean over blocks 1.. with its 95% interval, the kept epochs'
+    validation loss and the minutes blocks 1.. took with their evaluations; rows not finished are left out."""
+    columns = [*(f"{m} (%), mean 1.." for m in metrics), "kept-epoch valid loss", "minutes, blocks 1.."]
+    lines = blocks.table_head(
+        "**The table, per seed**: the model after block t on block t's tested users, the mean over blocks "
+        "1.. (95% interval); the validation loss of the kept epochs, mean over blocks 1..",
+        "strategy",
+        ["seed", *columns],
+    )
+    baselines: dict[str, dict] = {}
+    for title, s in summary["strategies"].items():
+        for seed, result in s["seeds"].items():
+            figures = intervals.get(seed, {}).get("strategies", {}).get(title)
+            if not figures or figures[metrics[0]]["mean"] is None:
+                continue
+            loss = selection.validation_loss(run_dir / f"seed-{seed}", title, summary["periods"])
+            cells = [blocks.cell(figures[m]["mean"]) for m in metrics]
+            cells += ["–" if loss is None else f"{loss:.4f}", f"{result['summary']['seconds'] / 60:.0f}"]
+            lines.append(f"| {title} | {seed} | " + " | ".join(cells) + " |")
+    for per_seed in intervals.values():
+        for title, figures in per_seed["strategies"].items():
+            if title not in summary["strategies"] and figures[metrics[0]]["mean"] is not None:
+                baselines.setdefault(title, figures)
+    for title, figures in baselines.items():
+        cells = [blocks.cell(figures[m]["mean"]) for m in metrics]
+        lines.append(f"| {title} | – | " + " | ".join(cells) + " | – | – |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(summary: dict, path: Path) -> Path:
     """The headline metric per period, same block and next block, one line per strategy (seed mean); a
     strategy that has run nothing after the shared period 0 is left out until it has."""
@@ -231,6 +262,7 @@ def write_report(run_dir: Path, cfg: ContinualConfig) -> dict:
         text = markdown(summary)
         if any(any(f[ranked[0]]["blocks"] for f in s["strategies"].values()) for s in intervals.values()):
             write_json(run_dir / "blocks.json", intervals)
+            text += "\n" + rows_markdown(summary, intervals, run_dir, ranked[:2])
             text += "\n" + blocks.markdown(intervals, ranked, cfg.continual.periods.n_periods)
             lines, shaded = blocks.bands(intervals, ranked[0], cfg.continual.periods.n_periods)
             title = f"{summary['task']} on {summary['dataset']}, {summary['model']}: model after block t on block t"
