@@ -3,11 +3,13 @@ computations and PESO's closed form, warm start, resume-after-a-period equality,
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+import scipy.stats
 import torch
 import yaml
 from test_next_item import config as next_item_config
@@ -603,6 +605,12 @@ def test_the_release_protocol_settings(data, llama_dir, home, tmp_path):
     assert set(intervals["paired"]["peso"]["hit@10"]) == {"1", "2"}
     text = (tmp_path / "results.md").read_text()
     assert "**peso − finetune (points of %), seed 42**" in text
+    pooled = read_json(tmp_path / "results.json")["paired_over_seeds"]["peso"]["ndcg@10"]
+    by_block = intervals["paired"]["peso"]["ndcg@10"]
+    assert pooled["seeds"] == [42]
+    assert pooled["difference"] == pytest.approx(np.mean([by_block[j]["difference"] for j in ("1", "2")]))
+    assert pooled["low"] <= pooled["difference"] <= pooled["high"]
+    assert "**Paired with finetune, over seeds and blocks 1..**" in text
     table = text.split("**The table, per seed**")[1].split("\n\n")[1].splitlines()
     rows = {tuple(cell.strip() for cell in line.split("|")[1:3]) for line in table[2:]}
     ran = {(title, "42") for title in ("finetune", "sumlora", "peso")}
@@ -707,3 +715,25 @@ def test_the_band_plot_leaves_out_a_strategy_that_has_only_the_shared_block_0():
     lines, shaded = bands(intervals, "ndcg@10", 3)
     assert list(lines) == ["finetune"] and lines["finetune"][:2] == [2.0, 1.0]
     assert np.isnan(lines["finetune"][2]) and shaded["finetune"][0][:2] == [1.0, 0.0]
+
+
+def test_paired_differences_pool_over_the_seeds_that_finished_every_block():
+    from lifelora.continual.blocks import Z95, paired_over_seeds
+
+    def difference(mean: float, se: float) -> dict:
+        return {"difference": mean, "low": mean - Z95 * se, "high": mean + Z95 * se, "p_value": 0.5}
+
+    def seed(by_block: dict) -> dict:
+        return {"strategies": {}, "baseline": "finetune", "paired": {"peso": {"hit@10": by_block}}}
+
+    intervals = {
+        "1": seed({1: difference(0.02, 0.01), 2: difference(0.00, 0.01)}),
+        "2": seed({1: difference(0.04, 0.02), 2: difference(0.02, 0.02)}),
+        "3": seed({1: difference(0.50, 0.01)}),  # block 2 not finished: not pooled
+    }
+    pooled = paired_over_seeds(intervals, ("hit@10",), 3)["peso"]["hit@10"]
+    assert pooled["seeds"] == [1, 2]
+    assert pooled["difference"] == pytest.approx(0.02)
+    se = math.sqrt(2 * 0.01**2 + 2 * 0.02**2) / 4
+    assert pooled["high"] - pooled["low"] == pytest.approx(2 * Z95 * se)
+    assert pooled["p_value"] == pytest.approx(2 * scipy.stats.norm.sf(0.02 / se))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from scipy.stats import norm
 
 from lifelora.continual.baselines import baseline_dir
 from lifelora.continual.config import ContinualConfig
@@ -111,6 +112,58 @@ def _paired(root: Path, cfg: ContinualConfig, title: str, baseline: str, metrics
     return paired
 
 
+def paired_over_seeds(intervals: dict, metrics: tuple[str, ...], n_periods: int) -> dict:
+    """{strategy: {metric: difference}}: each PESO-style strategy − the single evolving adapter, the mean
+    of its per-block paired differences over blocks 1.. and every seed that has them all, with the
+    interval of independent blocks and seeds (given each seed's D1 model: it says whether the strategies
+    differ, not how much another D1 would move both)."""
+    later = range(1, n_periods)
+    parts: dict = {}
+    for seed, per_seed in intervals.items():
+        for title, paired in per_seed["paired"].items():
+            for metric in metrics:
+                by_block = paired.get(metric, {})
+                if later and all(j in by_block for j in later):
+                    entry = parts.setdefault(title, {}).setdefault(metric, {"seeds": [], "blocks": []})
+                    entry["seeds"].append(int(seed))
+                    entry["blocks"] += [by_block[j] for j in later]
+    return {
+        title: {metric: _pooled_difference(e["blocks"]) | {"seeds": e["seeds"]} for metric, e in per.items()}
+        for title, per in parts.items()
+    }
+
+
+def _pooled_difference(differences: list[dict]) -> dict:
+    mean = float(np.mean([d["difference"] for d in differences]))
+    se = math.sqrt(sum(((d["high"] - d["low"]) / (2 * Z95)) ** 2 for d in differences)) / len(differences)
+    p_value = float(2 * norm.sf(abs(mean) / se)) if se > 0 else float(mean == 0)
+    return {"difference": mean, "low": mean - Z95 * se, "high": mean + Z95 * se, "p_value": p_value}
+
+
+def paired_over_seeds_markdown(pooled: dict, baseline: str, metrics: tuple[str, ...]) -> str:
+    lines = table_head(
+        f"**Paired with {baseline}, over seeds and blocks 1..** (points of %): the mean of the per-block "
+        "paired differences over every seed that has finished all blocks, 95% interval of independent blocks "
+        "and seeds, given each seed's D1 model.",
+        "strategy",
+        ["seeds", *metrics],
+    )
+    for title, per in pooled.items():
+        seeds = ", ".join(map(str, next(iter(per.values()))["seeds"]))
+        lines.append(
+            f"| {title} | {seeds} | " + " | ".join(difference_cell(per.get(m)) for m in metrics) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def difference_cell(d: dict | None) -> str:
+    if d is None:
+        return "–"
+    return (
+        f"{100 * d['difference']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] p={d['p_value']:.2f}"
+    )
+
+
 def proximal_force(run_dir: Path, cfg: ContinualConfig) -> dict:
     """{seed: {strategy: {block: {"ratio": mean ‖∇ proximal‖ / ‖∇ task‖ over the block's steps (absent
     without a proximal term), "distance"/"relative": how far the block's training moved the adapter}}}}."""
@@ -209,15 +262,7 @@ def markdown(intervals: dict, metrics: tuple[str, ...], n_periods: int) -> str:
                 [f"block {j}" for j in blocks],
             )
             for metric in metrics:
-                cells = []
-                for j in blocks:
-                    d = paired[metric].get(j)
-                    cells.append(
-                        "–"
-                        if d is None
-                        else f"{100 * d['difference']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] "
-                        f"p={d['p_value']:.2f}"
-                    )
+                cells = [difference_cell(paired[metric].get(j)) for j in blocks]
                 lines.append(f"| {metric} | " + " | ".join(cells) + " |")
             lines.append("")
     return "\n".join(lines)

@@ -256,13 +256,17 @@ def write_report(run_dir: Path, cfg: ContinualConfig) -> dict:
         found = selection.choices(run_dir, cfg)
         if found:
             summary["chosen_on_validation"] = found
-        write_json(run_dir / "results.json", summary)
         ranked = tuple(m for m in headline(cfg.task) if m.split("@")[0] in ("hit", "ndcg"))
         intervals = blocks.block_intervals(run_dir, cfg, ranked) if ranked else {}
         text = markdown(summary)
         if any(any(f[ranked[0]]["blocks"] for f in s["strategies"].values()) for s in intervals.values()):
             write_json(run_dir / "blocks.json", intervals)
             text += "\n" + rows_markdown(summary, intervals, run_dir, ranked[:2])
+            pooled = blocks.paired_over_seeds(intervals, ranked, cfg.continual.periods.n_periods)
+            if pooled:
+                summary["paired_over_seeds"] = pooled
+                baseline = next(iter(intervals.values()))["baseline"]
+                text += "\n" + blocks.paired_over_seeds_markdown(pooled, baseline, ranked)
             text += "\n" + blocks.markdown(intervals, ranked, cfg.continual.periods.n_periods)
             lines, shaded = blocks.bands(intervals, ranked[0], cfg.continual.periods.n_periods)
             title = f"{summary['task']} on {summary['dataset']}, {summary['model']}: model after block t on block t"
@@ -276,6 +280,7 @@ def write_report(run_dir: Path, cfg: ContinualConfig) -> dict:
             )
         if found:
             text += "\n" + selection.choices_markdown(found, cfg.continual.periods.n_periods)
+        write_json(run_dir / "results.json", summary)
         force = blocks.proximal_force(run_dir, cfg)
         if force:
             write_json(run_dir / "force.json", force)
