@@ -31,7 +31,6 @@ step pretrain,single-lora,peso-2,peso-0.5,peso-8,l2 3
 # the other baselines, one seed: SECONDARY_SEED picks one whose machine kind this is (default 1)
 step replay,sumlora,sdlora,inflora,olora "${SECONDARY_SEED:-1}"
 # the row no paper has: PESO on the personalized bank with an evolving SASRec lens (and the bank without it)
-[ -d runs/sasrec-video-games ] || $LIFELORA lens train -c lens/sasrec-video-games.yaml --run-dir runs/sasrec-video-games
 if [ -f "$RUN-personalized/config.yaml" ]; then
   $LIFELORA continual run --resume "$RUN-personalized" --seeds 1 train.precision=fp32
 else

@@ -23,6 +23,7 @@ from lifelora.continual.strategies.proximal import ProximalHook, module_of
 from lifelora.continual.stream import Stream
 from lifelora.data.periods import PeriodSpec, interaction_periods
 from lifelora.data.sequential import block_leave_one_out, returning, sequences_until
+from lifelora.errors import LifeloraError
 from lifelora.io import read_json
 from lifelora.tasks.next_item.task import NextItemTask
 from lifelora.training import TrainContext, TrainSettings
@@ -259,7 +260,6 @@ def test_a_period_first_trained_on_another_kind_of_machine_is_not_trained_again_
     elsewhere is refused in one line before any work, or retrained and marked when accepted."""
     import shutil
 
-    from lifelora.errors import LifeloraError
     from lifelora.io import write_json
     from lifelora.run import machine_kind
 
@@ -346,15 +346,21 @@ def test_a_personalized_bank_evolves_routed_by_a_sasrec_lens(data, llama_dir, ho
     lens_config = {"model": {"hidden": 8, "max_len": 8}, "train": {"epochs": 2, "compile": False}}
     lens = SASRecLens.create(SASRecConfig.model_validate(lens_config), data)
     lens.save(tmp_path / "lens")
+    (tmp_path / "lens.yaml").write_text(yaml.safe_dump(lens_config))
     tree = continual_config(llama_dir).model_dump(mode="json")
     tree["adapter"] = {"kind": "personalized", "r": 2, "n_loras": 3, "target_modules": ["q_proj"]}
-    tree["lens"] = str(tmp_path / "lens")
+    # an evolving lens needs only the named lens's settings: a config will do, no trained lens run
+    tree["lens"] = str(tmp_path / ("lens" if lens_mode == "frozen" else "lens.yaml"))
     tree["continual"]["lens"] = lens_mode
     cfg = ContinualNextItemConfig.model_validate(tree)
     cfg = cfg.model_copy(
         update={"continual": cfg.continual.model_copy(update={"strategies": cfg.continual.strategies[1:]})}
     )
     task = NextItemTask(data, str(llama_dir), cfg.semantic_ids, log=lambda _m: None)
+    if lens_mode == "frozen":  # a frozen lens routes as it is: an untrained one from a config would not do
+        configured = cfg.model_copy(update={"lens": tmp_path / "lens.yaml"})
+        with pytest.raises(LifeloraError, match=r"lens: .*lens\.yaml is a lens config.*continual\.lens"):
+            Stream(task, configured, lambda _m: None).use_period(0)
     summary = run_continual(
         cfg, tmp_path / "run", log=lambda _m: None, stream=Stream(task, cfg, lambda _m: None)
     )

@@ -105,10 +105,10 @@ class Stream:
 
     @cached_property
     def lenses(self) -> PeriodLenses | None:
-        named = self.task.lens(self.cfg)
+        mode = self.cfg.continual.lens
+        named = self.task.lens(self.cfg, trained=mode == "frozen")
         if named is None:
             return None
-        mode = self.cfg.continual.lens
         return self.task.period_lenses(self.periods, mode, named, self.run_dir / "lenses", self.log)
 
     @property

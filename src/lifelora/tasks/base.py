@@ -63,12 +63,24 @@ class Task(ABC):
 
     # --- the lens ---------------------------------------------------------------------------------------
 
-    def lens(self, cfg: Any) -> Any | None:
-        """The frozen lens routing the run's adapter (None when its kind is not routed)."""
+    def lens(self, cfg: Any, trained: bool = True) -> Any | None:
+        """The frozen lens routing the run's adapter (None when its kind is not routed). With
+        `trained=False` (a continual run whose lens evolves: only the named lens's architecture and
+        training settings are used) `lens` may also name a lens config, which gives an untrained lens."""
         if cfg.adapter is None or not is_routed(cfg.adapter):
             return None
         lenses = self.__dict__.setdefault("_lenses", {})  # per task object; subclasses keep their __init__
         path = Path(cfg.lens)
+        if path.suffix in (".yaml", ".yml"):
+            if trained:
+                raise LifeloraError(
+                    f"lens: {cfg.lens} is a lens config, and routing needs a trained {cfg.lens_kind} run "
+                    "directory (a config serves only a continual run whose lens evolves: continual.lens "
+                    "finetune or retrain)"
+                )
+            if path not in lenses:
+                lenses[path] = self.lens_from_config(str(path))
+            return lenses[path]
         if path not in lenses:
             lens = self.load_lens(path)
             lens.check_matches(self.data)
@@ -78,6 +90,10 @@ class Task(ABC):
     @abstractmethod
     def load_lens(self, path: Path) -> Any:
         """The task's kind of lens, read from a lens run directory."""
+
+    @abstractmethod
+    def lens_from_config(self, config: str) -> Any:
+        """An untrained lens of the task's kind on this data, from a lens config (a shipped name or a path)."""
 
     # --- training -----------------------------------------------------------------------------------------
 

@@ -24,7 +24,9 @@ class RunConfig(BaseModel):
     data_dir: Path | None = None
     model: str = Field("smollm2-135m", description="embedded name, Hugging Face id or local directory")
     lens: Path | None = Field(
-        None, description="lens run directory whose vectors route a personalized adapter"
+        None,
+        description="lens run directory whose vectors route a personalized adapter (a continual run whose "
+        "lens evolves may name a lens config instead: it trains its own lens per period)",
     )
 
     adapter: Any

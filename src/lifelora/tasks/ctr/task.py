@@ -89,6 +89,12 @@ class CTRTask(SampleRows, Task):
     def load_lens(self, path: Path) -> DINLens:
         return DINLens.load(path)
 
+    def lens_from_config(self, config: str) -> DINLens:
+        from lifelora.config import load_config
+        from lifelora.lens.din.config import LensConfig
+
+        return DINLens.create(load_config(LensConfig, config, [f"dataset={self.data.name}"]), self.data)
+
     def describe(self, cfg: CTRConfig) -> str:
         return f", history {cfg.prompt.history} ({cfg.prompt.retriever})"
 

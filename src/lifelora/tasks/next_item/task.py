@@ -117,6 +117,12 @@ class NextItemTask(Task):
     def load_lens(self, path: Path) -> SASRecLens:
         return SASRecLens.load(path)
 
+    def lens_from_config(self, config: str) -> SASRecLens:
+        from lifelora.config import load_config
+        from lifelora.lens.sasrec.config import SASRecConfig
+
+        return SASRecLens.create(load_config(SASRecConfig, config, [f"dataset={self.data.name}"]), self.data)
+
     def adapter_config(self, cfg: NextItemConfig):
         """The run's adapter with the code tokens' rows (or the whole embedding and head) trained."""
         if cfg.token_rows == "new":
