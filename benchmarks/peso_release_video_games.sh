@@ -28,8 +28,8 @@ step pretrain,single-lora,peso-2,l2,l2-release,peso-sized-2 1
 step peso-0.5,peso-8 1                         # λ chosen on validation among 0.5, 2, 8, seed by seed
 step pretrain,single-lora,peso-2,peso-0.5,peso-8,l2 2   # three seeds for the rows the issue names
 step pretrain,single-lora,peso-2,peso-0.5,peso-8,l2 3
-# the other baselines, one seed: SECONDARY_SEED picks one whose machine kind this is (default 1)
-step replay,sumlora,sdlora,inflora,olora "${SECONDARY_SEED:-1}"
+# the other baselines, one seed: seed 2 (begun on the Xeon); SECONDARY_SEED picks another
+step replay,sumlora,sdlora,inflora,olora "${SECONDARY_SEED:-2}"
 # the row no paper has: PESO on the personalized bank with an evolving SASRec lens (and the bank without it)
 if [ -f "$RUN-personalized/config.yaml" ]; then
   $LIFELORA continual run --resume "$RUN-personalized" --seeds 1 train.precision=fp32
