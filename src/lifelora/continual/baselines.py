@@ -62,14 +62,8 @@ def _popularity(stream, period: int, samples) -> np.ndarray:
 
 def _sasrec(stream, directory: Path, log):
     """Scores of SASRec after the asked block, evolving block by block (each trained once, then loaded)."""
-    from lifelora.config import load_config
     from lifelora.lens.periods import SequenceLenses
-    from lifelora.lens.sasrec import SASRecLens
-    from lifelora.lens.sasrec.config import SASRecConfig
 
-    named = stream.cfg.continual.baseline_sasrec
-    config = load_config(SASRecConfig, named, [f"dataset={stream.data.name}"])
-    lenses = SequenceLenses(
-        stream.data, stream.periods, "finetune", SASRecLens.create(config, stream.data), directory, log
-    )
+    named = stream.task.lens_from_config(stream.cfg.continual.baseline_sasrec)
+    lenses = SequenceLenses(stream.data, stream.periods, "finetune", named, directory, log)
     return lambda stream, period, samples: lenses.at(period).scores(stream.data, samples)

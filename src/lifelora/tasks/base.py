@@ -91,9 +91,9 @@ class Task(ABC):
     def load_lens(self, path: Path) -> Any:
         """The task's kind of lens, read from a lens run directory."""
 
-    def lens_from_config(self, config: str) -> Any:
-        """An untrained lens of the task's kind on this data, from a lens config (a shipped name or a path);
-        a task whose lenses are not built from configs says so."""
+    def lens_from_config(self, config: str | None) -> Any:
+        """An untrained lens of the task's kind on this data, from a lens config (a shipped name or a path;
+        None: the lens's defaults); a task whose lenses are not built from configs says so."""
         raise LifeloraError(
             f"lens: {config}: the {self.name} task builds no lens from a config; name a lens run"
         )

@@ -89,7 +89,7 @@ class CTRTask(SampleRows, Task):
     def load_lens(self, path: Path) -> DINLens:
         return DINLens.load(path)
 
-    def lens_from_config(self, config: str) -> DINLens:
+    def lens_from_config(self, config: str | None) -> DINLens:
         from lifelora.config import load_config
         from lifelora.lens.din.config import LensConfig
 

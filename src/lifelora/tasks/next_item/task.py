@@ -117,7 +117,7 @@ class NextItemTask(Task):
     def load_lens(self, path: Path) -> SASRecLens:
         return SASRecLens.load(path)
 
-    def lens_from_config(self, config: str) -> SASRecLens:
+    def lens_from_config(self, config: str | None) -> SASRecLens:
         from lifelora.config import load_config
         from lifelora.lens.sasrec.config import SASRecConfig
 
