@@ -364,3 +364,19 @@ def test_personalized_routing_gives_users_the_lens_never_saw_its_cold_start_vect
         assert torch.allclose(routing[unseen], lens.model.hidden(batch))
         batch.user_fields[:, 0] = 1  # as if they were a known user
         assert not torch.allclose(routing[unseen], lens.model.hidden(batch))
+
+
+def test_an_evolving_click_through_lens_is_built_untrained_from_a_lens_config(home, llama_dir, tmp_path):
+    from lifelora.lens import DINLens
+
+    data = synthetic_prepared(tmp_path / "d", name="ml-synthetic")
+    named = tmp_path / "din-small.yaml"
+    named.write_text("kind: din\nmodel:\n  embed_dim: 8\n  history_length: 6\n  mlp_units: [12]\n")
+    cfg = config(llama_dir, adapter={"kind": "personalized", "n_loras": 2}, lens=str(named))
+    task = CTRTask(data, str(llama_dir))
+    lens = task.lens(cfg, trained=False)
+    assert isinstance(lens, DINLens) and lens.hidden_size == 12
+    assert lens.config.dataset == "ml-synthetic" and lens.config.model.history_length == 6
+    assert task.lens(cfg, trained=False) is lens  # one lens per task and config
+    with pytest.raises(LifeloraError, match=r"din-small\.yaml is a lens config, and routing needs a trained"):
+        task.lens(cfg)

@@ -216,3 +216,11 @@ def test_a_task_registered_from_outside_runs_a_two_period_continual_run(liked, r
         assert 0.0 <= strategy["mean"]["ACC"] <= 1.0
     evaluated = tmp_path / "continual" / "seed-42" / "evals"
     assert (evaluated / "finetune" / "period-1" / "block-1.json").is_file()
+
+
+def test_a_task_that_builds_no_lens_from_a_config_says_so(tmp_path):
+    task = LikedTask(
+        synthetic_prepared(tmp_path / "d", name="ml-synthetic"), str(save_tiny(tmp_path / "tiny"))
+    )
+    with pytest.raises(LifeloraError, match=r"^lens: din\.yaml: the liked task builds no lens from a config"):
+        task.lens_from_config("din.yaml")
