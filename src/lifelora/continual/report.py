@@ -187,8 +187,9 @@ def statistics_table(statistics, dataset: str) -> Table:
 def markdown(summary: dict) -> str:
     columns = ["strategy", *table_columns(summary["task"])]
     lines = [
-        f"Mean over periods 2..{summary['periods']} of the model after period t on block t's test set "
-        f"(`next`: on block t+1, periods 1..{summary['periods'] - 1}); mean ± std over seeds "
+        f"Mean over blocks 1..{summary['periods'] - 1} of the model after block t on block t's test set "
+        f"(`next`: on block t+1, after blocks 0..{summary['periods'] - 2}; block 0 is the first period's); "
+        "mean ± std over seeds "
         f"{', '.join(map(str, summary['seeds']))}.",
         "",
         "| " + " | ".join(columns) + " |",
