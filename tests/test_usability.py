@@ -236,6 +236,24 @@ def test_run_json_records_the_outcome_and_the_curve_marks_the_best_epoch(
     assert run["error"] and result.error_lines[-1] == f"lifelora: error: {run['error']}"
 
 
+def test_a_run_stopped_by_sigterm_records_that_it_was_terminated(prepared, run_cli, tmp_path, monkeypatch):
+    import signal
+
+    import lifelora.cli.lens
+
+    def stopped_by_the_scheduler(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(lifelora.cli.lens, "log", stopped_by_the_scheduler)
+    args = ["lens", "train", "dataset=ml-synthetic", f"data_dir={prepared}", *LENS]
+    result = run_cli(*args, "--run-dir", tmp_path / "stopped")
+    assert result.code == 143 and result.error_lines[-1] == "lifelora: terminated"
+    run = json.loads((tmp_path / "stopped" / "run.json").read_text())
+    assert run["status"] == "failed" and run["error"] == "terminated" and run["ended"]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_plot_curve_without_best_has_no_mark(tmp_path, monkeypatch):
     import lifelora.report
 

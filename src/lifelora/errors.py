@@ -3,3 +3,8 @@
 
 class LifeloraError(Exception):
     """A user-facing error: the message names the file or argument and what is wrong with it."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (`kill`, a scheduler's stop) raised in the main thread, so a stopped run unwinds like an
+    interrupted one and records how it ended instead of staying `running`."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import platform
 import random
+import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -18,7 +20,7 @@ from pydantic import BaseModel
 
 from lifelora import __version__
 from lifelora.distributed import is_main_process
-from lifelora.errors import LifeloraError
+from lifelora.errors import LifeloraError, Terminated
 from lifelora.io import read_json, write_json, write_yaml
 
 
@@ -138,6 +140,8 @@ def _update_run_json(run_dir: Path, **fields) -> None:
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
+    if isinstance(exc, Terminated):
+        return "terminated"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, LifeloraError):
         return text
@@ -147,14 +151,34 @@ def _one_line(exc: BaseException) -> str:
 @contextmanager
 def run_status(run_dir: Path) -> Iterator[None]:
     """Record in run.json how the run went, so a failed run is told from a finished one: `running` from
-    here (again when resumed), then `finished`, or `failed` with the one-line error. Main process only."""
+    here (again when resumed), then `finished`, or `failed` with the one-line error (`terminated` when
+    stopped by SIGTERM). Main process only."""
     if not is_main_process():
         yield
         return
     _update_run_json(run_dir, status="running", started=_now(), ended=None, error=None)
     try:
-        yield
+        with _sigterm_raises():
+            yield
     except BaseException as exc:
         _update_run_json(run_dir, status="failed", ended=_now(), error=_one_line(exc))
         raise
     _update_run_json(run_dir, status="finished", ended=_now())
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises `Terminated` inside the block (the default handler would end the process with no
+    unwinding); the previous handler comes back after it. Outside the main thread signals cannot be set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -8,7 +8,7 @@ import sys
 from lifelora import distributed
 from lifelora.cli import continual, ctr, data, jobs, lens, next_item, serve, tasks, versions
 from lifelora.cli.common import App, console, quiet_progress_bars
-from lifelora.errors import LifeloraError
+from lifelora.errors import LifeloraError, Terminated
 
 app = App(
     help="LLM recommenders with personalized (RecLoRA) and continually evolving (PESO) LoRA adapters.",
@@ -42,3 +42,6 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("lifelora: interrupted", highlight=False)
         sys.exit(130)
+    except Terminated:
+        console.print("lifelora: terminated", highlight=False)
+        sys.exit(143)
