@@ -705,6 +705,14 @@ def test_lambda_is_chosen_on_validation_loss_over_the_seeds_every_candidate_has_
     assert found["validation_loss"] == {"peso-0.5": 3.5, "peso-2": 4.5} and found["chosen"] == "peso-0.5"
     text = choices_markdown([found], 3)
     assert "| peso softmax_kl | peso-0.5 3.50000, peso-2 4.50000 | 2 | 1 | peso-0.5 |" in text
+    for period in (1, 2):  # peso-2 lower by less than 1e-4: a tie, and it goes to the first listed
+        write_json(
+            tmp_path / "seed-2" / "peso-2" / f"period-{period}" / "done.json",
+            {"train": {"best_epoch": 1, "valid_losses": [1.99995 + period]}},
+        )
+    (found,) = choices(tmp_path, cfg)
+    assert found["chosen"] == "peso-0.5" and found["tied"] == ["peso-0.5", "peso-2"]
+    assert "| peso-0.5 (tied within 0.0001 with peso-2: the first listed) |" in choices_markdown([found], 3)
 
 
 def test_the_band_plot_leaves_out_a_strategy_that_has_only_the_shared_block_0():

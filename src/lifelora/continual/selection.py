@@ -1,8 +1,10 @@
 """Settings chosen on validation, never on the test blocks. Strategies of one family (the same method
 and settings but for λ, such as PESO's softmax-KL at λ 0.5, 2 and 8) are candidates; the chosen one has
 the lowest validation loss of its kept epochs, averaged over blocks 1.. and over the seeds in which every
-candidate has finished every block (the same seeds for all: each seed has its own D1 model). The same rule
-holds for every family; a seed where some candidate is unfinished is named, not used, until it finishes."""
+candidate has finished every block (the same seeds for all: each seed has its own D1 model). Losses within
+`TIED` of the lowest are a tie — far below the validation set's own noise — and a tie goes to the first listed
+(the preset lists its default first). The same rule holds for every family; a seed where some candidate is
+unfinished is named, not used, until it finishes."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from lifelora.continual.config import ContinualConfig
 from lifelora.io import read_json
 
 VARIED = {"label", "weight"}  # what may differ within a family
+TIED = 1e-4  # nats of mean validation loss
 
 
 def seeds_that_ran(run_dir: Path, cfg: ContinualConfig) -> list[int]:
@@ -56,10 +59,12 @@ def choices(run_dir: Path, cfg: ContinualConfig) -> list[dict]:
             for title, loss in per_seed.items()
         }
         first = members[0]
+        tied = [t for t, loss in losses.items() if loss <= min(losses.values()) + TIED] if complete else []
         found.append({
             "family": " ".join(str(v) for k, v in first.model_dump().items() if k not in VARIED),
             "validation_loss": losses,
-            "chosen": min(losses, key=losses.get) if complete else None,
+            "chosen": tied[0] if tied else None,
+            "tied": tied if len(tied) > 1 else [],
             "seeds": complete,
             "unfinished_seeds": [seed for seed in ran if seed not in complete],
         })  # fmt: skip
@@ -80,6 +85,8 @@ def choices_markdown(found: list[dict], n_periods: int) -> str:
             for title, loss in family["validation_loss"].items()
         )
         chosen = family["chosen"] or "– (no seed where every candidate has finished)"
+        if family.get("tied"):
+            chosen += f" (tied within {TIED:g} with {', '.join(family['tied'][1:])}: the first listed)"
         compared = ", ".join(map(str, family["seeds"])) or "–"
         waiting = ", ".join(map(str, family.get("unfinished_seeds", []))) or "–"
         lines.append(f"| {family['family']} | {losses} | {compared} | {waiting} | {chosen} |")
