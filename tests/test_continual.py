@@ -715,6 +715,31 @@ def test_lambda_is_chosen_on_validation_loss_over_the_seeds_every_candidate_has_
     assert "| peso-0.5 (tied within 0.0001 with peso-2: the first listed) |" in choices_markdown([found], 3)
 
 
+def test_the_summary_averages_only_the_seeds_that_finished_every_period(llama_dir, tmp_path, monkeypatch):
+    from lifelora.continual import report
+
+    cfg = continual_config(llama_dir, [{"name": "finetune"}], seeds=[1, 2, 3])  # 3 periods
+    done = {1: (3, 600.0, 0.2), 2: (1, 0.0, float("nan")), 3: (3, 900.0, 0.4)}  # seed 2: only the shared D1
+    for seed in done:
+        (tmp_path / f"seed-{seed}").mkdir()
+
+    def seed_result(root, title, cfg):
+        periods, seconds, ndcg = done[int(root.name.split("-")[1])]
+        return {"summary": {"ndcg@10": ndcg, "seconds": seconds, "periods_done": periods}}
+
+    monkeypatch.setattr(report, "seed_result", seed_result)
+    finetune = report.summarize(tmp_path, cfg)["strategies"]["finetune"]
+    assert finetune["finished_seeds"] == [1, 3]
+    assert finetune["mean"] == pytest.approx({"ndcg@10": 0.3, "seconds": 750.0, "periods_done": 3.0})
+    done[1] = done[3] = (2, 300.0, float("nan"))  # no seed has finished: every seed, to show progress
+    finetune = report.summarize(tmp_path, cfg)["strategies"]["finetune"]
+    assert finetune["finished_seeds"] == [] and finetune["mean"]["seconds"] == 200.0
+    assert report.table_rows({"task": cfg.task, "strategies": {"finetune": finetune}})[0][:2] == [
+        "finetune",
+        "–",
+    ]
+
+
 def test_the_band_plot_leaves_out_a_strategy_that_has_only_the_shared_block_0():
     from lifelora.continual.blocks import bands
 

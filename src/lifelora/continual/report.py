@@ -114,19 +114,25 @@ def seed_result(root: Path, title: str, cfg: ContinualConfig) -> dict:
 
 
 def summarize(run_dir: Path, cfg: ContinualConfig) -> dict:
-    """Every strategy over every seed: per-seed results, mean and std of each summary figure."""
+    """Every strategy over every seed: per-seed results, mean and std of each summary figure over the
+    seeds that finished every period (`finished_seeds`; while none has, over every seed, to show
+    progress), so a seed still at its first period does not average its seconds into a finished one's."""
     strategies = {}
     ran = selection.seeds_that_ran(run_dir, cfg)
+    n = cfg.continual.periods.n_periods
     for strategy in cfg.continual.strategies:
         seeds = {str(seed): seed_result(run_dir / f"seed-{seed}", strategy.title, cfg) for seed in ran}
+        finished = [seed for seed, result in seeds.items() if result["summary"]["periods_done"] == n]
+        in_mean = finished or list(seeds)
         keys = next(iter(seeds.values()))["summary"].keys() if seeds else []
         mean, std = {}, {}
         for key in keys:
-            values = np.array([s["summary"].get(key, math.nan) for s in seeds.values()], dtype=float)
+            values = np.array([seeds[seed]["summary"].get(key, math.nan) for seed in in_mean], dtype=float)
             finite = values[~np.isnan(values)]
             mean[key] = float(finite.mean()) if len(finite) else math.nan
             std[key] = float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
-        strategies[strategy.title] = {"seeds": seeds, "mean": mean, "std": std}
+        strategies[strategy.title] = {"seeds": seeds, "finished_seeds": [int(seed) for seed in finished],
+                                      "mean": mean, "std": std}  # fmt: skip
     return {"task": cfg.task, "dataset": cfg.dataset, "model": cfg.model, "metric": headline(cfg.task)[0],
             "periods": cfg.continual.periods.n_periods, "seeds": ran, "strategies": strategies}  # fmt: skip
 
@@ -150,7 +156,11 @@ def _cell(mean: float, std: float, key: str) -> str:
 def table_rows(summary: dict) -> list[list[str]]:
     columns = table_columns(summary["task"])
     return [
-        [title, *(_cell(s["mean"].get(c, math.nan), s["std"].get(c, math.nan), c) for c in columns)]
+        [
+            title,
+            ", ".join(map(str, s["finished_seeds"])) or "–",
+            *(_cell(s["mean"].get(c, math.nan), s["std"].get(c, math.nan), c) for c in columns),
+        ]
         for title, s in summary["strategies"].items()
     ]
 
@@ -158,8 +168,8 @@ def table_rows(summary: dict) -> list[list[str]]:
 def results_table(summary: dict) -> Table:
     table = Table(title=f"continual {summary['task']} on {summary['dataset']} ({summary['model']}), "
                   f"mean over periods 2..{summary['periods']}")  # fmt: skip
-    for column in ["strategy", *table_columns(summary["task"])]:
-        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for column in ["strategy", "seeds", *table_columns(summary["task"])]:
+        table.add_column(column, justify="left" if column in ("strategy", "seeds") else "right")
     for row in table_rows(summary):
         table.add_row(*row)
     return table
@@ -185,12 +195,12 @@ def statistics_table(statistics, dataset: str) -> Table:
 
 
 def markdown(summary: dict) -> str:
-    columns = ["strategy", *table_columns(summary["task"])]
+    columns = ["strategy", "seeds", *table_columns(summary["task"])]
     lines = [
         f"Mean over blocks 1..{summary['periods'] - 1} of the model after block t on block t's test set "
         f"(`next`: on block t+1, after blocks 0..{summary['periods'] - 2}; block 0 is the first period's); "
-        "mean ± std over seeds "
-        f"{', '.join(map(str, summary['seeds']))}.",
+        "mean ± std over the seeds that finished every block (`seeds`; ran: "
+        f"{', '.join(map(str, summary['seeds']))}; a row no seed has finished shows its progress).",
         "",
         "| " + " | ".join(columns) + " |",
         "|---" * len(columns) + "|",
