@@ -249,6 +249,11 @@ def test_a_run_copied_without_its_adapters_trains_again_only_what_it_must(stream
     train_first_period(stream, 5, copied, log=logs.append)
     run_strategy(stream, make_strategy(finished), 5, copied, log=logs.append)
     assert not (copied / FIRST / "adapter").exists() and not logs  # nothing needed the adapters
+    from lifelora.continual.report import _storage
+
+    n = stream.cfg.continual.periods.n_periods
+    assert _storage(whole, "finetune", n)["adapter_mb"] > 0
+    assert math.isnan(_storage(copied, "finetune", n)["adapter_mb"])  # weights not here: unknown, not 0 MB
     run_strategy(stream, make_strategy(unfinished), 5, copied, log=logs.append)
     assert any("not on disk" in line for line in logs)
     assert_same_adapter(stream, whole / "sdlora" / "period-2", copied / "sdlora" / "period-2")

@@ -66,14 +66,18 @@ def _later_mean(values: np.ndarray) -> float:
 
 
 def _storage(root: Path, title: str, n: int) -> dict:
-    """What the strategy keeps after its last finished period: adapter branches and their bytes."""
+    """What the strategy keeps after its last finished period: adapter branches and their bytes (NaN
+    where the weights are not on this machine: results travel without them)."""
     for period in range(n - 1, -1, -1):
         directory = root / (FIRST if period == 0 else f"{title}/period-{period}")
         if (directory / "done.json").is_file():
             files = [f for f in (directory / "adapter").rglob("*") if f.is_file()]
             state = directory / "strategy.safetensors"
+            adapters = len(read_json(directory / "branches.json")["branches"])
+            if not files:
+                return {"adapters": adapters, "adapter_mb": math.nan, "state_mb": math.nan}
             return {
-                "adapters": len(read_json(directory / "branches.json")["branches"]),
+                "adapters": adapters,
                 "adapter_mb": round(sum(f.stat().st_size for f in files) / 2**20, 2),
                 "state_mb": round(state.stat().st_size / 2**20, 2) if state.is_file() else 0.0,
             }
