@@ -7,7 +7,8 @@
 # names its machine) and the script goes on to the next step. Every row trains in fp32, whatever `auto`
 # would pick here, so that rows from different CPUs differ only as seeds and kernels do.
 # Commit the directory's results as they come (adapters are ignored).
-# Per strategy and seed ~33 min on two AVX2 cores (~21 min on an AVX512/AMX Xeon, fp32), a seed's D1 ~30 (~14).
+# Per strategy and seed ~33 min on two AVX2 cores (~21 min on an AVX512/AMX Xeon, fp32; the branch-per-block
+# ones, whose forward passes grow with the blocks, 32–38 min there), a seed's D1 ~30 (~14).
 # Usage: [SECONDARY_SEED=N] benchmarks/peso_release_video_games.sh [RUN_DIR]
 set -uo pipefail
 cd "$(dirname "$0")/.."
