@@ -1,4 +1,5 @@
-"""One exception type for every problem a user can fix; the CLI prints it as one line and exits 2."""
+"""Exceptions: one type for every problem a user can fix (the CLI prints it as one line and exits 2), and
+SIGTERM turned into one (exit 143)."""
 
 
 class LifeloraError(Exception):
