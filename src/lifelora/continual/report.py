@@ -1,8 +1,9 @@
 """The results of a continual run, rebuilt from its directory alone (`lifelora continual report RUN`):
-per strategy and seed the period × block matrix of the headline metric, the mean over periods 2.. of
-the model after period t on block t (PESO's protocol) and on block t+1 (what a deployed recommender
-faces next), returning versus new users, transfer and forgetting, storage and time; then the mean ± std
-over seeds as a table (Markdown and JSON) and a per-period plot (PNG)."""
+per strategy and seed the period × block matrix of the headline metric, the mean over blocks 1.. (block
+0 is the first period's) of the model after period t on block t (PESO's protocol) and on block t+1 (what
+a deployed recommender faces next), returning versus new users, transfer and forgetting, storage and
+time; then the mean ± std over the seeds that finished as a table (Markdown and JSON) and a per-period
+plot (PNG)."""
 
 from __future__ import annotations
 
@@ -171,7 +172,7 @@ def table_rows(summary: dict) -> list[list[str]]:
 
 def results_table(summary: dict) -> Table:
     table = Table(title=f"continual {summary['task']} on {summary['dataset']} ({summary['model']}), "
-                  f"mean over periods 2..{summary['periods']}")  # fmt: skip
+                  f"mean over blocks 1..{summary['periods'] - 1}")  # fmt: skip
     for column in ["strategy", "seeds", *table_columns(summary["task"])]:
         table.add_column(column, justify="left" if column in ("strategy", "seeds") else "right")
     for row in table_rows(summary):
